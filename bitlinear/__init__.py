@@ -1,0 +1,18 @@
+"""bitlinear: ternary-weight (BitNet b1.58) linear layers for PyTorch.
+
+    from bitlinear import BitLinear
+    layer = BitLinear(512, 256)      # train with fake quantization (straight-through estimator)
+    layer.deploy()                   # pack to 2 bits, run the integer CPU/CUDA kernels
+"""
+from ._ext import HAS_BITLINEAR, HAS_CUDA_KERNELS
+from . import ops  # registers the fake kernels right after the native module
+from ._info import __version__, collect_info
+from .isa import available_cpu_isas, cpu_isa, set_cpu_isa, use_cpu_isa
+from .nn import BitLinear
+from .reference import FORMAT_VERSION, QUANT_TYPES
+
+__all__ = [
+    "BitLinear", "HAS_BITLINEAR", "HAS_CUDA_KERNELS", "QUANT_TYPES", "FORMAT_VERSION",
+    "available_cpu_isas", "cpu_isa", "set_cpu_isa", "use_cpu_isa", "collect_info", "ops",
+    "__version__",
+]

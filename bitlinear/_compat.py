@@ -1,0 +1,22 @@
+"""The earlier package's native calls, kept working: `_bitlinear.prepare_weights` and
+`_bitlinear.bitlinear` resolve here (see the PEP 562 hook in csrc/binding.cpp)."""
+from __future__ import annotations
+
+import torch
+
+from . import ops
+from . import reference as ref
+
+
+def prepare_weights(weight: torch.Tensor, eps: float = 1e-6, quant_type: str = "ai8pc_wpt"):
+    """Quantize and pack a float weight [N, K] -> (w_scale, w_packed)."""
+    spec = ref.parse_quant_type(quant_type)
+    return ops.quantize_weights(weight, eps, spec.weight_per_channel)
+
+
+def bitlinear(x: torch.Tensor, w_scale: torch.Tensor, w_packed: torch.Tensor, bias=None,
+              eps: float = 1e-6) -> torch.Tensor:
+    """Deployed forward with per-token activations; in_features is x.shape[-1]."""
+    if bias is not None:
+        bias = bias.to(torch.float32).contiguous()
+    return ops.linear(x, w_scale, w_packed, bias, eps, x.shape[-1], True)

@@ -1,0 +1,156 @@
+"""BitLinear: a drop-in nn.Linear with ternary weights and int8 activations (BitNet b1.58)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import ops
+from . import reference as ref
+
+
+class BitLinear(nn.Module):
+    """Linear layer with ternary weights and int8 activations.
+
+    Training mode runs fake quantization with a straight-through estimator, so gradients reach
+    weight, bias and input. ``deploy()`` quantizes and packs the weights to 2 bits and switches to
+    the integer kernels (inference only).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, eps: float = 1e-6,
+                 quant_type: str = "ai8pc_wpt", device=None, dtype=None):
+        super().__init__()
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"BitLinear: {name} must be an int >= 1, got {v!r}")
+        if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
+            raise ValueError(f"BitLinear: eps must be a positive finite float, got {eps!r}")
+        self.spec = ref.parse_quant_type(quant_type)
+        self.in_features = in_features
+        self.out_features = out_features
+        self.eps = float(eps)
+        self.quant_type = quant_type
+        self.deployed = False
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_features, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nn.Linear's initialisation."""
+        if self.deployed:
+            raise RuntimeError("BitLinear: cannot reset the parameters of a deployed layer")
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, quant_type: str = "ai8pc_wpt", eps: float = 1e-6):
+        """A BitLinear with a copy of ``linear``'s weight and bias (same device and dtype)."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"BitLinear.from_linear expects an nn.Linear, got {type(linear).__name__}")
+        w = linear.weight
+        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, eps=eps,
+                    quant_type=quant_type, device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(w)
+            if linear.bias is not None:
+                layer.bias.copy_(linear.bias)
+        return layer
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ops.check_float_input(x)
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"BitLinear: expected input with last dimension "
+                             f"in_features={self.in_features}, got shape {tuple(x.shape)}")
+        if not self.deployed:
+            return ref.fake_quant_linear(x, self.weight, self.bias, self.eps, self.spec)
+        if x.requires_grad and torch.is_grad_enabled():
+            raise RuntimeError("BitLinear: a deployed layer is inference-only and has no gradient; "
+                               "train before deploy(), or run under torch.no_grad()")
+        return ops.linear(x, self.w_scale, self.w_packed, self.bias, self.eps, self.in_features,
+                          self.spec.act_per_token)
+
+    # ------------------------------------------------------------------ deploy
+    @torch.no_grad()
+    def deploy(self) -> "BitLinear":
+        """Quantize and pack the weights; replace weight/bias parameters with the buffers
+        ``w_scale`` (float32), ``w_packed`` (uint8, 2 bits per weight) and ``bias`` (float32)."""
+        if self.deployed:
+            return self
+        w_scale, w_packed = ops.quantize_weights(self.weight, self.eps, self.spec.weight_per_channel)
+        bias = None if self.bias is None else self.bias.detach().to(torch.float32).clone()
+        del self.weight
+        del self.bias
+        self.register_buffer("w_scale", w_scale)
+        self.register_buffer("w_packed", w_packed)
+        self.register_buffer("bias", bias)
+        self.deployed = True
+        return self
+
+    def _apply(self, fn, recurse=True):
+        # A dtype cast (model.half()) must not round the float32 scales and bias of a deployed
+        # layer; device moves apply to them as usual.
+        if not self.deployed:
+            return super()._apply(fn, recurse)
+        keep = {k: self._buffers[k] for k in ("w_scale", "bias") if self._buffers.get(k) is not None}
+        super()._apply(fn, recurse)
+        dev = self.w_packed.device
+        for k, v in keep.items():
+            self._buffers[k] = v.to(device=dev, dtype=torch.float32)
+        return self
+
+    # ------------------------------------------------------------------ state dict
+    def get_extra_state(self):
+        return {"format_version": ref.FORMAT_VERSION, "quant_type": self.quant_type,
+                "deployed": self.deployed}
+
+    def set_extra_state(self, state):
+        if not isinstance(state, dict):
+            raise ValueError(f"BitLinear: unrecognised extra state {state!r}")
+        if state.get("deployed", False):
+            ver = state.get("format_version")
+            if ver != ref.FORMAT_VERSION:
+                raise ValueError(f"BitLinear: checkpoint packed-weight format version {ver!r} is not "
+                                 f"supported (this bitlinear reads version {ref.FORMAT_VERSION})")
+        qt = state.get("quant_type", self.quant_type)
+        if qt != self.quant_type:
+            raise ValueError(f"BitLinear: checkpoint quant_type {qt!r} differs from this layer's "
+                             f"{self.quant_type!r}")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        has_packed = prefix + "w_packed" in state_dict
+        if has_packed and not self.deployed:
+            raise ValueError(f"BitLinear{' ' + prefix[:-1] if prefix else ''}: the checkpoint holds "
+                             "deployed (packed) weights; call deploy() on the model before "
+                             "load_state_dict")
+        if self.deployed and prefix + "weight" in state_dict and not has_packed:
+            raise ValueError(f"BitLinear{' ' + prefix[:-1] if prefix else ''}: the checkpoint holds "
+                             "float weights but this layer is deployed; load before deploy()")
+        if self.deployed and has_packed:
+            bias_key = prefix + "bias"
+            ops.check_deployed_buffers(
+                state_dict.get(prefix + "w_scale"), state_dict[prefix + "w_packed"],
+                state_dict.get(bias_key) if self.bias is not None else None,
+                self.in_features, self.out_features)
+            if (self.bias is None) != (bias_key not in state_dict):
+                raise ValueError(f"BitLinear: checkpoint bias presence does not match the layer "
+                                 f"(layer bias={'yes' if self.bias is not None else 'no'})")
+            ws = state_dict.get(prefix + "w_scale")
+            if ws.numel() != self.w_scale.numel():
+                raise ValueError(f"BitLinear: checkpoint w_scale has {ws.numel()} elements, this "
+                                 f"layer ({self.quant_type}) expects {self.w_scale.numel()}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, eps={self.eps}, quant_type={self.quant_type!r}, "
+                f"deployed={self.deployed}")

@@ -1,0 +1,160 @@
+"""Pure-PyTorch reference numerics: the single definition of every quantity bitlinear computes.
+
+Used three ways: as the training (fake-quant) forward, as the fallback when the native extension is
+missing, and as the oracle the C and CUDA kernels are tested against. The kernels match it bit for bit
+(quantized activations and weights, scales, integer accumulators, float32 epilogue).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+FORMAT_VERSION = 1  # packed weight layout version (docs/packed_format.md); equals BL_FORMAT_VERSION
+QK = 128  # weights per block along K
+BLOCK_BYTES = 32  # 128 weights x 2 bits
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """What a quant_type string means: activation and weight scale granularity."""
+
+    name: str
+    act_per_token: bool  # int8 activations: one scale per token (row) or per tensor
+    weight_per_channel: bool  # ternary weights: one scale per output channel or per tensor
+
+
+QUANT_TYPES = {
+    "ai8pc_wpt": QuantSpec("ai8pc_wpt", act_per_token=True, weight_per_channel=False),
+    "ai8pt_wpt": QuantSpec("ai8pt_wpt", act_per_token=False, weight_per_channel=False),
+    "ai8pc_wpc": QuantSpec("ai8pc_wpc", act_per_token=True, weight_per_channel=True),
+}
+
+
+def parse_quant_type(quant_type: str) -> QuantSpec:
+    spec = QUANT_TYPES.get(quant_type) if isinstance(quant_type, str) else None
+    if spec is None:
+        raise ValueError(
+            f"unknown quant_type {quant_type!r}; valid quant types are: {', '.join(QUANT_TYPES)}"
+        )
+    return spec
+
+
+def padded_k(K: int) -> int:
+    return (K + QK - 1) // QK * QK
+
+
+def packed_row_bytes(K: int) -> int:
+    return padded_k(K) // 4
+
+
+# ---------------------------------------------------------------------------- weights
+def weight_scale(w: torch.Tensor, eps: float, per_channel: bool) -> torch.Tensor:
+    """absmean scale: float32 of the float64 mean of |w|, clamped at eps. Shape [N] or [1]."""
+    a = w.detach().to(torch.float64).abs()
+    mean = a.sum(dim=1) / w.shape[1] if per_channel else (a.sum() / w.numel()).reshape(1)
+    return mean.to(torch.float32).clamp(min=eps)
+
+
+def ternarize(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """w_q = clamp(round(w / s), -1, 1) in float32 (round half to even). scale: [N] or [1]."""
+    s = scale.reshape(-1, 1) if scale.numel() > 1 else scale.reshape(1, 1)
+    return torch.round(w.to(torch.float32) / s).clamp(-1, 1)
+
+
+def pack_ternary(wq: torch.Tensor) -> torch.Tensor:
+    """int-valued [N, K] in {-1,0,1} -> uint8 [N, Kp/4] in the v1 block layout."""
+    N, K = wq.shape
+    Kp = padded_k(K)
+    codes = torch.ones(N, Kp, dtype=torch.uint8, device=wq.device)  # code 1 = weight 0 (padding)
+    codes[:, :K] = (wq.to(torch.int16) + 1).to(torch.uint8)
+    codes = codes.reshape(N, Kp // QK, 4, 32)  # [n, block, s, j] holds k = 128 b + 32 s + j
+    packed = codes[:, :, 0] | (codes[:, :, 1] << 2) | (codes[:, :, 2] << 4) | (codes[:, :, 3] << 6)
+    return packed.reshape(N, Kp // 4).contiguous()
+
+
+def unpack_weights(w_packed: torch.Tensor, K: int) -> torch.Tensor:
+    """uint8 [N, Kp/4] -> int8 [N, K] in {-1,0,1}."""
+    N = w_packed.shape[0]
+    b = w_packed.reshape(N, -1, 1, 32)
+    shifts = torch.tensor([0, 2, 4, 6], dtype=torch.uint8, device=w_packed.device).reshape(1, 1, 4, 1)
+    codes = (b >> shifts) & 3  # [n, block, s, j]
+    return (codes.reshape(N, -1)[:, :K].to(torch.int8) - 1).contiguous()
+
+
+def quantize_weights(weight: torch.Tensor, eps: float, per_channel: bool):
+    """-> (w_scale float32 [N] or [1], w_packed uint8 [N, Kp/4])."""
+    if not torch.isfinite(weight).all():
+        raise ValueError("bitlinear: weight contains NaN or Inf; cannot quantize")
+    scale = weight_scale(weight, eps, per_channel)
+    return scale, pack_ternary(ternarize(weight, scale))
+
+
+# ---------------------------------------------------------------------------- activations
+def act_scale(x: torch.Tensor, eps: float, per_token: bool) -> torch.Tensor:
+    """absmax scale of float32 rows x [M, K]: amax(|x|).clamp(min=eps) / 127, shape [M]."""
+    a = x.detach().abs()
+    amax = a.amax(dim=-1) if per_token else a.amax().expand(x.shape[0])
+    return amax.clamp(min=eps) / 127
+
+
+def quantize_acts(x: torch.Tensor, eps: float, per_token: bool):
+    """float rows [M, K] -> (x_q int8 [M, Kp] zero padded, scale float32 [M], rowsum int32 [M]).
+
+    Rows whose scale is not finite (NaN/Inf in x) quantize to zeros; the epilogue makes them NaN.
+    """
+    xf = x.to(torch.float32)
+    M, K = xf.shape
+    s = act_scale(xf, eps, per_token)
+    q = torch.round(xf / s[:, None]).clamp(-128, 127)
+    q = torch.where(torch.isfinite(s)[:, None], q, torch.zeros_like(q))
+    xq = torch.zeros(M, padded_k(K), dtype=torch.int8, device=x.device)
+    xq[:, :K] = q.to(torch.int8)
+    return xq, s, xq.sum(dim=1, dtype=torch.int32)
+
+
+# ---------------------------------------------------------------------------- GEMM + epilogue
+def gemm_acc(x_q: torch.Tensor, w_packed: torch.Tensor, K: int) -> torch.Tensor:
+    """Exact int32 accumulators x_q[:, :K] @ w_q^T (float64 products are exact at these sizes)."""
+    wq = unpack_weights(w_packed, K)
+    return (x_q[:, :K].to(torch.float64) @ wq.to(torch.float64).T).to(torch.int32)
+
+
+def epilogue(acc, x_scale, w_scale, bias):
+    """y = acc * (s_x * s_w) + bias in float32, in that order; rows with non-finite s_x are NaN."""
+    s = x_scale[:, None] * w_scale.reshape(1, -1)
+    y = acc.to(torch.float32) * s
+    if bias is not None:
+        y = y + bias.to(torch.float32)
+    return torch.where(torch.isfinite(x_scale)[:, None], y, torch.full_like(y, float("nan")))
+
+
+def linear(x, w_scale, w_packed, bias, eps: float, in_features: int, per_token: bool):
+    """The deployed forward, in plain PyTorch (the kernels' oracle and fallback)."""
+    K = in_features
+    x2 = x.reshape(-1, K)
+    xq, sx, _ = quantize_acts(x2, eps, per_token)
+    y = epilogue(gemm_acc(xq, w_packed, K), sx, w_scale, bias)
+    return y.to(x.dtype).reshape(*x.shape[:-1], w_packed.shape[0])
+
+
+# ---------------------------------------------------------------------------- training forward
+def fake_quant_linear(x, weight, bias, eps: float, spec: QuantSpec):
+    """Training forward: fake quantization with the straight-through estimator, in float32.
+
+    F.linear(s_x * x_q, s_w * w_q, bias); gradients pass straight through to x and weight.
+    """
+    xf = x.to(torch.float32)
+    wf = weight.to(torch.float32)
+    lead = xf.shape[:-1]
+    x2 = xf.reshape(-1, xf.shape[-1])
+    sx = act_scale(x2, eps, spec.act_per_token)[:, None]
+    xdq = torch.round(x2.detach() / sx).clamp(-128, 127) * sx
+    x_ste = x2 + (xdq - x2).detach()
+    sw = weight_scale(wf, eps, spec.weight_per_channel)
+    wdq = ternarize(wf.detach(), sw) * sw.reshape(-1, 1)
+    w_ste = wf + (wdq - wf).detach()
+    b = bias.to(torch.float32) if bias is not None else None
+    y = F.linear(x_ste, w_ste, b)
+    return y.reshape(*lead, weight.shape[0]).to(x.dtype)

@@ -1,0 +1,167 @@
+/*
+ * bitlinear.h - the whole C API of the bitlinear kernel core.
+ *
+ * Plain C11 (and CUDA C for the bl_cuda_* entry points). No torch, no Python.
+ * Everything takes raw pointers, sizes and strides (in elements) and returns a
+ * bl_status. Nothing here aborts, prints or reads outside the ranges described
+ * by its arguments.
+ *
+ * Numerics (identical to bitlinear/reference.py, bit for bit):
+ *   weights, per tensor  : s_w = max((float)(sum_f64 |w| / (N*K)), (float)eps)
+ *   weights, per channel : s_w[n] = max((float)(sum_f64 |w[n,:]| / K), (float)eps)
+ *                          w_q = clamp(rint(w / s_w), -1, 1)        (float32 division)
+ *   activations          : s_x = max(amax|x|, (float)eps) / 127.0f  (per row or per tensor)
+ *                          x_q = clamp(rint(x / s_x), -128, 127)    (float32 division)
+ *   output               : y[m,n] = (float)acc[m,n] * (s_x[m] * s_w[n]) + bias[n]
+ *                          (float32, no FMA contraction), then rounded to the output dtype.
+ *                          A row whose s_x is not finite (NaN/Inf in x) is all NaN.
+ * rint is round-half-to-even (the default FP environment).
+ *
+ * Packed weight format, version BL_FORMAT_VERSION (docs/packed_format.md):
+ *   K is padded to Kp = ceil(K / 128) * 128. Each of the N rows is Kp/128 blocks
+ *   of 32 bytes (row stride Kp/4 bytes, rows contiguous). Code c = w + 1 in {0,1,2}.
+ *   In block b, byte j (0..31) holds the values at k = 128*b + 32*s + j in bits
+ *   [2s, 2s+1] for s = 0..3. Padding positions hold code 1 (weight 0).
+ */
+#ifndef BITLINEAR_H
+#define BITLINEAR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BL_FORMAT_VERSION 1
+#define BL_QK 128           /* weights per block along K */
+#define BL_BLOCK_BYTES 32   /* bytes per block: 128 x 2 bits */
+#define BL_CODE_ZERO 1      /* code of a zero weight (and of padding) */
+
+/* Activation rows are stored padded to Kp with zeros, so every kernel may read whole blocks. */
+static inline int64_t bl_padded_k(int64_t K) { return (K + BL_QK - 1) / BL_QK * BL_QK; }
+static inline int64_t bl_packed_row_bytes(int64_t K) { return bl_padded_k(K) / 4; }
+
+typedef enum {
+  BL_OK = 0,
+  BL_ERR_NULL = 1,        /* a required pointer is NULL */
+  BL_ERR_SIZE = 2,        /* a size is negative, zero where it must not be, or overflows */
+  BL_ERR_STRIDE = 3,      /* a leading dimension is smaller than the row it describes */
+  BL_ERR_ARG = 4,         /* an enum or flag argument is out of range */
+  BL_ERR_ISA = 5,         /* the requested ISA is not compiled in or not supported by this CPU */
+  BL_ERR_ALLOC = 6,       /* an internal allocation failed */
+  BL_ERR_CUDA = 7,        /* a CUDA runtime call failed */
+  BL_ERR_NO_CUDA = 8,     /* the library was built without CUDA */
+  BL_ERR_NONFINITE = 9    /* weights contain NaN or Inf */
+} bl_status;
+
+const char *bl_status_str(bl_status s);
+
+typedef enum { BL_F32 = 0, BL_F16 = 1, BL_BF16 = 2 } bl_dtype;
+
+/* ------------------------------------------------------------------ CPU ISA */
+typedef enum {
+  BL_ISA_REF = 0,          /* plain portable C, the ground truth */
+  BL_ISA_AVX2 = 1,
+  BL_ISA_AVX512VNNI = 2,
+  BL_ISA_AVXVNNI = 3,
+  BL_ISA_NEON_DOT = 4,
+  BL_ISA_COUNT = 5
+} bl_isa;
+
+const char *bl_isa_name(int isa);          /* "ref", "avx2", ... or "unknown" */
+int bl_isa_from_name(const char *name);    /* -1 if unknown */
+int bl_isa_compiled(int isa);              /* 1 if this build contains the path */
+int bl_isa_supported(int isa);             /* compiled and this CPU can run it */
+int bl_isa_best(void);                     /* fastest supported path (cpuid, cached) */
+int bl_isa_get(void);                      /* the path in use */
+/* Select a path; BL_ERR_ISA if not supported. The initial choice is bl_isa_best(),
+ * lowered by the environment variable BITLINEAR_ISA if it is set. */
+bl_status bl_isa_set(int isa);
+
+/* ------------------------------------------------------------------ CPU API
+ * nthreads <= 0 means 1. All entry points use the current ISA (bl_isa_get()).
+ * The *_ref variants always run the plain C path (used by tests). */
+
+/* w: [N, K] float32, row stride ldw >= K. scale: N floats if per_channel else 1.
+ * packed: N * bl_packed_row_bytes(K) bytes. */
+bl_status bl_quantize_weights(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
+                              int per_channel, float *scale, uint8_t *packed, int nthreads);
+
+/* packed -> int8 w_q [N, K] with row stride ldq (for checks). */
+bl_status bl_unpack_weights(const uint8_t *packed, int64_t N, int64_t K, int8_t *wq, int64_t ldq);
+
+/* x: [M, K] of dtype dt, row stride ldx >= K (elements). xq: [M, Kp] with row stride
+ * ldq >= Kp, padding columns set to 0. scale: M floats (per tensor: all equal).
+ * rowsum: M int32 sums of x_q (may be NULL). */
+bl_status bl_quantize_acts(const void *x, bl_dtype dt, int64_t M, int64_t K, int64_t ldx,
+                           float eps, int per_token, int8_t *xq, int64_t ldq, float *scale,
+                           int32_t *rowsum, int nthreads);
+
+/* acc[m, n] = sum_k x_q[m, k] * w_q[n, k] (int32), acc row stride ldacc >= N.
+ * rowsum may be NULL (kernels that need it recompute it). */
+bl_status bl_gemm_acc(const int8_t *xq, int64_t ldq, const int32_t *rowsum,
+                      const uint8_t *packed, int64_t M, int64_t N, int64_t K,
+                      int32_t *acc, int64_t ldacc, int nthreads);
+
+/* Bytes of scratch bl_linear needs for M rows of K (quantized rows, scales, sums). */
+size_t bl_linear_workspace_bytes(int64_t M, int64_t K);
+
+/* The fused forward: quantize x, packed GEMM, epilogue, y in dtype ydt with row stride ldy.
+ * wscale: N floats if w_per_channel else 1. bias: N floats or NULL.
+ * workspace: at least bl_linear_workspace_bytes(M, K) bytes, 64-byte aligned. */
+bl_status bl_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
+                    const uint8_t *packed, int64_t N, const float *wscale, int w_per_channel,
+                    const float *bias, float eps, int per_token, void *y, bl_dtype ydt,
+                    int64_t ldy, void *workspace, int nthreads);
+
+/* Plain-C ground truth of each entry point (same contracts). */
+bl_status bl_quantize_weights_ref(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
+                                  int per_channel, float *scale, uint8_t *packed, int nthreads);
+bl_status bl_quantize_acts_ref(const void *x, bl_dtype dt, int64_t M, int64_t K, int64_t ldx,
+                               float eps, int per_token, int8_t *xq, int64_t ldq, float *scale,
+                               int32_t *rowsum, int nthreads);
+bl_status bl_gemm_acc_ref(const int8_t *xq, int64_t ldq, const uint8_t *packed, int64_t M,
+                          int64_t N, int64_t K, int32_t *acc, int64_t ldacc, int nthreads);
+/* Epilogue shared by every CPU path: y = acc * (xscale[m] * wscale[n]) + bias[n]. */
+bl_status bl_epilogue_ref(const int32_t *acc, int64_t ldacc, int64_t M, int64_t N,
+                          const float *xscale, const float *wscale, int w_per_channel,
+                          const float *bias, void *y, bl_dtype ydt, int64_t ldy, int nthreads);
+
+/* float <-> half / bfloat16 conversions used by every path (round to nearest even). */
+float bl_f16_to_f32(uint16_t h);
+uint16_t bl_f32_to_f16(float f);
+float bl_bf16_to_f32(uint16_t h);
+uint16_t bl_f32_to_bf16(float f);
+
+/* ------------------------------------------------------------------ CUDA API
+ * Same contracts as the CPU entry points, on device pointers, asynchronous on `stream`
+ * (a cudaStream_t). No host synchronisation, no allocation: scratch comes from the caller.
+ * Without CUDA in the build these return BL_ERR_NO_CUDA. */
+struct CUstream_st;
+int bl_cuda_compiled(void);
+size_t bl_cuda_quantize_weights_workspace_bytes(int64_t N, int64_t K, int per_channel);
+bl_status bl_cuda_quantize_weights(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
+                                   int per_channel, float *scale, uint8_t *packed,
+                                   void *workspace, struct CUstream_st *stream);
+bl_status bl_cuda_unpack_weights(const uint8_t *packed, int64_t N, int64_t K, int8_t *wq,
+                                 int64_t ldq, struct CUstream_st *stream);
+size_t bl_cuda_quantize_acts_workspace_bytes(int64_t M, int64_t K, int per_token);
+bl_status bl_cuda_quantize_acts(const void *x, bl_dtype dt, int64_t M, int64_t K, int64_t ldx,
+                                float eps, int per_token, int8_t *xq, int64_t ldq, float *scale,
+                                int32_t *rowsum, void *workspace, struct CUstream_st *stream);
+bl_status bl_cuda_gemm_acc(const int8_t *xq, int64_t ldq, const int32_t *rowsum,
+                           const uint8_t *packed, int64_t M, int64_t N, int64_t K,
+                           int32_t *acc, int64_t ldacc, void *workspace, size_t workspace_bytes,
+                           struct CUstream_st *stream);
+size_t bl_cuda_linear_workspace_bytes(int64_t M, int64_t N, int64_t K);
+bl_status bl_cuda_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
+                         const uint8_t *packed, int64_t N, const float *wscale, int w_per_channel,
+                         const float *bias, float eps, int per_token, void *y, bl_dtype ydt,
+                         int64_t ldy, void *workspace, size_t workspace_bytes,
+                         struct CUstream_st *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* BITLINEAR_H */

@@ -1,0 +1,178 @@
+"""Build of the bitlinear native extension `_bitlinear`.
+
+The C11 kernel core (csrc/cpu/*.c) and the CUDA kernels (csrc/cuda/*.cu) are compiled here with
+their own flags (cpp_extension would pass C++ flags such as -std=c++17 to every non-.cu source),
+then linked into one thin C++ binding built against the LibTorch stable ABI and Python's limited API.
+
+Environment switches:
+  BITLINEAR_FORCE_CPU=1      build without CUDA even if nvcc and a CUDA torch are present
+  TORCH_CUDA_ARCH_LIST       CUDA arches, e.g. "8.0;9.0+PTX" (default "8.0;8.6;8.9;9.0+PTX")
+  DEBUG=1                    -O0 -g builds
+  CC / NVCC                  compilers (default: cc, $CUDA_HOME/bin/nvcc)
+"""
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).parent.resolve()
+CSRC = ROOT / "csrc"
+TORCH_TARGET = "0x020a000000000000"  # stable ABI target: torch 2.10
+DEBUG = os.environ.get("DEBUG", "0") not in ("", "0")
+
+
+def _machine():
+    m = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
+
+
+def read_isa_flags(path=CSRC / "cpu" / "isa_flags.txt", arch=None):
+    """(common flags, {file: extra flags} for this arch, files meant for other arches)."""
+    arch = arch or _machine()
+    common, per_file, foreign = [], {}, set()
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].split()
+        if len(line) < 2:
+            continue
+        where, name, flags = line[0], line[1], line[2:]
+        if name == "*":
+            common = flags
+        elif where in (arch, "any"):
+            per_file[name] = flags
+        else:
+            foreign.add(name)
+    return common, per_file, foreign
+
+
+def c_sources():
+    _, _, foreign = read_isa_flags()
+    return sorted(p for p in (CSRC / "cpu").glob("*.c") if p.name not in foreign)
+
+
+def cuda_arch_flags():
+    spec = os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0;8.6;8.9;9.0+PTX")
+    flags = []
+    for a in spec.replace(",", ";").replace(" ", ";").split(";"):
+        a = a.strip()
+        if not a:
+            continue
+        ptx = a.endswith("+PTX")
+        num = a.replace("+PTX", "").replace(".", "")
+        flags.append(f"-gencode=arch=compute_{num},code=sm_{num}")
+        if ptx:
+            flags.append(f"-gencode=arch=compute_{num},code=compute_{num}")
+    return flags
+
+
+def find_nvcc():
+    nvcc = os.environ.get("NVCC")
+    if nvcc:
+        return nvcc
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if home and (Path(home) / "bin" / "nvcc").exists():
+        return str(Path(home) / "bin" / "nvcc")
+    return shutil.which("nvcc")
+
+
+def want_cuda(torch):
+    if os.environ.get("BITLINEAR_FORCE_CPU", "0") not in ("", "0"):
+        return False
+    return torch.version.cuda is not None and find_nvcc() is not None
+
+
+def _newer(src_deps, obj):
+    return not obj.exists() or any(d.stat().st_mtime > obj.stat().st_mtime for d in src_deps)
+
+
+def main():
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, library_paths
+
+    use_cuda = want_cuda(torch)
+    headers = list(CSRC.glob("*.h")) + list(CSRC.glob("cpu/*.h")) + list(CSRC.glob("cuda/*.cuh"))
+    torch_lib = library_paths()[0]
+
+    class build_ext(BuildExtension):
+        """Compiles the C and CUDA objects with their own flags, then the binding."""
+
+        def build_extensions(self):
+            objdir = Path(self.build_temp).resolve() / "bitlinear_objs"
+            objdir.mkdir(parents=True, exist_ok=True)
+            objs = self._compile_c(objdir)
+            if use_cuda:
+                objs += self._compile_cuda(objdir)
+            for ext in self.extensions:
+                ext.extra_objects = list(ext.extra_objects or []) + objs
+            super().build_extensions()
+
+        def _run(self, cmd):
+            print(" ".join(cmd), flush=True)
+            subprocess.check_call(cmd)
+
+        def _compile_c(self, objdir):
+            cc = os.environ.get("CC", "cc")
+            common, per_file, _ = read_isa_flags()
+            if DEBUG:
+                common = [f for f in common if not f.startswith("-O")] + ["-O0", "-g"]
+            objs = []
+            for src in c_sources():
+                obj = objdir / (src.stem + ".o")
+                if _newer([src, *headers, CSRC / "cpu" / "isa_flags.txt"], obj):
+                    self._run([cc, *common, *per_file.get(src.name, []), "-c", str(src), "-o", str(obj)])
+                objs.append(str(obj))
+            return objs
+
+        def _compile_cuda(self, objdir):
+            nvcc = find_nvcc()
+            flags = ["-std=c++17", "-Xcompiler", "-fPIC", "--expt-relaxed-constexpr", "-lineinfo",
+                     "-O0" if DEBUG else "-O3", *cuda_arch_flags()]
+            objs = []
+            for src in sorted((CSRC / "cuda").glob("*.cu")):
+                obj = objdir / (src.stem + ".cu.o")
+                if _newer([src, *headers], obj):
+                    self._run([nvcc, *flags, "-c", str(src), "-o", str(obj)])
+                objs.append(str(obj))
+            return objs
+
+    cxx_flags = [
+        "-std=c++20", "-O0" if DEBUG else "-O2", "-fvisibility=hidden",
+        f"-DTORCH_TARGET_VERSION={TORCH_TARGET}",
+    ]
+    if DEBUG:
+        cxx_flags.append("-g")
+    libraries, library_dirs = ["gomp"], []
+    extra_link = [f"-Wl,-rpath,$ORIGIN/torch/lib", f"-Wl,-rpath,{torch_lib}"]
+    if use_cuda:
+        cxx_flags += ["-DBITLINEAR_WITH_CUDA", "-DUSE_CUDA"]
+        cuda_home = Path(find_nvcc()).resolve().parent.parent
+        library_dirs += [str(cuda_home / "lib64"), str(cuda_home / "lib64" / "stubs")]
+        libraries += ["torch_cuda", "cudart_static", "dl", "rt", "pthread"]
+
+    print("=" * 60)
+    print(f"bitlinear: building with {'CUDA' if use_cuda else 'CPU-only'} support "
+          f"(torch {torch.__version__}, {len(c_sources())} C files"
+          + (f", {len(list((CSRC / 'cuda').glob('*.cu')))} CUDA files)" if use_cuda else ")"))
+    print("=" * 60)
+
+    ext = CppExtension(
+        name="_bitlinear",
+        sources=[str(CSRC / "binding.cpp")],
+        include_dirs=[str(CSRC)],
+        extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=extra_link,
+        libraries=libraries,
+        library_dirs=library_dirs,
+        py_limited_api=True,
+    )
+    setup(
+        ext_modules=[ext],
+        cmdclass={"build_ext": build_ext.with_options(use_ninja=False)},
+        options={"bdist_wheel": {"py_limited_api": "cp310"}},
+    )
+
+
+if __name__ == "__main__":
+    main()
