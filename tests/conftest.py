@@ -1,0 +1,31 @@
+"""Shared fixtures. Every test draws fresh random inputs: the seed changes per run and is printed
+in the header so a failure can be replayed with BITLINEAR_TEST_SEED=<seed>."""
+import os
+import random
+import zlib
+
+import pytest
+import torch
+
+SEED = int(os.environ.get("BITLINEAR_TEST_SEED", random.SystemRandom().randrange(2**31)))
+
+
+def pytest_report_header(config):
+    return f"bitlinear test seed: {SEED} (replay with BITLINEAR_TEST_SEED={SEED})"
+
+
+@pytest.fixture
+def gen(request):
+    """A torch.Generator seeded from the run seed and the test's name."""
+    g = torch.Generator()
+    g.manual_seed((SEED + zlib.crc32(request.node.nodeid.encode())) % (2**63))
+    return g
+
+
+def rand(gen, *shape, dtype=torch.float32, scale=1.0):
+    """Gaussian values with a few large outliers, never all zeros."""
+    x = torch.randn(*shape, generator=gen) * scale
+    if x.numel() > 4:
+        idx = torch.randint(0, x.numel(), (max(1, x.numel() // 97),), generator=gen)
+        x.view(-1)[idx] *= 8
+    return x.to(dtype)

@@ -1,0 +1,208 @@
+"""Every native op against the pure-PyTorch reference, on every CPU path this machine runs.
+Integer results (packed bytes, x_q, row sums, accumulators) must be identical; float outputs equal
+the reference's epilogue bit for bit in float32 and within one rounding in float16/bfloat16."""
+import pytest
+import torch
+
+import bitlinear
+from bitlinear import ops
+from bitlinear import reference as ref
+
+from conftest import rand
+
+pytestmark = pytest.mark.skipif(not bitlinear.HAS_BITLINEAR, reason="native extension not built")
+
+ISAS = bitlinear.available_cpu_isas() if bitlinear.HAS_BITLINEAR else []
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+SHAPES = [(1, 1, 1), (3, 7, 5), (7, 129, 3), (1, 1000, 17), (5, 128, 64), (2, 256, 1),
+          (33, 300, 70), (16, 4096, 8)]  # (M, K, N)
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    with bitlinear.use_cpu_isa(request.param):
+        yield request.param
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("N,K", [(1, 1), (3, 7), (7, 129), (17, 1000), (64, 256), (5, 4096)])
+def test_quantize_weights(isa, gen, N, K, per_channel):
+    w = rand(gen, N, K, scale=0.02)
+    s, p = ops.quantize_weights(w, 1e-6, per_channel)
+    rs, rp = ref.quantize_weights(w, 1e-6, per_channel)
+    assert p.dtype == torch.uint8 and p.shape == (N, ref.packed_row_bytes(K))
+    assert torch.equal(s, rs)
+    assert torch.equal(p, rp)
+    assert torch.equal(ops.unpack_weights(p, K), ref.unpack_weights(rp, K))
+    assert torch.equal(ref.unpack_weights(p, K).float(), ref.ternarize(w, rs))
+
+
+def test_quantize_weights_dtypes(gen):
+    w = rand(gen, 9, 130, scale=0.1)
+    for dt in DTYPES:
+        s, p = ops.quantize_weights(w.to(dt), 1e-6, True)
+        rs, rp = ref.quantize_weights(w.to(dt), 1e-6, True)
+        assert torch.equal(s, rs) and torch.equal(p, rp)
+
+
+def test_pack_layout_documented():
+    # k = 128 b + 32 s + j sits in byte 32 b + j at bits 2s (docs/packed_format.md)
+    K = 300
+    w = torch.zeros(1, K)
+    w[0, 5] = 1.0      # b0 s0 j5 -> code 2 at byte 5 bits 0-1
+    w[0, 37] = -1.0    # b0 s1 j5 -> code 0 at byte 5 bits 2-3
+    w[0, 128 + 96 + 31] = 1.0  # b1 s3 j31 -> code 2 at byte 63 bits 6-7
+    _, p = ops.quantize_weights(w, 1e-6, False)
+    assert p.shape == (1, 96)
+    assert p[0, 5].item() == (2 | (0 << 2) | (1 << 4) | (1 << 6))
+    assert p[0, 63].item() == (1 | (1 << 2) | (1 << 4) | (2 << 6))
+    assert p[0, 64 + 31].item() == 0b01010101  # padding (k >= 300) is code 1
+
+
+@pytest.mark.parametrize("per_token", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M,K,N", SHAPES)
+def test_quantize_acts(isa, gen, M, K, N, dtype, per_token):
+    x = rand(gen, M, K, dtype=dtype, scale=3.0)
+    q, s, r = ops.quantize_acts(x, 1e-6, per_token)
+    rq, rs, rr = ref.quantize_acts(x, 1e-6, per_token)
+    assert torch.equal(s, rs)
+    assert torch.equal(q, rq)
+    assert torch.equal(r, rr)
+
+
+@pytest.mark.parametrize("M,K,N", SHAPES + [(130, 513, 33), (9, 2560, 40)])
+def test_gemm_acc_exact(isa, gen, M, K, N):
+    w = rand(gen, N, K)
+    _, p = ops.quantize_weights(w, 1e-6, False)
+    xq = torch.randint(-128, 128, (M, ref.padded_k(K)), generator=gen, dtype=torch.int8)
+    xq[:, K:] = 0
+    assert torch.equal(ops.gemm_acc(xq, p, K), ref.gemm_acc(xq, p, K))
+
+
+def test_gemm_acc_extremes(isa):
+    # all -128 against all -1 / +1: the largest magnitudes the int32 path must hold exactly
+    K, N = 4096, 3
+    w = torch.ones(N, K)
+    w[1] = -1
+    w[2, ::2] = 0
+    _, p = ops.quantize_weights(w, 1e-6, False)
+    xq = torch.full((2, K), -128, dtype=torch.int8)
+    xq[1] = 127
+    acc = ops.gemm_acc(xq, p, K)
+    assert torch.equal(acc, ref.gemm_acc(xq, p, K))
+    assert acc[0, 0].item() == -128 * K and acc[1, 1].item() == -127 * K
+
+
+def _assert_close_to_ref(y, r, dtype):
+    if dtype == torch.float32:
+        assert torch.equal(y, r)
+    else:  # the kernel rounds float32 -> half once, as torch does; allow one ulp of slack
+        torch.testing.assert_close(y.float(), r.float(), rtol=2 * torch.finfo(dtype).eps, atol=0)
+
+
+@pytest.mark.parametrize("qt", list(ref.QUANT_TYPES))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M,K,N", SHAPES)
+def test_linear_matches_reference(isa, gen, M, K, N, dtype, qt):
+    spec = ref.parse_quant_type(qt)
+    w = rand(gen, N, K, scale=0.05)
+    s, p = ops.quantize_weights(w, 1e-6, spec.weight_per_channel)
+    b = rand(gen, N)
+    x = rand(gen, M, K, dtype=dtype)
+    y = ops.linear(x, s, p, b, 1e-6, K, spec.act_per_token)
+    r = ref.linear(x, s, p, b, 1e-6, K, spec.act_per_token)
+    assert y.dtype == dtype and y.shape == (M, N)
+    _assert_close_to_ref(y, r, dtype)
+    y0 = ops.linear(x, s, p, None, 1e-6, K, spec.act_per_token)
+    _assert_close_to_ref(y0, ref.linear(x, s, p, None, 1e-6, K, spec.act_per_token), dtype)
+
+
+def test_linear_leading_shapes_and_noncontiguous(gen):
+    K, N = 70, 9
+    s, p = ops.quantize_weights(rand(gen, N, K), 1e-6, False)
+    for shape in [(K,), (2, 3, K), (4, 1, 2, K)]:
+        x = rand(gen, *shape)
+        y = ops.linear(x, s, p, None, 1e-6, K, True)
+        assert y.shape == (*shape[:-1], N)
+        assert torch.equal(y, ref.linear(x, s, p, None, 1e-6, K, True))
+    big = rand(gen, 6, 2 * K)
+    for x in (big[:, ::2], big[:, :K], rand(gen, K, 6).T, rand(gen, 3, 4, K).transpose(0, 1)):
+        assert not x.is_contiguous()
+        assert torch.equal(ops.linear(x, s, p, None, 1e-6, K, True),
+                           ref.linear(x.contiguous(), s, p, None, 1e-6, K, True))
+
+
+def test_linear_empty_batch(gen):
+    s, p = ops.quantize_weights(rand(gen, 4, 10), 1e-6, False)
+    for shape in [(0, 10), (2, 0, 10)]:
+        y = ops.linear(torch.empty(shape), s, p, None, 1e-6, 10, True)
+        assert y.shape == (*shape[:-1], 4)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("per_token", [True, False])
+def test_nonfinite_inputs(isa, gen, bad, per_token):
+    K, N = 200, 13
+    s, p = ops.quantize_weights(rand(gen, N, K), 1e-6, False)
+    x = rand(gen, 5, K)
+    x[2, 17] = bad
+    y = ops.linear(x, s, p, rand(gen, N), 1e-6, K, per_token)
+    r = ref.linear(x, s, p, rand(gen, N) * 0, 1e-6, K, per_token)
+    assert torch.equal(torch.isnan(y), torch.isnan(r))
+    if per_token:
+        assert torch.isnan(y[2]).all() and torch.isfinite(y[[0, 1, 3, 4]]).all()
+    else:
+        assert torch.isnan(y).all()
+
+
+def test_nonfinite_weights_rejected():
+    w = torch.randn(4, 8)
+    w[1, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        ops.quantize_weights(w, 1e-6, False)
+
+
+@pytest.mark.parametrize("M,K,N", [(1, 4096, 256), (64, 1000, 129), (7, 2560, 96)])
+def test_thread_count_does_not_change_results(isa, gen, M, K, N):
+    s, p = ops.quantize_weights(rand(gen, N, K), 1e-6, True)
+    x = rand(gen, M, K)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        y1 = ops.linear(x, s, p, None, 1e-6, K, True)
+        p1 = ops.quantize_weights(rand(gen, N, K), 1e-6, False)
+        torch.set_num_threads(2)
+        y2 = ops.linear(x, s, p, None, 1e-6, K, True)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(y1, y2)
+    assert p1[1].shape == p.shape
+
+
+@pytest.mark.parametrize("op,args", [
+    ("quantize_weights", lambda g: (rand(g, 7, 130), 1e-6, True)),
+    ("unpack_weights", lambda g: (ops.quantize_weights(rand(g, 5, 33), 1e-6, False)[1], 33)),
+    ("quantize_acts", lambda g: (rand(g, 3, 130), 1e-6, True)),
+    ("gemm_acc", lambda g: (ops.quantize_acts(rand(g, 3, 130), 1e-6, True)[0],
+                            ops.quantize_weights(rand(g, 5, 130), 1e-6, False)[1], 130)),
+    ("linear", lambda g: (rand(g, 2, 3, 130), *ops.quantize_weights(rand(g, 5, 130), 1e-6, False),
+                          rand(g, 5), 1e-6, 130, True)),
+])
+def test_opcheck(gen, op, args):
+    torch.library.opcheck(getattr(torch.ops.bitlinear, op).default, args(gen))
+
+
+def test_native_op_errors_name_the_problem(gen):
+    s, p = ops.quantize_weights(rand(gen, 4, 10), 1e-6, False)
+    x = rand(gen, 3, 10)
+    with pytest.raises(RuntimeError, match="in_features"):
+        torch.ops.bitlinear.linear(rand(gen, 3, 11), s, p, None, 1e-6, 10, True)
+    with pytest.raises(RuntimeError, match="w_packed"):
+        torch.ops.bitlinear.linear(x, s, p[:, :16].contiguous(), None, 1e-6, 10, True)
+    with pytest.raises(RuntimeError, match="w_scale"):
+        torch.ops.bitlinear.linear(x, torch.ones(3), p, None, 1e-6, 10, True)
+    with pytest.raises(RuntimeError, match="bias"):
+        torch.ops.bitlinear.linear(x, s, p, torch.ones(5), 1e-6, 10, True)
+    with pytest.raises(RuntimeError, match="float32, float16 or bfloat16"):
+        torch.ops.bitlinear.linear(x.to(torch.int32), s, p, None, 1e-6, 10, True)
