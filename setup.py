@@ -77,6 +77,19 @@ def find_nvcc():
     return shutil.which("nvcc")
 
 
+def cuda_home():
+    """The CUDA toolkit folder (holds lib64/libcudart_static.a); nvcc may be a wrapper script."""
+    cands = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    nvcc = find_nvcc()
+    if nvcc:
+        cands.append(Path(nvcc).resolve().parent.parent)
+    cands += ["/usr/local/cuda", *sorted(Path("/usr/local").glob("cuda-*"), reverse=True)]
+    for c in cands:
+        if c and (Path(c) / "lib64" / "libcudart_static.a").exists():
+            return Path(c)
+    return None
+
+
 def want_cuda(torch):
     if os.environ.get("BITLINEAR_FORCE_CPU", "0") not in ("", "0"):
         return False
@@ -147,8 +160,11 @@ def main():
     extra_link = [f"-Wl,-rpath,$ORIGIN/torch/lib", f"-Wl,-rpath,{torch_lib}"]
     if use_cuda:
         cxx_flags += ["-DBITLINEAR_WITH_CUDA", "-DUSE_CUDA"]
-        cuda_home = Path(find_nvcc()).resolve().parent.parent
-        library_dirs += [str(cuda_home / "lib64"), str(cuda_home / "lib64" / "stubs")]
+        home = cuda_home()
+        if home is None:
+            raise RuntimeError("bitlinear: nvcc found but no CUDA toolkit with lib64/libcudart_static.a; "
+                               "set CUDA_HOME, or BITLINEAR_FORCE_CPU=1 to build without CUDA")
+        library_dirs += [str(home / "lib64")]
         libraries += ["torch_cuda", "cudart_static", "dl", "rt", "pthread"]
 
     print("=" * 60)
