@@ -130,25 +130,33 @@ def main():
             common, per_file, _ = read_isa_flags()
             if DEBUG:
                 common = [f for f in common if not f.startswith("-O")] + ["-O0", "-g"]
-            objs = []
+            jobs = []
             for src in c_sources():
                 obj = objdir / (src.stem + ".o")
-                if _newer([src, *headers, CSRC / "cpu" / "isa_flags.txt"], obj):
-                    self._run([cc, *common, *per_file.get(src.name, []), "-c", str(src), "-o", str(obj)])
-                objs.append(str(obj))
-            return objs
+                cmd = [cc, *common, *per_file.get(src.name, []), "-c", str(src), "-o", str(obj)]
+                jobs.append((cmd, _newer([src, *headers, CSRC / "cpu" / "isa_flags.txt"], obj), obj))
+            return self._run_all(jobs)
 
         def _compile_cuda(self, objdir):
             nvcc = find_nvcc()
             flags = ["-std=c++17", "-Xcompiler", "-fPIC", "--expt-relaxed-constexpr", "-lineinfo",
                      "-O0" if DEBUG else "-O3", *cuda_arch_flags()]
-            objs = []
+            jobs = []
             for src in sorted((CSRC / "cuda").glob("*.cu")):
                 obj = objdir / (src.stem + ".cu.o")
-                if _newer([src, *headers], obj):
-                    self._run([nvcc, *flags, "-c", str(src), "-o", str(obj)])
-                objs.append(str(obj))
-            return objs
+                jobs.append(([nvcc, *flags, "-c", str(src), "-o", str(obj)],
+                             _newer([src, *headers], obj), obj))
+            return self._run_all(jobs)
+
+        def _run_all(self, jobs):
+            """Runs the (cmd, needed, obj) compile jobs that are needed, MAX_JOBS at a time."""
+            from concurrent.futures import ThreadPoolExecutor
+
+            todo = [cmd for cmd, needed, _ in jobs if needed]
+            workers = max(1, int(os.environ.get("MAX_JOBS", os.cpu_count() or 1)))
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(self._run, todo))
+            return [str(obj) for _, _, obj in jobs]
 
     cxx_flags = [
         "-std=c++20", "-O0" if DEBUG else "-O2", "-fvisibility=hidden",
