@@ -2,7 +2,7 @@
 # bitlinear build driver. Does all the set-up on a fresh machine (a virtualenv in .venv with the
 # pinned CPU build of torch, the build and test dependencies), then:
 #   ./build.sh          main job: clean rebuild, verify `import _bitlinear`, run the demo
-#   ./build.sh test     build (incremental) and run every test: the plain C core tests, then pytest
+#   ./build.sh test     clean rebuild, verify, then every test: the plain C core tests, then pytest
 #   ./build.sh build    build only
 # Environment: PYTHON (interpreter for the venv, default python3), BITLINEAR_VENV (default .venv),
 # BITLINEAR_FORCE_CPU=1 (skip CUDA), TORCH_SPEC (default torch==2.13.0; a plain `pip install torch`
@@ -49,7 +49,7 @@ case "$mode" in
     ;;
   test)
     setup_env
-    build
+    build clean
     step "C core tests (no Python)"
     make -s -C tests/c test
     if command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null; then
