@@ -1,0 +1,245 @@
+/* dispatch.c - run-time ISA selection and the public CPU entry points.
+ * Every entry point validates its arguments once here, then runs the selected path: the *_ref
+ * functions for BL_ISA_REF, else the portable drivers of gemm.c with that ISA's kernel table. */
+#include "../bitlinear.h"
+#include "internal.h"
+#include "kernels.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
+#if defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
+
+static const char *const isa_names[BL_ISA_COUNT] = {"ref", "avx2", "avx512vnni", "avxvnni",
+                                                    "neon_dot"};
+
+const char *bl_isa_name(int isa) {
+  return (isa >= 0 && isa < BL_ISA_COUNT) ? isa_names[isa] : "unknown";
+}
+
+int bl_isa_from_name(const char *name) {
+  if (!name) return -1;
+  for (int i = 0; i < BL_ISA_COUNT; i++)
+    if (strcmp(name, isa_names[i]) == 0) return i;
+  if (strcmp(name, "scalar") == 0) return BL_ISA_REF;
+  return -1;
+}
+
+/* Compiled paths follow the architecture the compiler targets, not -D flags. */
+int bl_isa_compiled(int isa) {
+  switch (isa) {
+    case BL_ISA_REF: return 1;
+#if defined(__x86_64__)
+    case BL_ISA_AVX2:
+    case BL_ISA_AVX512VNNI:
+    case BL_ISA_AVXVNNI: return 1;
+#endif
+#if defined(__aarch64__)
+    case BL_ISA_NEON_DOT: return 1;
+#endif
+    default: return 0;
+  }
+}
+
+#if defined(__x86_64__)
+static uint64_t xcr0(void) {
+  uint32_t lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return ((uint64_t)hi << 32) | lo;
+}
+
+/* Bit mask of the supported paths, from cpuid and the OS-enabled register state (xgetbv). */
+static int detect_isas(void) {
+  int mask = 1 << BL_ISA_REF;
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return mask;
+  const int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1,
+            f16c = (c >> 29) & 1;
+  if (!(osxsave && avx && fma && f16c)) return mask;
+  const uint64_t xcr = xcr0();
+  if ((xcr & 0x6) != 0x6) return mask; /* xmm + ymm state */
+  if (__get_cpuid_max(0, NULL) < 7) return mask;
+  __cpuid_count(7, 0, a, b, c, d);
+  const unsigned max_subleaf = a;
+  const int avx2 = (b >> 5) & 1, bmi2 = (b >> 8) & 1, avx512f = (b >> 16) & 1,
+            avx512dq = (b >> 17) & 1, avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1,
+            avx512vnni = (c >> 11) & 1;
+  if (!(avx2 && bmi2)) return mask;
+  mask |= 1 << BL_ISA_AVX2;
+  if (avx512f && avx512dq && avx512bw && avx512vl && avx512vnni && (xcr & 0xe0) == 0xe0)
+    mask |= 1 << BL_ISA_AVX512VNNI; /* + opmask, zmm0-15 upper halves, zmm16-31 */
+  if (max_subleaf >= 1) {
+    unsigned a1, b1, c1, d1;
+    __cpuid_count(7, 1, a1, b1, c1, d1);
+    if ((a1 >> 4) & 1) mask |= 1 << BL_ISA_AVXVNNI;
+  }
+  return mask;
+}
+#elif defined(__aarch64__)
+static int detect_isas(void) {
+  int mask = 1 << BL_ISA_REF;
+#if defined(__linux__)
+  if (getauxval(AT_HWCAP) & (1UL << 20)) mask |= 1 << BL_ISA_NEON_DOT; /* HWCAP_ASIMDDP */
+#elif defined(__APPLE__)
+  int v = 0;
+  size_t len = sizeof(v);
+  if (sysctlbyname("hw.optional.arm.FEAT_DotProd", &v, &len, NULL, 0) == 0 && v)
+    mask |= 1 << BL_ISA_NEON_DOT;
+#endif
+  return mask;
+}
+#else
+static int detect_isas(void) { return 1 << BL_ISA_REF; }
+#endif
+
+static int isa_mask(void) {
+  static int cached = 0; /* 0 = not yet detected (REF is always set once detected) */
+  int m = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+  if (!m) {
+    m = detect_isas();
+    __atomic_store_n(&cached, m, __ATOMIC_RELAXED);
+  }
+  return m;
+}
+
+int bl_isa_supported(int isa) {
+  return isa >= 0 && isa < BL_ISA_COUNT && bl_isa_compiled(isa) && ((isa_mask() >> isa) & 1);
+}
+
+int bl_isa_best(void) {
+  static const int order[] = {BL_ISA_AVX512VNNI, BL_ISA_AVXVNNI, BL_ISA_AVX2, BL_ISA_NEON_DOT};
+  for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+    if (bl_isa_supported(order[i])) return order[i];
+  return BL_ISA_REF;
+}
+
+static int current_isa = -1;
+
+int bl_isa_get(void) {
+  int cur = __atomic_load_n(&current_isa, __ATOMIC_RELAXED);
+  if (cur < 0) {
+    int best = bl_isa_best();
+    const char *env = getenv("BITLINEAR_ISA");
+    int want = env ? bl_isa_from_name(env) : -1;
+    cur = (want >= 0 && bl_isa_supported(want)) ? want : best;
+    __atomic_store_n(&current_isa, cur, __ATOMIC_RELAXED);
+  }
+  return cur;
+}
+
+bl_status bl_isa_set(int isa) {
+  if (!bl_isa_supported(isa)) return BL_ERR_ISA;
+  __atomic_store_n(&current_isa, isa, __ATOMIC_RELAXED);
+  return BL_OK;
+}
+
+/* The kernel table of a non-ref path (cheap: a few pointer stores, built per call). */
+static void kernels_for(int isa, bl_cpu_kernels *k) {
+  memset(k, 0, sizeof(*k));
+  switch (isa) {
+#if defined(__x86_64__)
+    case BL_ISA_AVX2: bl_kernels_avx2(k); break;
+    case BL_ISA_AVXVNNI: bl_kernels_avx2(k); bl_kernels_avxvnni(k); break;
+    case BL_ISA_AVX512VNNI: bl_kernels_avx2(k); bl_kernels_avx512vnni(k); break;
+#endif
+#if defined(__aarch64__)
+    case BL_ISA_NEON_DOT: bl_kernels_neon_dot(k); break;
+#endif
+    default: break;
+  }
+}
+
+bl_status bl_quantize_weights(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
+                              int per_channel, float *scale, uint8_t *packed, int nthreads) {
+  if (bl_isa_get() == BL_ISA_REF)
+    return bl_quantize_weights_ref(w, N, K, ldw, eps, per_channel, scale, packed, nthreads);
+  if (!w || !scale || !packed) return BL_ERR_NULL;
+  if (N < 1 || K < 1) return BL_ERR_SIZE;
+  bl_status st = bl_check_dims(N, K, ldw);
+  if (st != BL_OK) return st;
+  bl_cpu_kernels kt;
+  kernels_for(bl_isa_get(), &kt);
+  return bl_quantize_weights_k(&kt, w, N, K, ldw, eps, per_channel, scale, packed, nthreads);
+}
+
+bl_status bl_quantize_acts(const void *x, bl_dtype dt, int64_t M, int64_t K, int64_t ldx,
+                           float eps, int per_token, int8_t *xq, int64_t ldq, float *scale,
+                           int32_t *rowsum, int nthreads) {
+  const int isa = bl_isa_get();
+  if (isa == BL_ISA_REF)
+    return bl_quantize_acts_ref(x, dt, M, K, ldx, eps, per_token, xq, ldq, scale, rowsum,
+                                nthreads);
+  bl_status st = bl_check_acts(x, dt, M, K, ldx, xq, ldq, scale);
+  if (st != BL_OK || M == 0) return st;
+  bl_cpu_kernels kt;
+  kernels_for(isa, &kt);
+  bl_quantize_acts_k(&kt, x, dt, M, K, ldx, eps, per_token, xq, ldq, scale, rowsum, nthreads);
+  return BL_OK;
+}
+
+bl_status bl_gemm_acc(const int8_t *xq, int64_t ldq, const int32_t *rowsum,
+                      const uint8_t *packed, int64_t M, int64_t N, int64_t K, int32_t *acc,
+                      int64_t ldacc, int nthreads) {
+  const int isa = bl_isa_get();
+  if (isa == BL_ISA_REF) return bl_gemm_acc_ref(xq, ldq, packed, M, N, K, acc, ldacc, nthreads);
+  bl_status st = bl_check_gemm(xq, ldq, packed, M, N, K, acc, ldacc);
+  if (st != BL_OK || M == 0) return st;
+  bl_cpu_kernels kt;
+  kernels_for(isa, &kt);
+  bl_gemm_acc_k(&kt, xq, ldq, rowsum, packed, M, N, K, acc, ldacc, nthreads);
+  return BL_OK;
+}
+
+static size_t align64(size_t n) { return (n + 63) / 64 * 64; }
+
+/* Quantized rows [M, Kp], then M scales, then M row sums. */
+size_t bl_linear_workspace_bytes(int64_t M, int64_t K) {
+  if (M < 0 || K < 1) return 0;
+  size_t m = (size_t)M;
+  return align64(m * (size_t)bl_padded_k(K)) + align64(m * 4) + align64(m * 4);
+}
+
+bl_status bl_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
+                    const uint8_t *packed, int64_t N, const float *wscale, int w_per_channel,
+                    const float *bias, float eps, int per_token, void *y, bl_dtype ydt,
+                    int64_t ldy, void *workspace, int nthreads) {
+  if (M > 0 && (!x || !packed || !wscale || !y || !workspace)) return BL_ERR_NULL;
+  if (N < 1 || K < 1 || M < 0) return BL_ERR_SIZE;
+  if (!bl_dtype_ok(xdt) || !bl_dtype_ok(ydt)) return BL_ERR_ARG;
+  bl_status st = bl_check_dims(M, K, ldx);
+  if (st == BL_OK) st = bl_check_dims(M, N, ldy);
+  if (st != BL_OK) return st;
+  if (M == 0) return BL_OK;
+  const int64_t Kp = bl_padded_k(K);
+  char *ws = (char *)workspace;
+  int8_t *xq = (int8_t *)ws;
+  float *xs = (float *)(ws + align64((size_t)M * (size_t)Kp));
+  int32_t *rs = (int32_t *)((char *)xs + align64((size_t)M * 4));
+  const int isa = bl_isa_get();
+  if (isa != BL_ISA_REF) {
+    bl_cpu_kernels kt;
+    kernels_for(isa, &kt);
+    bl_quantize_acts_k(&kt, x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs, nthreads);
+    bl_gemm_epi_k(&kt, xq, Kp, rs, xs, packed, M, N, K, wscale, w_per_channel, bias, y, ydt,
+                  ldy, nthreads);
+    return BL_OK;
+  }
+  /* Reference path: int32 accumulators, then the shared epilogue. */
+  st = bl_quantize_acts_ref(x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs, nthreads);
+  if (st != BL_OK) return st;
+  int32_t *acc = (int32_t *)malloc((size_t)M * (size_t)N * sizeof(int32_t));
+  if (!acc) return BL_ERR_ALLOC;
+  st = bl_gemm_acc_ref(xq, Kp, packed, M, N, K, acc, N, nthreads);
+  if (st == BL_OK)
+    st = bl_epilogue_ref(acc, N, M, N, xs, wscale, w_per_channel, bias, y, ydt, ldy, nthreads);
+  free(acc);
+  return st;
+}

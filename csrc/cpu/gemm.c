@@ -1,0 +1,220 @@
+/* gemm.c - portable drivers shared by every SIMD path: activation quantization, the blocked and
+ * threaded packed GEMM with its fused epilogue, and parallel weight packing. The innermost loops
+ * come from a bl_cpu_kernels table (kernels.h); everything here is plain C. */
+#include "kernels.h"
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NB_MAX 256               /* widest weight panel (columns of y) per task */
+#define MB_ROWS 64               /* rows of x per task */
+#define PANEL_BYTES (192 * 1024) /* packed weight panel kept in L2 */
+
+static size_t dtype_size(bl_dtype dt) { return dt == BL_F32 ? 4 : 2; }
+
+/* ---------------------------------------------------------------- activations */
+void bl_quantize_acts_k(const bl_cpu_kernels *kt, const void *x, bl_dtype dt, int64_t M,
+                        int64_t K, int64_t ldx, float eps, int per_token, int8_t *xq,
+                        int64_t ldq, float *scale, int32_t *rowsum, int nthreads) {
+  const size_t es = dtype_size(dt);
+  const int64_t Kp = bl_padded_k(K);
+  bl_amax_fn amax = kt->amax ? kt->amax : bl_row_amax_ref;
+  bl_quant_row_fn quant = kt->quant_row ? kt->quant_row : bl_quantize_row_ref;
+  /* a fork/join costs more than quantizing a few short rows */
+  const int nt = M > 1 && (double)M * (double)K >= 65536.0 ? bl_nthreads(nthreads) : 1;
+  if (per_token) { /* one loop per row: absmax, then quantize + row sum while it is in cache */
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t i = 0; i < M; i++) {
+      const void *row = (const char *)x + (size_t)(i * ldx) * es;
+      scale[i] = bl_act_scale(amax(row, dt, K), eps);
+      int32_t s = quant(row, dt, K, scale[i], xq + i * ldq, Kp);
+      if (rowsum) rowsum[i] = s;
+    }
+    return;
+  }
+  /* per tensor: row maxima in parallel (scale[] is the scratch), one deterministic reduction */
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t i = 0; i < M; i++) scale[i] = amax((const char *)x + (size_t)(i * ldx) * es, dt, K);
+  float m = 0.0f;
+  for (int64_t i = 0; i < M; i++) {
+    float r = scale[i];
+    if (r != r || r > m) m = r;
+    if (m != m) break;
+  }
+  const float s_all = bl_act_scale(m, eps);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t i = 0; i < M; i++) {
+    scale[i] = s_all;
+    int32_t s = quant((const char *)x + (size_t)(i * ldx) * es, dt, K, s_all, xq + i * ldq, Kp);
+    if (rowsum) rowsum[i] = s;
+  }
+}
+
+/* ---------------------------------------------------------------- GEMM */
+static int32_t row_sum_i8(const int8_t *q, int64_t n) {
+  int32_t s = 0;
+  for (int64_t k = 0; k < n; k++) s += q[k];
+  return s;
+}
+
+static inline int32_t sub_wrap(int32_t a, int32_t b) { return (int32_t)((uint32_t)a - (uint32_t)b); }
+
+/* Where a finished tile goes: an int32 matrix, or the epilogue into y. */
+typedef struct {
+  const int32_t *rowsum;
+  int32_t *acc;
+  int64_t ldacc;
+  const float *xscale, *wscale, *bias;
+  int w_per_channel;
+  void *y;
+  bl_dtype ydt;
+  int64_t ldy;
+} sink;
+
+typedef struct {
+  const bl_cpu_kernels *kt;
+  const int8_t *xq;
+  int64_t ldq;
+  const uint8_t *packed;
+  int64_t rb, nblk, M, N;
+  int64_t nb, mb, tasks_n, tasks_m;
+  int nr; /* columns per tile */
+} plan;
+
+static void plan_tasks(plan *p, int nthreads) {
+  const int nr = p->M == 1 && p->kt->nr1 ? p->kt->nr1 : p->kt->nr, mr = p->kt->mr;
+  p->nr = nr;
+  int64_t nb = PANEL_BYTES / p->rb;
+  if (nb > NB_MAX) nb = NB_MAX;
+  /* at least one panel per thread, so both cores work even at M = 1 */
+  int64_t per_thread = (p->N + nthreads - 1) / nthreads;
+  if (nb > per_thread) nb = per_thread;
+  nb = nb / nr * nr;
+  if (nb < nr) nb = nr;
+  p->nb = nb;
+  p->mb = MB_ROWS / mr * mr;
+  p->tasks_n = (p->N + nb - 1) / nb;
+  p->tasks_m = (p->M + p->mb - 1) / p->mb;
+}
+
+static void run_task(const plan *p, const sink *o, int64_t t) {
+  /* n-panel outer: a thread keeps its weight panel in L2 across its row chunks */
+  const int64_t tn = t / p->tasks_m, tm = t % p->tasks_m;
+  const int64_t n0 = tn * p->nb, n1 = n0 + p->nb < p->N ? n0 + p->nb : p->N;
+  const int64_t m0 = tm * p->mb, m1 = m0 + p->mb < p->M ? m0 + p->mb : p->M;
+  const int mr = p->kt->mr, nr = p->nr;
+  const int64_t Kp = p->nblk * BL_QK;
+  const size_t es = dtype_size(o->ydt);
+  int32_t buf[BL_MAX_MR * NB_MAX];
+  for (int64_t m = m0; m < m1; m += mr) {
+    const int mm = (int)(m1 - m < mr ? m1 - m : mr);
+    for (int64_t n = n0; n < n1; n += nr) {
+      const int nn = (int)(n1 - n < nr ? n1 - n : nr);
+      p->kt->tile[mm - 1][nn - 1](p->xq + m * p->ldq, p->ldq, p->packed + n * p->rb, p->rb,
+                                  p->nblk, buf + (n - n0), NB_MAX);
+    }
+    for (int i = 0; i < mm; i++) {
+      const int64_t row = m + i;
+      const int32_t rs = o->rowsum ? o->rowsum[row] : row_sum_i8(p->xq + row * p->ldq, Kp);
+      const int32_t *b = buf + i * NB_MAX;
+      if (o->acc) {
+        int32_t *a = o->acc + row * o->ldacc + n0;
+        for (int64_t j = 0; j < n1 - n0; j++) a[j] = sub_wrap(b[j], rs);
+      } else {
+        const float *ws = o->w_per_channel ? o->wscale + n0 : o->wscale;
+        const float *bias = o->bias ? o->bias + n0 : NULL;
+        void *y = (char *)o->y + (size_t)(row * o->ldy + n0) * es;
+        if (p->kt->epi_row) {
+          p->kt->epi_row(b, n1 - n0, rs, o->xscale[row], ws, o->w_per_channel, bias, y, o->ydt);
+        } else {
+          int32_t tmp[NB_MAX];
+          for (int64_t j = 0; j < n1 - n0; j++) tmp[j] = sub_wrap(b[j], rs);
+          bl_epilogue_row(tmp, n1 - n0, o->xscale[row], ws, o->w_per_channel, bias, y, o->ydt, 0);
+        }
+      }
+    }
+  }
+}
+
+/* Fewer threads for tiny products: a fork/join costs about as much as this many MACs. */
+#define MIN_MACS_PER_THREAD (1 << 19)
+
+static void run_plan(const plan *p, const sink *o, int nthreads) {
+  const int64_t tasks = p->tasks_n * p->tasks_m;
+  const double macs = (double)p->M * (double)p->N * (double)(p->nblk * BL_QK);
+  int nt = tasks < nthreads ? (int)tasks : nthreads;
+  while (nt > 1 && macs < (double)nt * MIN_MACS_PER_THREAD) nt--;
+  /* dynamic: a thread the OS delays does not hold up the others (each output is still computed
+   * by exactly one tile, so the results do not depend on the schedule) */
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+  for (int64_t t = 0; t < tasks; t++) run_task(p, o, t);
+}
+
+static void make_plan(plan *p, const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,
+                      const uint8_t *packed, int64_t M, int64_t N, int64_t K, int nthreads) {
+  p->kt = kt;
+  p->xq = xq;
+  p->ldq = ldq;
+  p->packed = packed;
+  p->rb = bl_packed_row_bytes(K);
+  p->nblk = bl_padded_k(K) / BL_QK;
+  p->M = M;
+  p->N = N;
+  plan_tasks(p, nthreads);
+}
+
+void bl_gemm_acc_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,
+                   const int32_t *rowsum, const uint8_t *packed, int64_t M, int64_t N,
+                   int64_t K, int32_t *acc, int64_t ldacc, int nthreads) {
+  plan p;
+  nthreads = bl_nthreads(nthreads);
+  make_plan(&p, kt, xq, ldq, packed, M, N, K, nthreads);
+  sink o = {rowsum, acc, ldacc, NULL, NULL, NULL, 0, NULL, BL_F32, 0};
+  run_plan(&p, &o, nthreads);
+}
+
+void bl_gemm_epi_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,
+                   const int32_t *rowsum, const float *xscale, const uint8_t *packed,
+                   int64_t M, int64_t N, int64_t K, const float *wscale, int w_per_channel,
+                   const float *bias, void *y, bl_dtype ydt, int64_t ldy, int nthreads) {
+  plan p;
+  nthreads = bl_nthreads(nthreads);
+  make_plan(&p, kt, xq, ldq, packed, M, N, K, nthreads);
+  sink o = {rowsum, NULL, 0, xscale, wscale, bias, w_per_channel, y, ydt, ldy};
+  run_plan(&p, &o, nthreads);
+}
+
+/* ---------------------------------------------------------------- weights */
+/* Same numbers as bl_quantize_weights_ref: per-row float64 sums (each a serial loop), added in
+ * row order for the per-tensor scale; only the rows run in parallel. A non-finite weight makes
+ * its row sum Inf or NaN (|w| >= 0, and finite floats cannot overflow a double sum). */
+bl_status bl_quantize_weights_k(const bl_cpu_kernels *kt, const float *w, int64_t N, int64_t K,
+                                int64_t ldw, float eps, int per_channel, float *scale,
+                                uint8_t *packed, int nthreads) {
+  const int64_t rb = bl_packed_row_bytes(K);
+  const int nt = bl_nthreads(nthreads);
+  bl_pack_row_fn pack = kt->pack_row ? kt->pack_row : bl_pack_row;
+  double *sums = (double *)malloc((size_t)N * sizeof(double));
+  if (!sums) return BL_ERR_ALLOC;
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t n = 0; n < N; n++) sums[n] = bl_sum_abs_f64(w + n * ldw, K);
+  int bad = 0;
+  for (int64_t n = 0; n < N; n++) bad |= !isfinite(sums[n]);
+  if (bad) {
+    free(sums);
+    return BL_ERR_NONFINITE;
+  }
+  if (per_channel) {
+    for (int64_t n = 0; n < N; n++) scale[n] = fmaxf((float)(sums[n] / (double)K), eps);
+  } else {
+    double total = 0.0;
+    for (int64_t n = 0; n < N; n++) total += sums[n];
+    scale[0] = fmaxf((float)(total / ((double)N * (double)K)), eps);
+  }
+  free(sums);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t n = 0; n < N; n++) pack(w + n * ldw, K, scale[per_channel ? n : 0], packed + n * rb);
+  return BL_OK;
+}

@@ -1,0 +1,290 @@
+/* isa_avx2.c - AVX2 + F16C inner loops: packed ternary tiles (vpmaddubsw), row absmax,
+ * row quantization and the epilogue. Built with -mavx2 -mfma -mf16c -mbmi2 (isa_flags.txt). */
+#if defined(__x86_64__)
+#include "kernels.h"
+#include "internal.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* 16 blocks x 4 subgroups of vpmaddubsw pairs in [-512, 508] stay inside int16. */
+#define FLUSH_BLOCKS 16
+
+/* Keeps an accumulator in its register at this point, so the compiler does not re-associate
+ * the sums into long-lived products (which spills the 16 ymm registers). */
+#define PIN(v) __asm__("" : "+x"(v))
+
+/* The next tile's weight rows (the short per-row streams are not worth a hardware prefetcher's
+ * ramp-up). Integer address arithmetic: past the matrix end a prefetch does not fault. */
+#define PREFETCH_NEXT_TILE(base, off) \
+  _mm_prefetch((const char *)((uintptr_t)(base) + (uintptr_t)(off)), _MM_HINT_T0)
+
+INLINE int32_t hsum8(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+/* The codes (unsigned, 0..2) times signed x with vpmaddubsw, int16 sums flushed to int32 every
+ * FLUSH_BLOCKS blocks. Each weight vector is decoded once per tile and used for MR rows. */
+INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb, int64_t nblk,
+                      int32_t *out, int64_t ldo, const int MR, const int NR) {
+  const __m256i mask = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+  __m256i acc[BL_MAX_MR][BL_MAX_NR];
+  for (int i = 0; i < MR; i++)
+    for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_si256();
+  for (int64_t b0 = 0; b0 < nblk; b0 += FLUSH_BLOCKS) {
+    const int64_t b1 = b0 + FLUSH_BLOCKS < nblk ? b0 + FLUSH_BLOCKS : nblk;
+    __m256i a16[BL_MAX_MR][BL_MAX_NR];
+    for (int i = 0; i < MR; i++)
+      for (int j = 0; j < NR; j++) a16[i][j] = _mm256_setzero_si256();
+    for (int64_t b = b0; b < b1; b++) {
+      const uint8_t *wb = w + b * BL_BLOCK_BYTES;
+      const int8_t *xb = x + b * BL_QK;
+      for (int j = 0; j < NR; j++) PREFETCH_NEXT_TILE(wb, (j + NR) * rb);
+      for (int s = 0; s < 4; s++) {
+        __m256i c[BL_MAX_NR];
+        for (int j = 0; j < NR; j++) {
+          __m256i raw = _mm256_loadu_si256((const __m256i *)(wb + j * rb));
+          c[j] = _mm256_and_si256(_mm256_srli_epi16(raw, 2 * s), mask);
+        }
+        for (int i = 0; i < MR; i++) {
+          __m256i xv = _mm256_loadu_si256((const __m256i *)(xb + i * ldq + 32 * s));
+          for (int j = 0; j < NR; j++) {
+            a16[i][j] = _mm256_add_epi16(a16[i][j], _mm256_maddubs_epi16(c[j], xv));
+            PIN(a16[i][j]);
+          }
+        }
+      }
+    }
+    for (int i = 0; i < MR; i++)
+      for (int j = 0; j < NR; j++)
+        acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(a16[i][j], ones));
+  }
+  for (int i = 0; i < MR; i++)
+    for (int j = 0; j < NR; j++) out[i * ldo + j] = hsum8(acc[i][j]);
+}
+
+/* One row of x (GEMV): fewer decode ops. Subgroups 0 and 2 use codes (raw & 3, (raw >> 4) & 3),
+ * subgroups 1 and 3 use 4 * code (raw & 0x0c, (raw >> 4) & 0x0c) in a second int16 sum that is
+ * divided by 4 (exact) when flushed; its pairs reach 2048, so it is flushed every 8 blocks. */
+#define FLUSH_BLOCKS_X4 8
+INLINE void tile1_body(const int8_t *x, const uint8_t *w, int64_t rb, int64_t nblk, int32_t *out,
+                       const int NR) {
+  const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0c);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[BL_MAX_NR];
+  for (int j = 0; j < NR; j++) acc[j] = _mm256_setzero_si256();
+  for (int64_t b0 = 0; b0 < nblk; b0 += FLUSH_BLOCKS_X4) {
+    const int64_t b1 = b0 + FLUSH_BLOCKS_X4 < nblk ? b0 + FLUSH_BLOCKS_X4 : nblk;
+    __m256i lo[BL_MAX_NR], hi[BL_MAX_NR];
+    for (int j = 0; j < NR; j++) lo[j] = hi[j] = _mm256_setzero_si256();
+    for (int64_t b = b0; b < b1; b++) {
+      const int8_t *xb = x + b * BL_QK;
+      const __m256i x0 = _mm256_loadu_si256((const __m256i *)xb);
+      const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xb + 32));
+      const __m256i x2 = _mm256_loadu_si256((const __m256i *)(xb + 64));
+      const __m256i x3 = _mm256_loadu_si256((const __m256i *)(xb + 96));
+      for (int j = 0; j < NR; j++) {
+        const __m256i raw = _mm256_loadu_si256((const __m256i *)(w + j * rb + b * BL_BLOCK_BYTES));
+        PREFETCH_NEXT_TILE(w, (j + NR) * rb + b * BL_BLOCK_BYTES);
+        const __m256i t = _mm256_srli_epi16(raw, 4);
+        lo[j] = _mm256_add_epi16(lo[j], _mm256_maddubs_epi16(_mm256_and_si256(raw, m03), x0));
+        hi[j] = _mm256_add_epi16(hi[j], _mm256_maddubs_epi16(_mm256_and_si256(raw, m0c), x1));
+        lo[j] = _mm256_add_epi16(lo[j], _mm256_maddubs_epi16(_mm256_and_si256(t, m03), x2));
+        hi[j] = _mm256_add_epi16(hi[j], _mm256_maddubs_epi16(_mm256_and_si256(t, m0c), x3));
+        PIN(lo[j]);
+        PIN(hi[j]);
+      }
+    }
+    for (int j = 0; j < NR; j++) {
+      __m256i h = _mm256_srai_epi32(_mm256_madd_epi16(hi[j], ones), 2);
+      acc[j] = _mm256_add_epi32(acc[j], _mm256_add_epi32(_mm256_madd_epi16(lo[j], ones), h));
+    }
+  }
+  for (int j = 0; j < NR; j++) out[j] = hsum8(acc[j]);
+}
+
+#define DEF_TILE1(NR)                                                                         \
+  static void tile_1x##NR(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb,        \
+                          int64_t nblk, int32_t *out, int64_t ldo) {                         \
+    (void)ldq, (void)ldo;                                                                     \
+    tile1_body(x, w, rb, nblk, out, NR);                                                      \
+  }
+DEF_TILE1(1)
+DEF_TILE1(2)
+DEF_TILE1(3)
+DEF_TILE1(4)
+
+#define DEF_TILE(MR, NR)                                                                      \
+  static void tile_##MR##x##NR(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb,  \
+                               int64_t nblk, int32_t *out, int64_t ldo) {                  \
+    tile_body(x, ldq, w, rb, nblk, out, ldo, MR, NR);                                        \
+  }
+#define DEF_ROW(MR) DEF_TILE(MR, 1) DEF_TILE(MR, 2) DEF_TILE(MR, 3) DEF_TILE(MR, 4)
+DEF_ROW(2)
+DEF_ROW(3)
+DEF_ROW(4)
+#define SET_ROW(k, MR)                                                                          \
+  k->tile[MR - 1][0] = tile_##MR##x1, k->tile[MR - 1][1] = tile_##MR##x2,                       \
+  k->tile[MR - 1][2] = tile_##MR##x3, k->tile[MR - 1][3] = tile_##MR##x4
+
+/* ---------------------------------------------------------------- activations */
+INLINE __m256 load8(const void *x, bl_dtype dt, int64_t k) {
+  if (dt == BL_F32) return _mm256_loadu_ps((const float *)x + k);
+  __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)x + k));
+  if (dt == BL_F16) return _mm256_cvtph_ps(h);
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+static float amax_avx2(const void *x, bl_dtype dt, int64_t K) {
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 m = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 v = _mm256_and_ps(load8(x, dt, k), absmask);
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    m = _mm256_max_ps(m, v);
+  }
+  if (_mm256_movemask_ps(nan)) return NAN;
+  float r[8];
+  _mm256_storeu_ps(r, m);
+  float mx = 0.0f;
+  for (int i = 0; i < 8; i++) mx = r[i] > mx ? r[i] : mx;
+  for (; k < K; k++) {
+    float v = fabsf(bl_load_f(x, dt, k));
+    if (v != v) return v;
+    if (v > mx) mx = v;
+  }
+  return mx;
+}
+
+INLINE __m256i quant8(__m256 v, __m256 s, __m256 lo, __m256 hi) {
+  __m256 q = _mm256_round_ps(_mm256_div_ps(v, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(q, lo), hi));
+}
+
+static int32_t quant_row_avx2(const void *x, bl_dtype dt, int64_t K, float s, int8_t *q,
+                              int64_t Kp) {
+  if (!isfinite(s)) {
+    memset(q, 0, (size_t)Kp);
+    return 0;
+  }
+  const __m256 vs = _mm256_set1_ps(s), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  __m256i sum = _mm256_setzero_si256();
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    __m256i a = quant8(load8(x, dt, k), vs, lo, hi), b = quant8(load8(x, dt, k + 8), vs, lo, hi);
+    __m256i c = quant8(load8(x, dt, k + 16), vs, lo, hi), d = quant8(load8(x, dt, k + 24), vs, lo, hi);
+    sum = _mm256_add_epi32(sum, _mm256_add_epi32(_mm256_add_epi32(a, b), _mm256_add_epi32(c, d)));
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    _mm256_storeu_si256((__m256i *)(q + k), _mm256_permutevar8x32_epi32(p, order));
+  }
+  int32_t total = hsum8(sum);
+  if (k < K) total += bl_quantize_row_ref((const char *)x + (size_t)k * (dt == BL_F32 ? 4 : 2),
+                                          dt, K - k, s, q + k, Kp - k);
+  else memset(q + K, 0, (size_t)(Kp - K));
+  return total;
+}
+
+/* ---------------------------------------------------------------- epilogue */
+static void epi_row_avx2(const int32_t *acc, int64_t N, int32_t rowsum, float sx,
+                         const float *ws, int per_channel, const float *bias, void *y,
+                         bl_dtype ydt) {
+  if (!isfinite(sx)) {
+    for (int64_t n = 0; n < N; n++) bl_store_f(y, ydt, n, NAN);
+    return;
+  }
+  const __m256i rs = _mm256_set1_epi32(rowsum);
+  const __m256 vsx = _mm256_set1_ps(sx), ws0 = _mm256_set1_ps(ws[0]);
+  const __m256i r7fff = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1);
+  int64_t n = 0;
+  for (; n + 8 <= N; n += 8) {
+    __m256i a = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(acc + n)), rs);
+    __m256 s = _mm256_mul_ps(vsx, per_channel ? _mm256_loadu_ps(ws + n) : ws0);
+    __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(a), s);
+    if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + n));
+    if (ydt == BL_F32) {
+      _mm256_storeu_ps((float *)y + n, v);
+      continue;
+    }
+    if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q))) { /* NaN bits as the ref */
+      float t[8];
+      _mm256_storeu_ps(t, v);
+      for (int i = 0; i < 8; i++) bl_store_f(y, ydt, n + i, t[i]);
+      continue;
+    }
+    __m128i h;
+    if (ydt == BL_F16) {
+      h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
+    } else { /* bf16: round to nearest even on the bits */
+      __m256i bits = _mm256_castps_si256(v);
+      __m256i r = _mm256_add_epi32(bits, _mm256_add_epi32(r7fff, _mm256_and_si256(_mm256_srli_epi32(bits, 16), one)));
+      r = _mm256_srli_epi32(r, 16);
+      r = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+      h = _mm256_castsi256_si128(r);
+    }
+    _mm_storeu_si128((__m128i *)((uint16_t *)y + n), h);
+  }
+  for (; n < N; n++) {
+    float s = sx * ws[per_channel ? n : 0];
+    float v = (float)(int32_t)((uint32_t)acc[n] - (uint32_t)rowsum) * s;
+    if (bias) v = v + bias[n];
+    bl_store_f(y, ydt, n, v);
+  }
+}
+
+/* ---------------------------------------------------------------- weight packing */
+/* codes of 32 consecutive weights as 32 bytes in order */
+INLINE __m256i codes32(const float *w, __m256 s) {
+  const __m256 lo = _mm256_set1_ps(-1.0f), hi = _mm256_set1_ps(1.0f);
+  const __m256i one = _mm256_set1_epi32(1), order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  __m256i c[4];
+  for (int i = 0; i < 4; i++) {
+    __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(w + 8 * i), s),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    c[i] = _mm256_add_epi32(_mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(q, lo), hi)), one);
+  }
+  __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
+  return _mm256_permutevar8x32_epi32(p, order);
+}
+
+static void pack_row_avx2(const float *w, int64_t K, float s, uint8_t *out) {
+  const __m256 vs = _mm256_set1_ps(s);
+  const int64_t nb = bl_padded_k(K) / BL_QK;
+  float tail[BL_QK];
+  for (int64_t b = 0; b < nb; b++) {
+    const float *src = w + b * BL_QK;
+    if ((b + 1) * BL_QK > K) { /* last partial block: zeros pack as code 1 */
+      memset(tail, 0, sizeof(tail));
+      memcpy(tail, src, (size_t)(K - b * BL_QK) * sizeof(float));
+      src = tail;
+    }
+    __m256i v = codes32(src, vs);
+    v = _mm256_or_si256(v, _mm256_slli_epi16(codes32(src + 32, vs), 2));
+    v = _mm256_or_si256(v, _mm256_slli_epi16(codes32(src + 64, vs), 4));
+    v = _mm256_or_si256(v, _mm256_slli_epi16(codes32(src + 96, vs), 6));
+    _mm256_storeu_si256((__m256i *)(out + b * BL_BLOCK_BYTES), v);
+  }
+}
+
+void bl_kernels_avx2(bl_cpu_kernels *k) {
+  memset(k, 0, sizeof(*k));
+  k->mr = 4;
+  k->nr = 3;
+  k->nr1 = 4;
+  SET_ROW(k, 1);
+  SET_ROW(k, 2);
+  SET_ROW(k, 3);
+  SET_ROW(k, 4);
+  k->amax = amax_avx2;
+  k->quant_row = quant_row_avx2;
+  k->epi_row = epi_row_avx2;
+  k->pack_row = pack_row_avx2;
+}
+#endif

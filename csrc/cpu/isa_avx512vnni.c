@@ -1,0 +1,89 @@
+/* isa_avx512vnni.c - AVX-512 VNNI (vpdpbusd on zmm) packed ternary tiles.
+ * One 32-byte block broadcast to both halves of a zmm gives two subgroups per vpdpbusd:
+ * low half masked with 0x03 (subgroup 0, k = 128b + j), high half with 0x0C (subgroup 1, code
+ * times 4), so the x operand is 64 contiguous bytes. The high lanes are divided by 4 (exact)
+ * at the end. The rest of the path (absmax, quantization, epilogue) is the AVX2 one. */
+#if defined(__x86_64__)
+#include "kernels.h"
+
+#include <immintrin.h>
+
+#define INLINE static inline __attribute__((always_inline))
+#define CHUNK_BLOCKS 64
+/* keeps an accumulator in its register here (gcc otherwise copies them around) */
+#ifndef PIN
+#define PIN(v) __asm__("" : "+v"(v))
+#endif
+
+INLINE int32_t hsum_zmm(__m512i v) {
+  __m256i lo = _mm512_castsi512_si256(v);
+  __m256i hi = _mm256_srai_epi32(_mm512_extracti64x4_epi64(v, 1), 2); /* lanes of 4 * dot */
+  __m256i t = _mm256_add_epi32(lo, hi);
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb, int64_t nblk,
+                      int32_t *out, int64_t ldo, const int MR, const int NR) {
+  const __m512i mask = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x0c), 1);
+  __m512i acc[BL_MAX_MR][BL_MAX_NR];
+  for (int i = 0; i < MR; i++)
+    for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_si512();
+  /* chunks of blocks with chunk-local accumulators: gcc keeps those in registers */
+  for (int64_t b0 = 0; b0 < nblk; b0 += CHUNK_BLOCKS) {
+    const int64_t b1 = b0 + CHUNK_BLOCKS < nblk ? b0 + CHUNK_BLOCKS : nblk;
+    __m512i a[BL_MAX_MR][BL_MAX_NR];
+    for (int i = 0; i < MR; i++)
+      for (int j = 0; j < NR; j++) a[i][j] = _mm512_setzero_si512();
+    for (int64_t b = b0; b < b1; b++) {
+      const uint8_t *wb = w + b * BL_BLOCK_BYTES;
+      const int8_t *xb = x + b * BL_QK;
+      __m512i c01[BL_MAX_NR], c23[BL_MAX_NR];
+      for (int j = 0; j < NR; j++) {
+        __m512i t = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wb + j * rb)));
+        c01[j] = _mm512_and_si512(t, mask);
+        c23[j] = _mm512_and_si512(_mm512_srli_epi16(t, 4), mask);
+      }
+      for (int i = 0; i < MR; i++) {
+        const __m512i x01 = _mm512_loadu_si512((const void *)(xb + i * ldq));
+        const __m512i x23 = _mm512_loadu_si512((const void *)(xb + i * ldq + 64));
+        for (int j = 0; j < NR; j++) {
+          a[i][j] = _mm512_dpbusd_epi32(a[i][j], c01[j], x01);
+          a[i][j] = _mm512_dpbusd_epi32(a[i][j], c23[j], x23);
+          PIN(a[i][j]);
+        }
+      }
+    }
+    for (int i = 0; i < MR; i++)
+      for (int j = 0; j < NR; j++) acc[i][j] = _mm512_add_epi32(acc[i][j], a[i][j]);
+  }
+  for (int i = 0; i < MR; i++)
+    for (int j = 0; j < NR; j++) out[i * ldo + j] = hsum_zmm(acc[i][j]);
+}
+
+#define DEF_TILE(MR, NR)                                                                      \
+  static void tile_##MR##x##NR(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb,  \
+                               int64_t nblk, int32_t *out, int64_t ldo) {                  \
+    tile_body(x, ldq, w, rb, nblk, out, ldo, MR, NR);                                        \
+  }
+#define DEF_ROW(MR) DEF_TILE(MR, 1) DEF_TILE(MR, 2) DEF_TILE(MR, 3) DEF_TILE(MR, 4)
+DEF_ROW(1)
+DEF_ROW(2)
+DEF_ROW(3)
+DEF_ROW(4)
+#define SET_ROW(k, MR)                                                                          \
+  k->tile[MR - 1][0] = tile_##MR##x1, k->tile[MR - 1][1] = tile_##MR##x2,                       \
+  k->tile[MR - 1][2] = tile_##MR##x3, k->tile[MR - 1][3] = tile_##MR##x4
+
+void bl_kernels_avx512vnni(bl_cpu_kernels *k) {
+  k->mr = 4;
+  k->nr = 4; /* 16 accumulators + 8 codes + 2 x of the 32 zmm registers */
+  k->nr1 = 0;
+  SET_ROW(k, 1);
+  SET_ROW(k, 2);
+  SET_ROW(k, 3);
+  SET_ROW(k, 4);
+}
+#endif

@@ -1,0 +1,74 @@
+/* kernels.h - the internal table of per-ISA microkernels.
+ *
+ * Each isa_*.c file holds only innermost loops; blocking, threading, argument checks and the
+ * overall pipeline live once in gemm.c (portable C). A NULL entry means "use the portable C
+ * version" (every path falls back to the plain loops of gemm.c / ref.c for it). */
+#ifndef BITLINEAR_CPU_KERNELS_H
+#define BITLINEAR_CPU_KERNELS_H
+
+#include "../bitlinear.h"
+
+#define BL_MAX_MR 4 /* rows of x per tile */
+#define BL_MAX_NR 4 /* packed weight rows per tile */
+
+/* out[i * ldo + j] = sum_k code(w_j, k) * x_i[k] for i < mr, j < nr, over nblk blocks of 128,
+ * with code = w + 1 in {0,1,2} (the caller subtracts rowsum). x_i = x + i * ldq (int8, padded
+ * with zeros to whole blocks), w_j = w + j * rb (packed rows). Kernels may read whole blocks. */
+typedef void (*bl_tile_fn)(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb,
+                           int64_t nblk, int32_t *out, int64_t ldo);
+
+/* Largest |x| of a row of K values (NaN if any is NaN; the NaN's bits do not matter). */
+typedef float (*bl_amax_fn)(const void *x, bl_dtype dt, int64_t K);
+
+/* q[k] = clamp(rint(x[k] / s), -128, 127) for k < K (float32 division), zeros up to Kp;
+ * a non-finite s gives all zeros. Returns the sum of q. Same bits as bl_quantize_row_ref. */
+typedef int32_t (*bl_quant_row_fn)(const void *x, bl_dtype dt, int64_t K, float s, int8_t *q,
+                                   int64_t Kp);
+
+/* y[n] = (float)(acc[n] - rowsum) * (sx * ws[n]) + bias[n] for n < N, rounded to ydt
+ * (ws[0] for every n if !per_channel; bias may be NULL). Same bits as bl_epilogue_row. */
+typedef void (*bl_epi_row_fn)(const int32_t *acc, int64_t N, int32_t rowsum, float sx,
+                              const float *ws, int per_channel, const float *bias, void *y,
+                              bl_dtype ydt);
+
+/* Packs one weight row: codes clamp(rint(w[k] / s), -1, 1) + 1 (float32 division), padding
+ * code 1, in the v1 layout. Same bytes as bl_pack_row. w is finite. */
+typedef void (*bl_pack_row_fn)(const float *w, int64_t K, float s, uint8_t *out);
+
+typedef struct {
+  int mr, nr;                              /* tile size used for full tiles */
+  int nr1;                                 /* nr when M = 1 (GEMV); 0 means nr */
+  bl_tile_fn tile[BL_MAX_MR][BL_MAX_NR];   /* tile[mr-1][nr-1], every mr <= .mr, nr <= .nr */
+  bl_amax_fn amax;                         /* optional */
+  bl_quant_row_fn quant_row;               /* optional */
+  bl_epi_row_fn epi_row;                   /* optional */
+  bl_pack_row_fn pack_row;                 /* optional */
+} bl_cpu_kernels;
+
+/* Tables filled by each ISA file (only on the architecture that compiles it). */
+#if defined(__x86_64__)
+void bl_kernels_avx2(bl_cpu_kernels *k);
+void bl_kernels_avxvnni(bl_cpu_kernels *k);     /* sets tiles only */
+void bl_kernels_avx512vnni(bl_cpu_kernels *k);  /* sets tiles only */
+#endif
+#if defined(__aarch64__)
+void bl_kernels_neon_dot(bl_cpu_kernels *k);
+#endif
+
+/* Portable drivers (gemm.c), running the given table. Arguments are already checked. */
+void bl_quantize_acts_k(const bl_cpu_kernels *kt, const void *x, bl_dtype dt, int64_t M,
+                        int64_t K, int64_t ldx, float eps, int per_token, int8_t *xq,
+                        int64_t ldq, float *scale, int32_t *rowsum, int nthreads);
+void bl_gemm_acc_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,
+                   const int32_t *rowsum, const uint8_t *packed, int64_t M, int64_t N,
+                   int64_t K, int32_t *acc, int64_t ldacc, int nthreads);
+/* GEMM + epilogue straight into y (no int32 matrix in between). */
+void bl_gemm_epi_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,
+                   const int32_t *rowsum, const float *xscale, const uint8_t *packed,
+                   int64_t M, int64_t N, int64_t K, const float *wscale, int w_per_channel,
+                   const float *bias, void *y, bl_dtype ydt, int64_t ldy, int nthreads);
+bl_status bl_quantize_weights_k(const bl_cpu_kernels *kt, const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
+                                   int per_channel, float *scale, uint8_t *packed,
+                                   int nthreads);
+
+#endif

@@ -1,0 +1,364 @@
+/* test_core.c - checks every CPU path this machine supports against the plain C reference.
+ * Integer and output bits must be identical. Seed: BL_TEST_SEED (default: time). --small keeps
+ * the shapes small (valgrind, qemu). Ends with the line "N passed, N failed". */
+#include "bitlinear.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int n_pass, n_fail, small;
+static uint64_t rng_state;
+
+static void check(int ok, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  printf("%s ", ok ? "PASS" : "FAIL");
+  vprintf(fmt, ap);
+  printf("\n");
+  va_end(ap);
+  if (ok) n_pass++; else n_fail++;
+}
+
+static uint64_t rnd(void) { /* xorshift64* */
+  rng_state ^= rng_state >> 12;
+  rng_state ^= rng_state << 25;
+  rng_state ^= rng_state >> 27;
+  return rng_state * 2685821657736338717ULL;
+}
+static float frand(void) { return (float)((double)(rnd() >> 11) / 9007199254740992.0) * 2.0f - 1.0f; }
+static int irand(int n) { return (int)(rnd() % (uint64_t)n); }
+
+static void *xmalloc(size_t n) {
+  void *p = aligned_alloc(64, (n + 63) / 64 * 64 + 64);
+  if (!p) { printf("out of memory\n"); exit(2); }
+  return p;
+}
+
+/* ---------------------------------------------------------------- conversions */
+/* Independent f16 decode from the IEEE definition. */
+static float half_value(uint16_t h) {
+  int s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
+  double v;
+  if (e == 31) v = m ? NAN : INFINITY;
+  else if (e == 0) v = ldexp((double)m, -24);
+  else v = ldexp(1024.0 + m, e - 25);
+  return (float)(s ? -v : v);
+}
+
+static void test_conversions(void) {
+  int bad_dec = 0, bad_round = 0, bad_mid = 0, bad_bf = 0;
+  for (uint32_t h = 0; h < 65536; h++) {
+    float ref = half_value((uint16_t)h), got = bl_f16_to_f32((uint16_t)h);
+    if (isnan(ref)) {
+      if (!isnan(got)) bad_dec++;
+      uint16_t back = bl_f32_to_f16(got);
+      if ((back & 0x7c00) != 0x7c00 || !(back & 0x3ff) || (back & 0x8000) != (h & 0x8000)) bad_round++;
+    } else {
+      if (memcmp(&ref, &got, 4) != 0) bad_dec++;
+      if (bl_f32_to_f16(got) != h) bad_round++;
+    }
+  }
+  check(!bad_dec, "f16->f32 exhaustive vs IEEE definition (%d bad)", bad_dec);
+  check(!bad_round, "f32->f16 round trip of all 65536 halves (%d bad)", bad_round);
+  /* Midpoints between neighbouring finite halves (exact in f32) and their float neighbours:
+   * below goes down, above goes up, the midpoint goes to the even one. */
+  for (uint32_t h = 0; h < 0x7bff; h++) {
+    float a = half_value((uint16_t)h), b = half_value((uint16_t)(h + 1));
+    float mid = (float)(((double)a + (double)b) / 2);
+    uint16_t even = (h & 1) ? (uint16_t)(h + 1) : (uint16_t)h;
+    if (bl_f32_to_f16(mid) != even || bl_f32_to_f16(nextafterf(mid, 0)) != h ||
+        bl_f32_to_f16(nextafterf(mid, INFINITY)) != h + 1 || bl_f32_to_f16(-mid) != (even | 0x8000))
+      bad_mid++;
+  }
+  /* 65504 + half an ulp (65520) and above overflow to Inf */
+  if (bl_f32_to_f16(65520.0f) != 0x7c00 || bl_f32_to_f16(nextafterf(65520.0f, 0)) != 0x7bff) bad_mid++;
+  check(!bad_mid, "f32->f16 round-to-nearest-even at every midpoint (%d bad)", bad_mid);
+  for (uint32_t h = 0; h < 65536; h++) {
+    uint32_t bits = h << 16;
+    float v;
+    memcpy(&v, &bits, 4);
+    float got = bl_bf16_to_f32((uint16_t)h);
+    if (memcmp(&v, &got, 4) != 0) bad_bf++;
+    if (!isnan(v) && bl_f32_to_bf16(v) != h) bad_bf++;
+    if (!isnan(v) && (h & 0x7fff) < 0x7f7f) { /* midpoint to the next bf16 */
+      uint32_t mb = bits + 0x8000u;
+      float mid;
+      memcpy(&mid, &mb, 4);
+      uint16_t even = (h & 1) ? (uint16_t)(h + 1) : (uint16_t)h;
+      if (bl_f32_to_bf16(mid) != even || bl_f32_to_bf16(nextafterf(mid, 0)) != h ||
+          bl_f32_to_bf16(nextafterf(mid, (h & 0x8000) ? -INFINITY : INFINITY)) != h + 1)
+        bad_bf++;
+    }
+  }
+  check(!bad_bf, "bf16 exhaustive decode, round trip and midpoints (%d bad)", bad_bf);
+}
+
+/* ---------------------------------------------------------------- helpers */
+static void fill_x(void *x, bl_dtype dt, int64_t n, int mode) {
+  for (int64_t i = 0; i < n; i++) {
+    float v = frand() * (mode == 1 ? 1e-3f : mode == 2 ? 3e4f : 4.0f);
+    if (dt == BL_F32) ((float *)x)[i] = v;
+    else if (dt == BL_F16) ((uint16_t *)x)[i] = bl_f32_to_f16(v);
+    else ((uint16_t *)x)[i] = bl_f32_to_bf16(v);
+  }
+}
+
+static void set_x(void *x, bl_dtype dt, int64_t i, float v) {
+  if (dt == BL_F32) ((float *)x)[i] = v;
+  else if (dt == BL_F16) ((uint16_t *)x)[i] = bl_f32_to_f16(v);
+  else ((uint16_t *)x)[i] = bl_f32_to_bf16(v);
+}
+
+static const char *dtn[] = {"f32", "f16", "bf16"};
+static size_t esz(bl_dtype d) { return d == BL_F32 ? 4 : 2; }
+
+/* Random packed weights with codes 0..2 and padding code 1. */
+static void fill_packed(uint8_t *p, int64_t N, int64_t K, int extreme) {
+  const int64_t rb = bl_packed_row_bytes(K), Kp = bl_padded_k(K);
+  memset(p, 0, (size_t)(N * rb));
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t k = 0; k < Kp; k++) {
+      int c = k >= K ? 1 : extreme ? 2 : irand(3);
+      p[n * rb + (k / 128) * 32 + (k % 32)] |= (uint8_t)(c << (2 * ((k % 128) / 32)));
+    }
+}
+
+static void fill_xq(int8_t *q, int64_t M, int64_t K, int64_t ldq, int extreme) {
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t k = 0; k < ldq; k++)
+      q[m * ldq + k] = k >= K ? (k < bl_padded_k(K) ? 0 : 0x5a)
+                      : (int8_t)(extreme == 1 ? -128 : extreme == 2 ? 127 : irand(256) - 128);
+}
+
+/* ---------------------------------------------------------------- per-ISA checks */
+static void test_weights(int isa, int64_t N, int64_t K) {
+  const int64_t ldw = K + irand(3), rb = bl_packed_row_bytes(K);
+  float *w = xmalloc((size_t)(N * ldw) * 4);
+  for (int64_t i = 0; i < N * ldw; i++) w[i] = frand() * 0.05f;
+  /* exact multiples of the scale hit the rounding ties */
+  if (N * K > 4) w[1] = 0.0f, w[2] = -w[3];
+  uint8_t *pa = xmalloc((size_t)(N * rb)), *pb = xmalloc((size_t)(N * rb));
+  float *sa = xmalloc((size_t)N * 4), *sb = xmalloc((size_t)N * 4);
+  for (int pc = 0; pc < 2; pc++) {
+    memset(pa, 0xee, (size_t)(N * rb));
+    memset(pb, 0x11, (size_t)(N * rb));
+    bl_status ra = bl_quantize_weights_ref(w, N, K, ldw, 1e-5f, pc, sa, pa, 1);
+    bl_isa_set(isa);
+    bl_status rb_ = bl_quantize_weights(w, N, K, ldw, 1e-5f, pc, sb, pb, 2);
+    int ok = ra == BL_OK && rb_ == BL_OK && !memcmp(pa, pb, (size_t)(N * rb)) &&
+             !memcmp(sa, sb, (size_t)(pc ? N : 1) * 4);
+    check(ok, "%s quantize_weights N=%lld K=%lld per_channel=%d", bl_isa_name(isa),
+          (long long)N, (long long)K, pc);
+  }
+  bl_isa_set(isa);
+  w[(N - 1) * ldw + K - 1] = NAN;
+  int nonfinite_ok = bl_quantize_weights(w, N, K, ldw, 1e-5f, 0, sb, pb, 2) == BL_ERR_NONFINITE;
+  w[(N - 1) * ldw + K - 1] = 0.0f;
+  w[irand((int)N) * ldw + irand((int)K)] = -INFINITY;
+  nonfinite_ok &= bl_quantize_weights(w, N, K, ldw, 1e-5f, 1, sb, pb, 2) == BL_ERR_NONFINITE;
+  check(nonfinite_ok, "%s quantize_weights NaN / -Inf weight -> BL_ERR_NONFINITE", bl_isa_name(isa));
+  free(w); free(pa); free(pb); free(sa); free(sb);
+}
+
+static void test_acts(int isa, int64_t M, int64_t K, bl_dtype dt, int per_token, int mode) {
+  const int64_t ldx = K + irand(5), Kp = bl_padded_k(K), ldq = Kp + irand(2) * 7;
+  void *x = xmalloc((size_t)(M * ldx) * esz(dt));
+  fill_x(x, dt, M * ldx, mode);
+  if (mode == 3 && K >= 2) { /* exact ties: amax 127 gives s = 1 and x = n + 0.5 */
+    for (int64_t m = 0; m < M; m++) {
+      for (int64_t k = 0; k < K; k++) set_x(x, dt, m * ldx + k, (float)(irand(254) - 127) + 0.5f);
+      set_x(x, dt, m * ldx + irand((int)K), (m & 1) ? -127.0f : 127.0f);
+    }
+  }
+  if (mode == 4) { /* NaN and Inf rows */
+    set_x(x, dt, irand((int)K), NAN);
+    if (M > 2) set_x(x, dt, 2 * ldx + irand((int)K), -INFINITY);
+  }
+  int8_t *qa = xmalloc((size_t)(M * ldq)), *qb = xmalloc((size_t)(M * ldq));
+  float *sa = xmalloc((size_t)M * 4), *sb = xmalloc((size_t)M * 4);
+  int32_t *ra = xmalloc((size_t)M * 4), *rb = xmalloc((size_t)M * 4);
+  memset(qa, 0x77, (size_t)(M * ldq));
+  memset(qb, 0x77, (size_t)(M * ldq));
+  bl_status st_a = bl_quantize_acts_ref(x, dt, M, K, ldx, 1e-5f, per_token, qa, ldq, sa, ra, 1);
+  bl_isa_set(isa);
+  bl_status st_b = bl_quantize_acts(x, dt, M, K, ldx, 1e-5f, per_token, qb, ldq, sb, rb, 2);
+  int ok = st_a == BL_OK && st_b == BL_OK && !memcmp(qa, qb, (size_t)(M * ldq)) &&
+           !memcmp(sa, sb, (size_t)M * 4) && !memcmp(ra, rb, (size_t)M * 4);
+  check(ok, "%s quantize_acts M=%lld K=%lld %s per_token=%d mode=%d", bl_isa_name(isa),
+        (long long)M, (long long)K, dtn[dt], per_token, mode);
+  free(x); free(qa); free(qb); free(sa); free(sb); free(ra); free(rb);
+}
+
+static void test_gemm(int isa, int64_t M, int64_t N, int64_t K, int extreme) {
+  const int64_t Kp = bl_padded_k(K), ldq = Kp + irand(2) * 64 + irand(2) * 3;
+  const int64_t ldacc = N + irand(3), rb = bl_packed_row_bytes(K);
+  int8_t *xq = xmalloc((size_t)(M * ldq));
+  uint8_t *p = xmalloc((size_t)(N * rb));
+  fill_xq(xq, M, K, ldq, extreme);
+  fill_packed(p, N, K, extreme != 0);
+  int32_t *rs = xmalloc((size_t)M * 4);
+  for (int64_t m = 0; m < M; m++) {
+    rs[m] = 0;
+    for (int64_t k = 0; k < Kp; k++) rs[m] += xq[m * ldq + k];
+  }
+  size_t bytes = (size_t)(M * ldacc) * 4;
+  int32_t *a = xmalloc(bytes), *b = xmalloc(bytes), *c = xmalloc(bytes);
+  memset(a, 0x33, bytes); memset(b, 0x33, bytes); memset(c, 0x33, bytes);
+  bl_status s0 = bl_gemm_acc_ref(xq, ldq, p, M, N, K, a, ldacc, 1);
+  bl_isa_set(isa);
+  bl_status s1 = bl_gemm_acc(xq, ldq, rs, p, M, N, K, b, ldacc, 1);
+  bl_status s2 = bl_gemm_acc(xq, ldq, NULL, p, M, N, K, c, ldacc, 2);
+  check(s0 == BL_OK && s1 == BL_OK && !memcmp(a, b, bytes),
+        "%s gemm_acc M=%lld N=%lld K=%lld extreme=%d 1 thread", bl_isa_name(isa), (long long)M,
+        (long long)N, (long long)K, extreme);
+  check(s2 == BL_OK && !memcmp(a, c, bytes),
+        "%s gemm_acc M=%lld N=%lld K=%lld extreme=%d 2 threads, rowsum NULL", bl_isa_name(isa),
+        (long long)M, (long long)N, (long long)K, extreme);
+  free(xq); free(p); free(rs); free(a); free(b); free(c);
+}
+
+/* bl_linear on `isa` vs the same call on the ref path: identical output bits. */
+static void test_linear(int isa, int64_t M, int64_t N, int64_t K, bl_dtype xdt, bl_dtype ydt,
+                        int mode) {
+  const int64_t ldx = K + irand(3), ldy = N + irand(3), rb = bl_packed_row_bytes(K);
+  const int pc = irand(2), pt = irand(2), has_bias = irand(3) != 0;
+  void *x = xmalloc((size_t)(M * ldx) * esz(xdt));
+  fill_x(x, xdt, M * ldx, mode == 2 ? 2 : 0);
+  if (mode == 1) set_x(x, xdt, (M - 1) * ldx + irand((int)K), NAN); /* last row NaN */
+  if (mode == 3) /* integers with amax 127: s_x = 1, so y = acc * ws exactly, many rounding ties */
+    for (int64_t m = 0; m < M; m++) {
+      for (int64_t k = 0; k < K; k++) set_x(x, xdt, m * ldx + k, (float)(irand(255) - 127));
+      set_x(x, xdt, m * ldx + irand((int)K), 127.0f);
+    }
+  float *wt = xmalloc((size_t)(N * K) * 4), *ws = xmalloc((size_t)N * 4), *bias = xmalloc((size_t)N * 4);
+  for (int64_t i = 0; i < N * K; i++) wt[i] = frand();
+  uint8_t *p = xmalloc((size_t)(N * rb));
+  bl_quantize_weights_ref(wt, N, K, K, 1e-5f, pc, ws, p, 1);
+  for (int64_t n = 0; n < N; n++) {
+    bias[n] = frand() * 3.0f;
+    /* mode 2: scales spanning half's subnormals to overflow */
+    if (mode == 2) ws[pc ? n : 0] = ldexpf(1.0f + frand() * 0.5f, irand(50) - 40);
+    if (mode == 3) ws[pc ? n : 0] = ldexpf(1.0f, irand(9) - 4);
+  }
+  size_t wsb = bl_linear_workspace_bytes(M, K), ybytes = (size_t)(M * ldy) * esz(ydt);
+  void *w1 = xmalloc(wsb), *w2 = xmalloc(wsb);
+  void *ya = xmalloc(ybytes), *yb = xmalloc(ybytes), *yc = xmalloc(ybytes);
+  memset(ya, 0x44, ybytes); memset(yb, 0x44, ybytes); memset(yc, 0x44, ybytes);
+  const float *bp = has_bias ? bias : NULL;
+  bl_isa_set(BL_ISA_REF);
+  bl_status s0 = bl_linear(x, xdt, M, K, ldx, p, N, ws, pc, bp, 1e-5f, pt, ya, ydt, ldy, w1, 1);
+  bl_isa_set(isa);
+  bl_status s1 = bl_linear(x, xdt, M, K, ldx, p, N, ws, pc, bp, 1e-5f, pt, yb, ydt, ldy, w2, 1);
+  bl_status s2 = bl_linear(x, xdt, M, K, ldx, p, N, ws, pc, bp, 1e-5f, pt, yc, ydt, ldy, w2, 2);
+  check(s0 == BL_OK && s1 == BL_OK && s2 == BL_OK && !memcmp(ya, yb, ybytes) && !memcmp(ya, yc, ybytes),
+        "%s linear M=%lld N=%lld K=%lld %s->%s per_channel=%d per_token=%d bias=%d mode=%d, 1 and 2 threads",
+        bl_isa_name(isa), (long long)M, (long long)N, (long long)K, dtn[xdt], dtn[ydt], pc, pt,
+        has_bias, mode);
+  free(x); free(wt); free(ws); free(bias); free(p); free(w1); free(w2); free(ya); free(yb); free(yc);
+}
+
+static void test_bad_args(int isa) {
+  bl_isa_set(isa);
+  float w[256 * 2] = {0}, s[4], xs[4];
+  uint8_t p[64 * 2];
+  int8_t q[256 * 2];
+  int32_t acc[8], rs[2];
+  char ws[4096] __attribute__((aligned(64)));
+  float y[8];
+  const char *n = bl_isa_name(isa);
+  int ok = 1;
+  ok &= bl_quantize_weights(NULL, 2, 100, 100, 1e-5f, 0, s, p, 1) == BL_ERR_NULL;
+  ok &= bl_quantize_weights(w, -1, 100, 100, 1e-5f, 0, s, p, 1) == BL_ERR_SIZE;
+  ok &= bl_quantize_weights(w, 2, 0, 100, 1e-5f, 0, s, p, 1) == BL_ERR_SIZE;
+  ok &= bl_quantize_weights(w, 2, 100, 99, 1e-5f, 0, s, p, 1) == BL_ERR_STRIDE;
+  check(ok, "%s quantize_weights bad arguments -> status codes", n);
+  ok = 1;
+  ok &= bl_quantize_acts(NULL, BL_F32, 2, 100, 100, 1e-5f, 1, q, 128, xs, rs, 1) == BL_ERR_NULL;
+  ok &= bl_quantize_acts(w, BL_F32, -2, 100, 100, 1e-5f, 1, q, 128, xs, rs, 1) == BL_ERR_SIZE;
+  ok &= bl_quantize_acts(w, BL_F32, 2, 100, 99, 1e-5f, 1, q, 128, xs, rs, 1) == BL_ERR_STRIDE;
+  ok &= bl_quantize_acts(w, BL_F32, 2, 100, 100, 1e-5f, 1, q, 127, xs, rs, 1) == BL_ERR_STRIDE;
+  ok &= bl_quantize_acts(w, (bl_dtype)7, 2, 100, 100, 1e-5f, 1, q, 128, xs, rs, 1) == BL_ERR_ARG;
+  ok &= bl_quantize_acts(w, BL_F32, 0, 100, 100, 1e-5f, 1, q, 128, xs, rs, 1) == BL_OK;
+  check(ok, "%s quantize_acts bad arguments -> status codes", n);
+  ok = 1;
+  ok &= bl_gemm_acc(NULL, 128, NULL, p, 2, 4, 100, acc, 4, 1) == BL_ERR_NULL;
+  ok &= bl_gemm_acc(q, 128, NULL, NULL, 2, 4, 100, acc, 4, 1) == BL_ERR_NULL;
+  ok &= bl_gemm_acc(q, 128, NULL, p, 2, 0, 100, acc, 4, 1) == BL_ERR_SIZE;
+  ok &= bl_gemm_acc(q, 128, NULL, p, 2, 4, -5, acc, 4, 1) == BL_ERR_SIZE;
+  ok &= bl_gemm_acc(q, 100, NULL, p, 2, 4, 100, acc, 4, 1) == BL_ERR_STRIDE;
+  ok &= bl_gemm_acc(q, 128, NULL, p, 2, 4, 100, acc, 3, 1) == BL_ERR_STRIDE;
+  ok &= bl_gemm_acc(q, 128, NULL, p, 0, 4, 100, acc, 4, 1) == BL_OK;
+  check(ok, "%s gemm_acc bad arguments -> status codes", n);
+  ok = 1;
+  ok &= bl_linear(NULL, BL_F32, 2, 100, 100, p, 2, s, 0, NULL, 1e-5f, 1, y, BL_F32, 2, ws, 1) == BL_ERR_NULL;
+  ok &= bl_linear(w, BL_F32, 2, 100, 100, p, 2, s, 0, NULL, 1e-5f, 1, y, BL_F32, 2, NULL, 1) == BL_ERR_NULL;
+  ok &= bl_linear(w, BL_F32, 2, 100, 100, p, 0, s, 0, NULL, 1e-5f, 1, y, BL_F32, 2, ws, 1) == BL_ERR_SIZE;
+  ok &= bl_linear(w, BL_F32, -1, 100, 100, p, 2, s, 0, NULL, 1e-5f, 1, y, BL_F32, 2, ws, 1) == BL_ERR_SIZE;
+  ok &= bl_linear(w, BL_F32, 2, 100, 50, p, 2, s, 0, NULL, 1e-5f, 1, y, BL_F32, 2, ws, 1) == BL_ERR_STRIDE;
+  ok &= bl_linear(w, BL_F32, 2, 100, 100, p, 2, s, 0, NULL, 1e-5f, 1, y, BL_F32, 1, ws, 1) == BL_ERR_STRIDE;
+  ok &= bl_linear(w, BL_F32, 2, 100, 100, p, 2, s, 0, NULL, 1e-5f, 1, y, (bl_dtype)-1, 2, ws, 1) == BL_ERR_ARG;
+  check(ok, "%s linear bad arguments -> status codes", n);
+}
+
+int main(int argc, char **argv) {
+  for (int i = 1; i < argc; i++)
+    if (!strcmp(argv[i], "--small")) small = 1;
+  const char *seed_env = getenv("BL_TEST_SEED");
+  uint64_t seed = seed_env ? strtoull(seed_env, NULL, 10) : (uint64_t)time(NULL);
+  rng_state = seed * 0x9E3779B97F4A7C15ULL + 1;
+  printf("seed %llu (set BL_TEST_SEED to repeat)%s\n", (unsigned long long)seed, small ? ", small" : "");
+
+  test_conversions();
+  for (int i = 0; i < BL_ISA_COUNT; i++)
+    printf("isa %-10s compiled=%d supported=%d\n", bl_isa_name(i), bl_isa_compiled(i), bl_isa_supported(i));
+  printf("best isa: %s\n", bl_isa_name(bl_isa_best()));
+  check(bl_isa_set(BL_ISA_COUNT) == BL_ERR_ISA && bl_isa_set(-1) == BL_ERR_ISA, "bl_isa_set rejects unknown ISAs");
+  for (int i = 0; i < BL_ISA_COUNT; i++)
+    if (bl_isa_compiled(i) && !bl_isa_supported(i)) check(bl_isa_set(i) == BL_ERR_ISA, "bl_isa_set(%s) unsupported -> BL_ERR_ISA", bl_isa_name(i));
+
+  static const int64_t sizes[] = {1, 3, 7, 129, 1000};
+  const int ns = small ? 4 : 5;
+  for (int isa = 0; isa < BL_ISA_COUNT; isa++) {
+    if (!bl_isa_supported(isa)) continue;
+    test_bad_args(isa);
+    if (isa == BL_ISA_REF) continue; /* the rest compares a path with ref */
+    for (int a = 0; a < ns; a++)
+      for (int b = 0; b < ns; b++) test_weights(isa, sizes[a], sizes[b]);
+    test_weights(isa, small ? 33 : 300, small ? 2100 : 4096);
+    for (int dt = 0; dt < 3; dt++)
+      for (int pt = 0; pt < 2; pt++)
+        for (int mode = 0; mode < 5; mode++) {
+          int64_t M = sizes[irand(ns)], K = sizes[irand(ns)];
+          if (mode == 4 && M < 3) M = 3;
+          test_acts(isa, M, K, (bl_dtype)dt, pt, mode);
+        }
+    test_acts(isa, 5, small ? 300 : 6912, BL_BF16, 1, 0);
+    for (int pt = 0; pt < 2; pt++) /* enough rows for the threaded path */
+      test_acts(isa, small ? 70 : 129, 1000, (bl_dtype)irand(3), pt, pt ? 4 : 3);
+    for (int a = 0; a < ns; a++)
+      for (int b = 0; b < ns; b++)
+        for (int c = 0; c < ns; c++) {
+          if (small && sizes[a] * sizes[b] * sizes[c] > 300000) continue;
+          test_gemm(isa, sizes[a], sizes[b], sizes[c], 0);
+        }
+    /* more than 16 blocks (int16 flush), saturation edges of vpmaddubsw, odd tiles */
+    for (int e = 0; e < 3; e++) test_gemm(isa, 5, 7, small ? 2100 : 4100, e);
+    test_gemm(isa, 9, 13, 2049, 1);
+    if (!small) test_gemm(isa, 70, 300, 777, 0), test_gemm(isa, 1, 4096, 512, 0);
+    for (int dx = 0; dx < 3; dx++)
+      for (int dy = 0; dy < 3; dy++)
+        for (int mode = 0; mode < 4; mode++) {
+          int64_t M = sizes[irand(ns)], N = sizes[irand(ns)], K = sizes[irand(ns)];
+          if (mode == 3) K = small ? 700 : 1000 + irand(9000), M = 1 + irand(5);
+          test_linear(isa, M, N, K, (bl_dtype)dx, (bl_dtype)dy, mode);
+        }
+    if (!small) test_linear(isa, 2, 2560, 6912, BL_F32, BL_BF16, 0);
+    for (int dy = 1; dy < 3; dy++) test_linear(isa, 3, 200, small ? 700 : 5000, BL_F32, (bl_dtype)dy, 3);
+  }
+  printf("%d passed, %d failed\n", n_pass, n_fail);
+  return n_fail ? 1 : 0;
+}
