@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Compiles every csrc/cuda/*.cu with nvcc for sm_80 and sm_90 (objects only, no GPU needed) and
+# fails on any error. Usage: scripts/cuda_compile_check.sh [-v]   (-v: ptxas register/spill report)
+# Skips (exit 0) when nvcc is not installed, unless BITLINEAR_REQUIRE_NVCC=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NVCC="${NVCC:-${CUDA_HOME:+$CUDA_HOME/bin/}nvcc}"
+if ! command -v "$NVCC" >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then NVCC=/usr/local/cuda/bin/nvcc; fi
+if ! command -v "$NVCC" >/dev/null 2>&1; then
+  if [ "${BITLINEAR_REQUIRE_NVCC:-0}" = "1" ]; then echo "nvcc not found" >&2; exit 1; fi
+  echo "cuda_compile_check: nvcc not found, skipped"; exit 0
+fi
+VERBOSE=()
+[ "${1:-}" = "-v" ] && VERBOSE=(-Xptxas -v)
+OUTDIR="$(mktemp -d)"
+trap 'rm -rf "$OUTDIR"' EXIT
+fail=0
+for src in csrc/cuda/*.cu; do
+  for arch in 80 90; do
+    obj="$OUTDIR/$(basename "$src" .cu).sm$arch.o"
+    if ! "$NVCC" -std=c++17 -O3 -Xcompiler -fPIC --expt-relaxed-constexpr -Werror all-warnings \
+        "${VERBOSE[@]}" -gencode="arch=compute_$arch,code=sm_$arch" -c "$src" -o "$obj"; then
+      echo "FAILED: $src sm_$arch" >&2
+      fail=1
+    fi
+  done
+done
+[ "$fail" = 0 ] && echo "cuda_compile_check: all $(ls csrc/cuda/*.cu | wc -l) files compile for sm_80 and sm_90"
+exit "$fail"
