@@ -78,15 +78,16 @@ def find_nvcc():
 
 
 def cuda_home():
-    """The CUDA toolkit folder (holds lib64/libcudart_static.a); nvcc may be a wrapper script."""
+    """The CUDA toolkit folder (lib64/ holds cudart, static preferred); nvcc may be a wrapper."""
     cands = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
     nvcc = find_nvcc()
     if nvcc:
         cands.append(Path(nvcc).resolve().parent.parent)
     cands += ["/usr/local/cuda", *sorted(Path("/usr/local").glob("cuda-*"), reverse=True)]
-    for c in cands:
-        if c and (Path(c) / "lib64" / "libcudart_static.a").exists():
-            return Path(c)
+    for lib in ("libcudart_static.a", "libcudart.so"):
+        for c in cands:
+            if c and (Path(c) / "lib64" / lib).exists():
+                return Path(c)
     return None
 
 
@@ -170,10 +171,11 @@ def main():
         cxx_flags += ["-DBITLINEAR_WITH_CUDA", "-DUSE_CUDA"]
         home = cuda_home()
         if home is None:
-            raise RuntimeError("bitlinear: nvcc found but no CUDA toolkit with lib64/libcudart_static.a; "
+            raise RuntimeError("bitlinear: nvcc found but no CUDA toolkit with lib64/libcudart; "
                                "set CUDA_HOME, or BITLINEAR_FORCE_CPU=1 to build without CUDA")
         library_dirs += [str(home / "lib64")]
-        libraries += ["torch_cuda", "cudart_static", "dl", "rt", "pthread"]
+        static = (home / "lib64" / "libcudart_static.a").exists()
+        libraries += ["torch_cuda"] + (["cudart_static", "dl", "rt", "pthread"] if static else ["cudart"])
 
     print("=" * 60)
     print(f"bitlinear: building with {'CUDA' if use_cuda else 'CPU-only'} support "
