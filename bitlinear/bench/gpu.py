@@ -32,7 +32,7 @@ SHAPES = [
     ("decode 28672->8192", 1, 28672, 8192),
     ("decode 2560->6912", 1, 2560, 6912),
     ("prefill 8192x8192", 4096, 8192, 8192),
-] + [(f"4096^2 M={m}", m, 4096, 4096) for m in (1, 16, 64, 256, 1024, 4096)]
+] + [(f"4096^2 M={m}", m, 4096, 4096) for m in (1, 4, 8, 16, 64, 256, 1024, 4096)]
 
 
 def n_rotations(bytes_per_copy: int, cap: int = 64) -> int:
@@ -97,11 +97,11 @@ def copy_bandwidth(reps: int, nbytes: int = 1 << 30) -> dict:
 def variants(M: int) -> dict:
     """Other GEMM paths of the same op, timed side by side to tune the defaults."""
     v = {}
-    if M >= 17:
+    if M >= 9:  # the MMA path's default start (csrc/cuda/api.cu)
         v["bitlinear_mma_bn256"] = {"BITLINEAR_CUDA_MMA_BN": "256"}
-    if 2 <= M <= 16:
+    if 2 <= M <= 8:
         v["bitlinear_mma_forced"] = {"BITLINEAR_CUDA_MMA_MIN_M": "1"}
-    if 17 <= M <= 64:
+    if 9 <= M <= 64:
         v["bitlinear_gemv_forced"] = {"BITLINEAR_CUDA_MMA_MIN_M": "1000000000"}
     return v
 

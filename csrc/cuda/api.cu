@@ -1,6 +1,6 @@
 /* api.cu - the bl_cuda_* GEMM entry points: argument checks, workspace layout, path choice.
  *
- * Paths: GEMV (decode, M < BITLINEAR_CUDA_MMA_MIN_M, default 17), tensor-core MMA (larger M),
+ * Paths: GEMV (decode, M < BITLINEAR_CUDA_MMA_MIN_M, default 9), tensor-core MMA (larger M),
  * and the plain fallback (unaligned inputs, or BITLINEAR_CUDA_SIMPLE=1). The environment is
  * read at each call, so tests can switch paths in-process. Everything is asynchronous on the
  * given stream: no host sync, no allocation.
@@ -31,7 +31,7 @@ int64_t mma_min_m() {
     const long long x = atoll(v);
     if (x >= 1) return x;
   }
-  return 17;
+  return 9; /* H100: MMA was 1.6x the GEMV at M=16 (4096^2), gpu_check 2026-11-26 */
 }
 
 bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
