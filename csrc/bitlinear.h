@@ -150,6 +150,7 @@ size_t bl_cuda_quantize_acts_workspace_bytes(int64_t M, int64_t K, int per_token
 bl_status bl_cuda_quantize_acts(const void *x, bl_dtype dt, int64_t M, int64_t K, int64_t ldx,
                                 float eps, int per_token, int8_t *xq, int64_t ldq, float *scale,
                                 int32_t *rowsum, void *workspace, struct CUstream_st *stream);
+/* workspace: at least bl_cuda_linear_workspace_bytes(M, N, K) bytes (split-K partials). */
 bl_status bl_cuda_gemm_acc(const int8_t *xq, int64_t ldq, const int32_t *rowsum,
                            const uint8_t *packed, int64_t M, int64_t N, int64_t K,
                            int32_t *acc, int64_t ldacc, void *workspace, size_t workspace_bytes,
