@@ -1,0 +1,1 @@
+"""The project's benchmark suite: `python -m bitlinear bench` (see docs/benchmarks.md)."""

@@ -1,0 +1,290 @@
+"""Whole-model helpers: swap nn.Linear for BitLinear, deploy, measure, save and load.
+
+    model = convert(model)                 # in place; nn.Linear -> BitLinear (training mode, fake quant)
+    ... train ...
+    deploy(model)                          # every BitLinear -> packed 2-bit weights + integer kernels
+    print(size_report(model)["text"])
+    save_deployed(model, "model.safetensors")
+
+    fresh = build_model(); convert(fresh); deploy(fresh)   # same structure, then
+    load_deployed(fresh, "model.safetensors")
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import Callable, Dict, Iterable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .nn import BitLinear
+
+__all__ = [
+    "ConvertConfig", "DEFAULT_SKIP", "convert", "deploy", "bitlinear_modules",
+    "model_size_bytes", "size_report", "save_deployed", "load_deployed",
+    "FORMAT_METADATA_KEY", "FormatVersionError",
+]
+
+# Output heads stay in float by default: they are small next to the body, often tied to the
+# embedding, and quantizing them hurts quality the most (BitNet b1.58 keeps them in high precision).
+DEFAULT_SKIP: tuple = (
+    "lm_head", "*.lm_head", "output", "*.output", "output_layer", "*.output_layer",
+    "classifier", "*.classifier", "score", "*.score", "head", "*.head",
+)
+
+FORMAT_METADATA_KEY = "bitlinear.format_version"
+_EXTRA_METADATA_KEY = "bitlinear.extra_state"
+_ALIAS_METADATA_KEY = "bitlinear.aliases"
+
+
+class FormatVersionError(RuntimeError):
+    """A saved file was written with a packed format this version of bitlinear cannot read."""
+
+
+@dataclass
+class ConvertConfig:
+    """What `convert` replaces and how.
+
+    skip: names (as in model.named_modules()) of nn.Linear layers to keep in float. Each entry is an
+      fnmatch pattern ("*.lm_head", "layers.0.*") or, prefixed with "re:", a regular expression matched
+      with re.fullmatch ("re:.*\\.(q|k)_proj"). Defaults to DEFAULT_SKIP (output heads).
+    filter_fn(module, name) -> bool: optional extra test; return False to keep that layer in float.
+    quant_type, eps: passed to BitLinear.from_linear.
+    """
+    quant_type: str = "ai8pc_wpt"
+    eps: float = 1e-6
+    skip: Sequence[str] = field(default_factory=lambda: DEFAULT_SKIP)
+    filter_fn: Optional[Callable[[nn.Module, str], bool]] = None
+
+    def skipped(self, name: str) -> bool:
+        for pat in self.skip:
+            if pat.startswith("re:"):
+                if re.fullmatch(pat[3:], name):
+                    return True
+            elif fnmatch.fnmatchcase(name, pat):
+                return True
+        return False
+
+
+def _make_config(config: Optional[ConvertConfig], kw: dict) -> ConvertConfig:
+    cfg = config if config is not None else ConvertConfig()
+    if not isinstance(cfg, ConvertConfig):
+        raise TypeError(f"config must be a ConvertConfig, got {type(cfg).__name__}")
+    known = {f.name for f in fields(ConvertConfig)}
+    unknown = sorted(set(kw) - known)
+    if unknown:
+        raise TypeError(f"convert() got unknown option(s) {unknown}; known: {sorted(known)}")
+    cfg = replace(cfg, **kw)
+    if isinstance(cfg.skip, str):
+        cfg = replace(cfg, skip=(cfg.skip,))
+    return cfg
+
+
+def _convertible(module: nn.Module, parent: Optional[nn.Module]) -> bool:
+    # nn.MultiheadAttention reads out_proj.weight directly, bypassing the module's forward,
+    # so replacing that child would silently change nothing (or break); leave it alone.
+    if isinstance(parent, nn.MultiheadAttention):
+        return False
+    return isinstance(module, nn.Linear) and not isinstance(module, BitLinear)
+
+
+def convert(model: nn.Module, config: Optional[ConvertConfig] = None, **kw) -> nn.Module:
+    """Replace nn.Linear layers of `model` by BitLinear, in place, keeping weights, biases,
+    device and dtype. Returns the model (a new BitLinear if `model` itself is an nn.Linear).
+
+    Keyword arguments override fields of `config` (quant_type=, eps=, skip=, filter_fn=).
+    Layers whose weight is shared with another module (tied weights) are left in float,
+    since replacing one side would silently untie them.
+    """
+    cfg = _make_config(config, kw)
+    if _convertible(model, None):
+        return BitLinear.from_linear(model, quant_type=cfg.quant_type, eps=cfg.eps)
+
+    weight_users: Dict[int, int] = {}
+    for mod in model.modules():
+        w = getattr(mod, "weight", None)
+        if isinstance(w, torch.Tensor):
+            weight_users[id(w)] = weight_users.get(id(w), 0) + 1
+
+    targets = []
+    for parent_name, parent in model.named_modules():
+        for child_name, child in parent._modules.items():  # not named_children: keeps repeats
+            name = f"{parent_name}.{child_name}" if parent_name else child_name
+            if not _convertible(child, parent) or cfg.skipped(name):
+                continue
+            if weight_users.get(id(child.weight), 0) > 1:
+                continue
+            if cfg.filter_fn is not None and not cfg.filter_fn(child, name):
+                continue
+            targets.append((parent, child_name, child))
+
+    replaced: Dict[int, nn.Module] = {}  # one module registered under several names stays one module
+    for parent, child_name, child in targets:
+        new = replaced.get(id(child))
+        if new is None:
+            new = BitLinear.from_linear(child, quant_type=cfg.quant_type, eps=cfg.eps)
+            new.train(child.training)
+            replaced[id(child)] = new
+        setattr(parent, child_name, new)
+    return model
+
+
+def bitlinear_modules(model: nn.Module):
+    """(name, module) for every BitLinear in `model` (each module once)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, BitLinear)]
+
+
+def deploy(model: nn.Module, progress: Optional[bool] = None) -> nn.Module:
+    """Deploy every BitLinear of `model` (pack weights, switch to the integer kernels). In place.
+
+    progress: None shows a tqdm bar when the model has >= 32 layers to deploy (if tqdm is installed);
+    True / False force it on / off.
+    """
+    todo = [(n, m) for n, m in bitlinear_modules(model) if not m.deployed]
+    if progress is None:
+        progress = len(todo) >= 32
+    bar = None
+    if progress and todo:
+        try:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(todo), desc="deploy", unit="layer")
+        except ImportError:
+            bar = None
+    try:
+        for _, m in todo:
+            m.deploy()
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return model
+
+
+def _unique_tensors(model: nn.Module) -> Iterable:
+    """(name, tensor, kind) for each distinct parameter / buffer storage region."""
+    seen = set()
+    for mod_name, mod in model.named_modules():
+        for kind, items in (("param", mod._parameters.items()), ("buffer", mod._buffers.items())):
+            for name, t in items:
+                if t is None:
+                    continue
+                key = (t.device, t.data_ptr(), t.numel(), t.dtype) if t.numel() else (id(t),)
+                if key in seen:
+                    continue
+                seen.add(key)
+                yield (f"{mod_name}.{name}" if mod_name else name), mod, name, t, kind
+
+
+def model_size_bytes(model: nn.Module) -> int:
+    """Bytes held by the model's parameters and buffers (shared tensors counted once)."""
+    return sum(t.numel() * t.element_size() for _, _, _, t, _ in _unique_tensors(model))
+
+
+def size_report(model: nn.Module) -> dict:
+    """Byte counts of a model by category: packed ternary weights, their scales, BitLinear biases,
+    BitLinear float weights (not yet deployed), and everything else (params / buffers elsewhere).
+    Returns a dict with those counts, "total", "bitlinear_layers", "deployed_layers" and "text"."""
+    cats = {"packed_weights": 0, "weight_scales": 0, "bitlinear_bias": 0,
+            "bitlinear_float_weights": 0, "other_params": 0, "other_buffers": 0}
+    n_bl = n_dep = 0
+    for _, m in bitlinear_modules(model):
+        n_bl += 1
+        n_dep += bool(m.deployed)
+    for _, mod, name, t, kind in _unique_tensors(model):
+        nbytes = t.numel() * t.element_size()
+        if isinstance(mod, BitLinear):
+            cat = {"w_packed": "packed_weights", "w_scale": "weight_scales", "bias": "bitlinear_bias",
+                   "weight": "bitlinear_float_weights"}.get(name)
+            if cat is None:
+                cat = "other_params" if kind == "param" else "other_buffers"
+        else:
+            cat = "other_params" if kind == "param" else "other_buffers"
+        cats[cat] += nbytes
+    total = sum(cats.values())
+    lines = [f"{k:<24}{_human(v):>12}" for k, v in cats.items() if v]
+    lines.append(f"{'total':<24}{_human(total):>12}  ({n_dep}/{n_bl} BitLinear layers deployed)")
+    return dict(cats, total=total, bitlinear_layers=n_bl, deployed_layers=n_dep, text="\n".join(lines))
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _format_version() -> int:
+    import bitlinear
+    for attr in ("FORMAT_VERSION", "PACKED_FORMAT_VERSION"):
+        v = getattr(bitlinear, attr, None)
+        if v is not None:
+            return int(v)
+    return 1
+
+
+def _jsonable(x):
+    try:
+        json.dumps(x)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def save_deployed(model: nn.Module, path, metadata: Optional[Dict[str, str]] = None) -> None:
+    """Write the model's state_dict to a safetensors file, with the packed format version
+    (and each BitLinear's extra state) in the file's metadata. Tensors shared between several
+    names are stored once and re-linked on load. Deploy first: un-deployed BitLinear layers are
+    saved as float weights, which load_deployed rejects for a deployed model (shape mismatch)."""
+    from safetensors.torch import save_file
+
+    sd = model.state_dict()
+    tensors, extra, aliases, by_ptr = {}, {}, {}, {}
+    for k, v in sd.items():
+        if not isinstance(v, torch.Tensor):
+            if not _jsonable(v):
+                raise TypeError(f"state_dict entry {k!r} ({type(v).__name__}) is not JSON-serialisable; "
+                                "safetensors can store only tensors and string metadata")
+            extra[k] = v
+            continue
+        key = (v.device, v.data_ptr(), v.numel(), v.dtype, tuple(v.shape), tuple(v.stride()))
+        if v.numel() and key in by_ptr:
+            aliases[k] = by_ptr[key]
+            continue
+        by_ptr[key] = k
+        tensors[k] = v.detach().contiguous().cpu()
+    meta = dict(metadata or {})
+    meta[FORMAT_METADATA_KEY] = str(_format_version())
+    meta[_EXTRA_METADATA_KEY] = json.dumps(extra)
+    meta[_ALIAS_METADATA_KEY] = json.dumps(aliases)
+    save_file(tensors, str(path), metadata=meta)
+
+
+def load_deployed(model: nn.Module, path, strict: bool = True) -> nn.Module:
+    """Load a file written by save_deployed into `model`, which must already have the same structure
+    (built, converted and deployed the same way). Raises FormatVersionError if the file's packed
+    format version differs from this build's. Returns the model."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    version = meta.get(FORMAT_METADATA_KEY)
+    if version is None:
+        raise FormatVersionError(f"{path}: no '{FORMAT_METADATA_KEY}' in the safetensors metadata; "
+                                 "not written by bitlinear.save_deployed")
+    if version != str(_format_version()):
+        raise FormatVersionError(f"{path}: packed format version {version}, this bitlinear reads "
+                                 f"version {_format_version()}")
+    device = next((t.device for t in model.state_dict().values() if isinstance(t, torch.Tensor)),
+                  torch.device("cpu"))
+    sd = load_file(str(path), device=str(device))
+    for k, src in json.loads(meta.get(_ALIAS_METADATA_KEY, "{}")).items():
+        sd[k] = sd[src]
+    sd.update(json.loads(meta.get(_EXTRA_METADATA_KEY, "{}")))
+    model.load_state_dict(sd, strict=strict)
+    return model
