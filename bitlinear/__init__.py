@@ -9,10 +9,13 @@ from . import ops  # registers the fake kernels right after the native module
 from ._info import __version__, collect_info
 from .isa import available_cpu_isas, cpu_isa, set_cpu_isa, use_cpu_isa
 from .nn import BitLinear
+from .convert import (ConvertConfig, convert, deploy, load_deployed, model_size_bytes,
+                      save_deployed, size_report)
 from .reference import FORMAT_VERSION, QUANT_TYPES
 
 __all__ = [
-    "BitLinear", "HAS_BITLINEAR", "HAS_CUDA_KERNELS", "QUANT_TYPES", "FORMAT_VERSION",
+    "BitLinear", "ConvertConfig", "convert", "deploy", "save_deployed", "load_deployed",
+    "model_size_bytes", "size_report", "HAS_BITLINEAR", "HAS_CUDA_KERNELS", "QUANT_TYPES", "FORMAT_VERSION",
     "available_cpu_isas", "cpu_isa", "set_cpu_isa", "use_cpu_isa", "collect_info", "ops",
     "__version__",
 ]

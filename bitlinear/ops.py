@@ -89,14 +89,11 @@ def quantize_weights(weight: torch.Tensor, eps: float, per_channel: bool):
         raise ValueError(f"bitlinear: weight must be a non-empty 2-D tensor, got shape {tuple(weight.shape)}")
     if not _native_for(weight):
         return ref.quantize_weights(weight, eps, per_channel)
-    if weight.device.type == "cuda" and not torch.isfinite(weight).all():
+    # Checked here, not left to the kernel's status: the op then never has to raise for
+    # ordinary bad input (one pass over the weights, once per deploy).
+    if not torch.isfinite(weight).all():
         raise ValueError("bitlinear: weight contains NaN or Inf; cannot quantize")
-    try:
-        return torch.ops.bitlinear.quantize_weights(weight, float(eps), bool(per_channel))
-    except RuntimeError as e:
-        if "NaN or Inf" in str(e):
-            raise ValueError(str(e)) from None
-        raise
+    return torch.ops.bitlinear.quantize_weights(weight, float(eps), bool(per_channel))
 
 
 def unpack_weights(w_packed: torch.Tensor, in_features: int) -> torch.Tensor:
