@@ -58,6 +58,12 @@ case "$mode" in
     else
       echo "(aarch64 cross toolchain or qemu-aarch64 not installed: NEON tests skipped)"
     fi
+    if [ "$(uname -m)" = x86_64 ] && [ -f /usr/include/simde/x86/avx512.h ]; then
+      step "C core tests, AVX-512 VNNI / AVX-VNNI tiles emulated with SIMDe"
+      make -s -C tests/c emulated
+    else
+      echo "(SIMDe headers not installed: emulated AVX-512 VNNI tests skipped)"
+    fi
     step "pytest"
     "$PY" -m pytest -q tests
     ;;
