@@ -60,19 +60,13 @@ INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb
     for (int j = 0; j < NR; j++) out[i * ldo + j] = vaddvq_s32(acc[i][j]);
 }
 
-#define DEF_TILE(MR, NR)                                                                      \
-  static void tile_##MR##x##NR(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb,  \
-                               int64_t nblk, int32_t *out, int64_t ldo) {                  \
-    tile_body(x, ldq, w, rb, nblk, out, ldo, MR, NR);                                        \
-  }
-#define DEF_ROW(MR) DEF_TILE(MR, 1) DEF_TILE(MR, 2) DEF_TILE(MR, 3) DEF_TILE(MR, 4)
+#define DEF_ROW(MR) BL_DEF_TILE(MR, 1) BL_DEF_TILE(MR, 2) BL_DEF_TILE(MR, 3) BL_DEF_TILE(MR, 4)
 DEF_ROW(1)
 DEF_ROW(2)
 DEF_ROW(3)
 DEF_ROW(4)
-#define SET_ROW(k, MR)                                                                          \
-  k->tile[MR - 1][0] = tile_##MR##x1, k->tile[MR - 1][1] = tile_##MR##x2,                       \
-  k->tile[MR - 1][2] = tile_##MR##x3, k->tile[MR - 1][3] = tile_##MR##x4
+#define SET_ROW(k, MR) \
+  BL_SET_TILE(k, MR, 1), BL_SET_TILE(k, MR, 2), BL_SET_TILE(k, MR, 3), BL_SET_TILE(k, MR, 4)
 
 void bl_kernels_neon_dot(bl_cpu_kernels *k) {
   memset(k, 0, sizeof(*k));

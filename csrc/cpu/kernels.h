@@ -45,6 +45,16 @@ typedef struct {
   bl_pack_row_fn pack_row;                 /* optional */
 } bl_cpu_kernels;
 
+/* Fixed-size tiles for the table: an ISA file defines
+ *   tile_body(x, ldq, w, rb, nblk, out, ldo, MR, NR)   (always inline, MR/NR constants)
+ * then instantiates BL_DEF_TILE(mr, nr) for each size and stores them with BL_SET_TILE. */
+#define BL_DEF_TILE(MR, NR)                                                                  \
+  static void tile_##MR##x##NR(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb, \
+                               int64_t nblk, int32_t *out, int64_t ldo) {                 \
+    tile_body(x, ldq, w, rb, nblk, out, ldo, MR, NR);                                       \
+  }
+#define BL_SET_TILE(k, MR, NR) ((k)->tile[(MR) - 1][(NR) - 1] = tile_##MR##x##NR)
+
 /* Tables filled by each ISA file (only on the architecture that compiles it). */
 #if defined(__x86_64__)
 void bl_kernels_avx2(bl_cpu_kernels *k);
