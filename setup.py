@@ -102,6 +102,7 @@ def _newer(src_deps, obj):
 
 
 def main():
+    os.chdir(ROOT)
     import torch
     from torch.utils.cpp_extension import BuildExtension, CppExtension, library_paths
 
@@ -183,10 +184,11 @@ def main():
           + (f", {len(list((CSRC / 'cuda').glob('*.cu')))} CUDA files)" if use_cuda else ")"))
     print("=" * 60)
 
+    # setuptools wants sources relative to setup.py (pip runs it from this folder)
     ext = CppExtension(
         name="_bitlinear",
-        sources=[str(CSRC / "binding.cpp")],
-        include_dirs=[str(CSRC)],
+        sources=["csrc/binding.cpp"],
+        include_dirs=["csrc"],
         extra_compile_args={"cxx": cxx_flags},
         extra_link_args=extra_link,
         libraries=libraries,
