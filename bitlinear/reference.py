@@ -52,8 +52,11 @@ def packed_row_bytes(K: int) -> int:
 # ---------------------------------------------------------------------------- weights
 def weight_scale(w: torch.Tensor, eps: float, per_channel: bool) -> torch.Tensor:
     """absmean scale: float32 of the float64 mean of |w|, clamped at eps. Shape [N] or [1]."""
-    a = w.detach().to(torch.float64).abs()
-    mean = a.sum(dim=1) / w.shape[1] if per_channel else (a.sum() / w.numel()).reshape(1)
+    w = w.detach()
+    if per_channel:  # 1-norms accumulated in float64, without a float64 copy of w
+        mean = torch.linalg.vector_norm(w, 1, dim=1, dtype=torch.float64) / w.shape[1]
+    else:
+        mean = (torch.linalg.vector_norm(w, 1, dtype=torch.float64) / w.numel()).reshape(1)
     return mean.to(torch.float32).clamp(min=eps)
 
 
