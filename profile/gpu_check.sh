@@ -64,6 +64,9 @@ echo "==> environment"
 } 2>&1 | tee "$RES/env.log"
 BL_GPU_ARCH=$("$PY" -c "import torch; c = torch.cuda.get_device_capability(); print(f'{c[0]}.{c[1]}')" 2>/dev/null || echo 9.0)
 
+# The system compilers, not a CC/CXX wrapper the host may set: on the H100 host (2026-11-26) a
+# binding built by CXX=/opt/gcc/bin/g++ segfaulted whenever an op raised, /usr/bin/g++ did not.
+if [ -x /usr/bin/g++ ] && [ -x /usr/bin/gcc ]; then export CC=/usr/bin/gcc CXX=/usr/bin/g++; fi
 export BL_GPU_ARCH BL_PY="$PY"
 BUILD_SCRIPT='rm -rf build _bitlinear*.so
 TORCH_CUDA_ARCH_LIST="$BL_GPU_ARCH" MAX_JOBS=16 "$BL_PY" setup.py build_ext --inplace ||
