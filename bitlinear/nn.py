@@ -70,7 +70,8 @@ class BitLinear(nn.Module):
             raise ValueError(f"BitLinear: expected input with last dimension "
                              f"in_features={self.in_features}, got shape {tuple(x.shape)}")
         if not self.deployed:
-            return ref.fake_quant_linear(x, self.weight, self.bias, self.eps, self.spec)
+            return ref.fake_quant_linear(x, self.weight, self.bias, self.eps, self.spec,
+                                         weight_quant=ops.fake_quant_weights)
         if x.requires_grad and torch.is_grad_enabled():
             raise RuntimeError("BitLinear: a deployed layer is inference-only and has no gradient; "
                                "train before deploy(), or run under torch.no_grad()")

@@ -21,6 +21,12 @@ if HAS_BITLINEAR:
         return (weight.new_empty((N if per_channel else 1,), dtype=torch.float32),
                 weight.new_empty((N, ref.packed_row_bytes(K)), dtype=torch.uint8))
 
+    @torch.library.register_fake("bitlinear::fake_quant_weights")
+    def _(weight, eps, per_channel):
+        N, K = weight.shape
+        return (weight.new_empty((N if per_channel else 1,), dtype=torch.float32),
+                weight.new_empty((N, K), dtype=torch.float32))
+
     @torch.library.register_fake("bitlinear::unpack_weights")
     def _(w_packed, in_features):
         return w_packed.new_empty((w_packed.shape[0], in_features), dtype=torch.int8)
@@ -94,6 +100,14 @@ def quantize_weights(weight: torch.Tensor, eps: float, per_channel: bool):
     if not torch.isfinite(weight).all():
         raise ValueError("bitlinear: weight contains NaN or Inf; cannot quantize")
     return torch.ops.bitlinear.quantize_weights(weight, float(eps), bool(per_channel))
+
+
+def fake_quant_weights(weight: torch.Tensor, eps: float, per_channel: bool):
+    """Training-time weight fake quantization -> (scale, s * ternary(w) as float32 [N, K]),
+    on detached values: one native pass on the CPU, the reference elsewhere (same bits)."""
+    if HAS_BITLINEAR and weight.device.type == "cpu":
+        return torch.ops.bitlinear.fake_quant_weights(weight.detach(), float(eps), bool(per_channel))
+    return ref.fake_quant_weights(weight, eps, per_channel)
 
 
 def unpack_weights(w_packed: torch.Tensor, in_features: int) -> torch.Tensor:

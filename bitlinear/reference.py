@@ -143,10 +143,18 @@ def linear(x, w_scale, w_packed, bias, eps: float, in_features: int, per_token: 
 
 
 # ---------------------------------------------------------------------------- training forward
-def fake_quant_linear(x, weight, bias, eps: float, spec: QuantSpec):
+def fake_quant_weights(w: torch.Tensor, eps: float, per_channel: bool):
+    """(s_w, s_w * w_q as float32) of detached weights; NaN/Inf weights give NaN, as torch does."""
+    w = w.detach()
+    s = weight_scale(w, eps, per_channel)
+    return s, ternarize(w, s) * s.reshape(-1, 1)
+
+
+def fake_quant_linear(x, weight, bias, eps: float, spec: QuantSpec, weight_quant=None):
     """Training forward: fake quantization with the straight-through estimator, in float32.
 
     F.linear(s_x * x_q, s_w * w_q, bias); gradients pass straight through to x and weight.
+    weight_quant: an implementation of fake_quant_weights with the same bits (the native one).
     """
     xf = x.to(torch.float32)
     wf = weight.to(torch.float32)
@@ -155,8 +163,7 @@ def fake_quant_linear(x, weight, bias, eps: float, spec: QuantSpec):
     sx = act_scale(x2, eps, spec.act_per_token)[:, None]
     xdq = torch.round(x2.detach() / sx).clamp(-128, 127) * sx
     x_ste = x2 + (xdq - x2).detach()
-    sw = weight_scale(wf, eps, spec.weight_per_channel)
-    wdq = ternarize(wf.detach(), sw) * sw.reshape(-1, 1)
+    _, wdq = (weight_quant or fake_quant_weights)(wf, eps, spec.weight_per_channel)
     w_ste = wf + (wdq - wf).detach()
     b = bias.to(torch.float32) if bias is not None else None
     y = F.linear(x_ste, w_ste, b)

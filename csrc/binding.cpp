@@ -125,6 +125,23 @@ std::tuple<Tensor, Tensor> quantize_weights(Tensor weight, double eps, bool per_
   return {scale, packed};
 }
 
+// CPU only: on CUDA the training forward stays in torch (bitlinear/reference.py).
+std::tuple<Tensor, Tensor> fake_quant_weights(Tensor weight, double eps, bool per_channel) {
+  STD_TORCH_CHECK(weight.dim() == 2, "bitlinear: weight must be 2-D [out_features, in_features]");
+  STD_TORCH_CHECK(!weight.is_cuda(), "bitlinear: fake_quant_weights runs on the CPU only");
+  float_dtype(weight, "weight");
+  const int64_t N = weight.size(0), K = weight.size(1);
+  STD_TORCH_CHECK(N >= 1 && K >= 1, "bitlinear: weight must be non-empty, got ", N, "x", K);
+  Tensor w = torch::stable::contiguous(torch::stable::to(weight, ST::Float));
+  Tensor scale = empty_on({per_channel ? N : 1}, ST::Float, w);
+  Tensor wdq = empty_on({N, K}, ST::Float, w);
+  bl_status st = bl_fake_quant_weights(w.const_data_ptr<float>(), N, K, K, static_cast<float>(eps),
+                                       per_channel, scale.mutable_data_ptr<float>(),
+                                       wdq.mutable_data_ptr<float>(), K, nthreads());
+  check_status(st, "fake_quant_weights");
+  return {scale, wdq};
+}
+
 Tensor unpack_weights(Tensor packed, int64_t K) {
   check_packed(packed, K);
   const int64_t N = packed.size(0);
@@ -272,6 +289,7 @@ Tensor linear(Tensor x, Tensor w_scale, Tensor w_packed, std::optional<Tensor> b
 
 STABLE_TORCH_LIBRARY(bitlinear, m) {
   m.def("quantize_weights(Tensor weight, float eps, bool per_channel) -> (Tensor, Tensor)");
+  m.def("fake_quant_weights(Tensor weight, float eps, bool per_channel) -> (Tensor, Tensor)");
   m.def("unpack_weights(Tensor w_packed, int in_features) -> Tensor");
   m.def("quantize_acts(Tensor x, float eps, bool per_token) -> (Tensor, Tensor, Tensor)");
   m.def("gemm_acc(Tensor x_q, Tensor w_packed, int in_features) -> Tensor");
@@ -281,6 +299,7 @@ STABLE_TORCH_LIBRARY(bitlinear, m) {
 
 STABLE_TORCH_LIBRARY_IMPL(bitlinear, CPU, m) {
   m.impl("quantize_weights", TORCH_BOX(&quantize_weights));
+  m.impl("fake_quant_weights", TORCH_BOX(&fake_quant_weights));
   m.impl("unpack_weights", TORCH_BOX(&unpack_weights));
   m.impl("quantize_acts", TORCH_BOX(&quantize_acts));
   m.impl("gemm_acc", TORCH_BOX(&gemm_acc));

@@ -88,6 +88,12 @@ bl_status bl_isa_set(int isa);
 bl_status bl_quantize_weights(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
                               int per_channel, float *scale, uint8_t *packed, int nthreads);
 
+/* Training-time fake quantization of the weights: the same scale(s) as bl_quantize_weights and
+ * wdq[n, k] = s * clamp(rint(w / s), -1, 1) as float32 [N, K] (row stride ldo >= K). */
+bl_status bl_fake_quant_weights(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
+                                int per_channel, float *scale, float *wdq, int64_t ldo,
+                                int nthreads);
+
 /* packed -> int8 w_q [N, K] with row stride ldq (for checks). */
 bl_status bl_unpack_weights(const uint8_t *packed, int64_t N, int64_t K, int8_t *wq, int64_t ldq);
 

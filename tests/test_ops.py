@@ -37,6 +37,28 @@ def test_quantize_weights(isa, gen, N, K, per_channel):
     assert torch.equal(ref.unpack_weights(p, K).float(), ref.ternarize(w, rs))
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("N,K", [(1, 1), (3, 7), (7, 129), (17, 1000), (5, 4096)])
+def test_fake_quant_weights_matches_reference(gen, N, K, per_channel):
+    for dt in DTYPES:
+        w = rand(gen, N, K, scale=0.02).to(dt)
+        s, wdq = ops.fake_quant_weights(w, 1e-6, per_channel)
+        rs, rw = ref.fake_quant_weights(w, 1e-6, per_channel)
+        assert torch.equal(s, rs) and torch.equal(wdq, rw)
+        assert torch.equal(s, ops.quantize_weights(w, 1e-6, per_channel)[0])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_fake_quant_weights_nonfinite_like_torch(gen, bad):
+    w = rand(gen, 4, 50)
+    w[2, 3] = bad
+    for per_channel in (False, True):
+        s, wdq = ops.fake_quant_weights(w, 1e-6, per_channel)
+        rs, rw = ref.fake_quant_weights(w, 1e-6, per_channel)
+        assert torch.equal(torch.isnan(wdq), torch.isnan(rw)) and torch.isnan(wdq[2]).all()
+        assert torch.equal(wdq[~torch.isnan(rw)], rw[~torch.isnan(rw)])
+
+
 def test_quantize_weights_dtypes(gen):
     w = rand(gen, 9, 130, scale=0.1)
     for dt in DTYPES:
@@ -180,6 +202,7 @@ def test_thread_count_does_not_change_results(isa, gen, M, K, N):
 
 @pytest.mark.parametrize("op,args", [
     ("quantize_weights", lambda g: (rand(g, 7, 130), 1e-6, True)),
+    ("fake_quant_weights", lambda g: (rand(g, 7, 130), 1e-6, False)),
     ("unpack_weights", lambda g: (ops.quantize_weights(rand(g, 5, 33), 1e-6, False)[1], 33)),
     ("quantize_acts", lambda g: (rand(g, 3, 130), 1e-6, True)),
     ("gemm_acc", lambda g: (ops.quantize_acts(rand(g, 3, 130), 1e-6, True)[0],

@@ -4,6 +4,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 const char *bl_status_str(bl_status s) {
@@ -171,6 +172,48 @@ bl_status bl_quantize_weights_ref(const float *w, int64_t N, int64_t K, int64_t 
   return BL_OK;
 }
 
+/* torch.clamp(min=) semantics: NaN stays NaN (fmaxf would drop it). */
+static inline float clamp_min_nan(float v, float lo) { return v != v ? v : fmaxf(v, lo); }
+
+/* Portable on purpose: the loop vectorises as written (-O3, -fno-math-errno), and the float64
+ * row sums are the same serial loops as the packing path, so scales match bit for bit. */
+bl_status bl_fake_quant_weights(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
+                                int per_channel, float *scale, float *wdq, int64_t ldo,
+                                int nthreads) {
+  if (!w || !scale || !wdq) return BL_ERR_NULL;
+  if (N < 1 || K < 1) return BL_ERR_SIZE;
+  bl_status st = bl_check_dims(N, K, ldw);
+  if (st == BL_OK) st = bl_check_dims(N, K, ldo);
+  if (st != BL_OK) return st;
+  double *sums = (double *)malloc((size_t)N * sizeof(double));
+  if (!sums) return BL_ERR_ALLOC;
+#pragma omp parallel for num_threads(bl_nthreads(nthreads)) schedule(static)
+  for (int64_t n = 0; n < N; n++) sums[n] = bl_sum_abs_f64(w + n * ldw, K);
+  /* Non-finite weights are not an error here (training may diverge): as in torch, the scale
+   * becomes NaN/Inf and every weight it scales NaN (clamp keeps NaN; 0 * Inf is NaN). */
+  double total = 0.0;
+  for (int64_t n = 0; n < N; n++) total += sums[n];
+  if (per_channel) {
+    for (int64_t n = 0; n < N; n++) scale[n] = clamp_min_nan((float)(sums[n] / (double)K), eps);
+  } else {
+    scale[0] = clamp_min_nan((float)(total / ((double)N * (double)K)), eps);
+  }
+  free(sums);
+#pragma omp parallel for num_threads(bl_nthreads(nthreads)) schedule(static)
+  for (int64_t n = 0; n < N; n++) {
+    const float s = scale[per_channel ? n : 0];
+    const float *src = w + n * ldw;
+    float *dst = wdq + n * ldo;
+    for (int64_t k = 0; k < K; k++) {
+      float q = rintf(src[k] / s);
+      q = q > 1.0f ? 1.0f : q;
+      q = q < -1.0f ? -1.0f : q;
+      dst[k] = q * s;
+    }
+  }
+  return BL_OK;
+}
+
 bl_status bl_unpack_weights(const uint8_t *packed, int64_t N, int64_t K, int8_t *wq, int64_t ldq) {
   if (!packed || !wq) return BL_ERR_NULL;
   if (N < 1 || K < 1) return BL_ERR_SIZE;
@@ -189,7 +232,7 @@ bl_status bl_unpack_weights(const uint8_t *packed, int64_t N, int64_t K, int8_t 
 /* ---------------------------------------------------------------- activations */
 /* torch.clamp propagates NaN; fmaxf would not. */
 float bl_act_scale(float amax, float eps) {
-  return (amax != amax ? amax : fmaxf(amax, eps)) / 127.0f;
+  return clamp_min_nan(amax, eps) / 127.0f;
 }
 
 /* Quantize one row with a given scale; a non-finite scale gives zeros (the epilogue
