@@ -5,6 +5,8 @@
 #include "internal.h"
 
 #include <immintrin.h>
+
+#include "simd_x86.h"
 #include <math.h>
 #include <string.h>
 
@@ -21,13 +23,6 @@
  * ramp-up). Integer address arithmetic: past the matrix end a prefetch does not fault. */
 #define PREFETCH_NEXT_TILE(base, off) \
   _mm_prefetch((const char *)((uintptr_t)(base) + (uintptr_t)(off)), _MM_HINT_T0)
-
-INLINE int32_t hsum8(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-  return _mm_cvtsi128_si32(s);
-}
 
 /* The codes (unsigned, 0..2) times signed x with vpmaddubsw, int16 sums flushed to int32 every
  * FLUSH_BLOCKS blocks. Each weight vector is decoded once per tile and used for MR rows. */
@@ -66,7 +61,7 @@ INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb
         acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(a16[i][j], ones));
   }
   for (int i = 0; i < MR; i++)
-    for (int j = 0; j < NR; j++) out[i * ldo + j] = hsum8(acc[i][j]);
+    for (int j = 0; j < NR; j++) out[i * ldo + j] = bl_hsum8(acc[i][j]);
 }
 
 /* One row of x (GEMV): fewer decode ops. Subgroups 0 and 2 use codes (raw & 3, (raw >> 4) & 3),
@@ -106,7 +101,7 @@ INLINE void tile1_body(const int8_t *x, const uint8_t *w, int64_t rb, int64_t nb
       acc[j] = _mm256_add_epi32(acc[j], _mm256_add_epi32(_mm256_madd_epi16(lo[j], ones), h));
     }
   }
-  for (int j = 0; j < NR; j++) out[j] = hsum8(acc[j]);
+  for (int j = 0; j < NR; j++) out[j] = bl_hsum8(acc[j]);
 }
 
 #define DEF_TILE1(NR)                                                                         \
@@ -179,7 +174,7 @@ static int32_t quant_row_avx2(const void *x, bl_dtype dt, int64_t K, float s, in
     __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
     _mm256_storeu_si256((__m256i *)(q + k), _mm256_permutevar8x32_epi32(p, order));
   }
-  int32_t total = hsum8(sum);
+  int32_t total = bl_hsum8(sum);
   if (k < K) total += bl_quantize_row_ref((const char *)x + (size_t)k * (dt == BL_F32 ? 4 : 2),
                                           dt, K - k, s, q + k, Kp - k);
   else memset(q + K, 0, (size_t)(Kp - K));

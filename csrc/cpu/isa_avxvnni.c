@@ -5,19 +5,14 @@
 
 #include <immintrin.h>
 
+#include "simd_x86.h"
+
 #define INLINE static inline __attribute__((always_inline))
 #define CHUNK_BLOCKS 64
 /* keeps an accumulator in its register here (gcc otherwise copies them around) */
 #ifndef PIN
 #define PIN(v) __asm__("" : "+x"(v))
 #endif
-
-INLINE int32_t hsum8(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-  return _mm_cvtsi128_si32(s);
-}
 
 /* codes (unsigned 0..2) x signed x, four products per int32 lane with vpdpbusd. Chunks of
  * blocks with chunk-local accumulators: gcc keeps those in registers. */
@@ -54,7 +49,7 @@ INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb
       for (int j = 0; j < NR; j++) acc[i][j] = _mm256_add_epi32(acc[i][j], a[i][j]);
   }
   for (int i = 0; i < MR; i++)
-    for (int j = 0; j < NR; j++) out[i * ldo + j] = hsum8(acc[i][j]);
+    for (int j = 0; j < NR; j++) out[i * ldo + j] = bl_hsum8(acc[i][j]);
 }
 
 #define DEF_ROW(MR) BL_DEF_TILE(MR, 1) BL_DEF_TILE(MR, 2) BL_DEF_TILE(MR, 3)
