@@ -2,7 +2,8 @@
 
 The C11 kernel core (csrc/cpu/*.c) and the CUDA kernels (csrc/cuda/*.cu) are compiled here with
 their own flags (cpp_extension would pass C++ flags such as -std=c++17 to every non-.cu source),
-then linked into one thin C++ binding built against the LibTorch stable ABI and Python's limited API.
+then linked with the thin C++ binding (csrc/binding/: one file per device, a shared frame, the
+module stub) built against the LibTorch stable ABI and Python's limited API.
 
 Environment switches:
   BITLINEAR_FORCE_CPU=1      build without CUDA even if nvcc and a CUDA torch are present
@@ -50,6 +51,12 @@ def read_isa_flags(path=CSRC / "cpu" / "isa_flags.txt", arch=None):
 def c_sources():
     _, _, foreign = read_isa_flags()
     return sorted(p for p in (CSRC / "cpu").glob("*.c") if p.name not in foreign)
+
+
+def binding_sources(use_cuda):
+    """The torch-aware C++ files, relative to setup.py; ops_cuda.cpp only in CUDA builds."""
+    return sorted(str(p.relative_to(ROOT)) for p in (CSRC / "binding").glob("*.cpp")
+                  if use_cuda or p.name != "ops_cuda.cpp")
 
 
 def cuda_arch_flags():
@@ -107,7 +114,7 @@ def main():
     from torch.utils.cpp_extension import BuildExtension, CppExtension, library_paths
 
     use_cuda = want_cuda(torch)
-    headers = list(CSRC.glob("*.h")) + list(CSRC.glob("cpu/*.h")) + list(CSRC.glob("cuda/*.cuh"))
+    headers = [*CSRC.glob("*.h"), *CSRC.glob("cpu/*.h"), *CSRC.glob("cuda/*.cuh")]
     torch_lib = library_paths()[0]
 
     class build_ext(BuildExtension):
@@ -187,8 +194,9 @@ def main():
     # setuptools wants sources relative to setup.py (pip runs it from this folder)
     ext = CppExtension(
         name="_bitlinear",
-        sources=["csrc/binding.cpp"],
+        sources=binding_sources(use_cuda),
         include_dirs=["csrc"],
+        depends=["csrc/bitlinear.h", "csrc/binding/common.h"],
         extra_compile_args={"cxx": cxx_flags},
         extra_link_args=extra_link,
         libraries=libraries,

@@ -4,18 +4,19 @@
     layer = BitLinear(512, 256)      # train with fake quantization (straight-through estimator)
     layer.deploy()                   # pack to 2 bits, run the integer CPU/CUDA kernels
 """
+from . import ops  # defines torch.ops.bitlinear.*, then loads the native kernels (_ext)
 from ._ext import HAS_BITLINEAR, HAS_CUDA_KERNELS
-from . import ops  # registers the fake kernels right after the native module
 from ._info import __version__, collect_info
 from .isa import available_cpu_isas, cpu_isa, set_cpu_isa, use_cpu_isa
 from .nn import BitLinear
 from .convert import (ConvertConfig, convert, deploy, load_deployed, model_size_bytes,
                       save_deployed, size_report)
-from .reference import FORMAT_VERSION, QUANT_TYPES
+from .reference import ACT_SCALES, FORMAT_VERSION, QUANT_TYPES, WEIGHT_SCALES
 
 __all__ = [
     "BitLinear", "ConvertConfig", "convert", "deploy", "save_deployed", "load_deployed",
-    "model_size_bytes", "size_report", "HAS_BITLINEAR", "HAS_CUDA_KERNELS", "QUANT_TYPES", "FORMAT_VERSION",
+    "model_size_bytes", "size_report", "HAS_BITLINEAR", "HAS_CUDA_KERNELS", "QUANT_TYPES", "ACT_SCALES",
+    "WEIGHT_SCALES", "FORMAT_VERSION",
     "available_cpu_isas", "cpu_isa", "set_cpu_isa", "use_cpu_isa", "collect_info", "ops",
     "__version__",
 ]

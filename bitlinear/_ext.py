@@ -1,5 +1,7 @@
-"""Loads the native extension `_bitlinear` once. A failed load is remembered, not raised:
-everything then runs on the pure-PyTorch reference, and `python -m bitlinear info` says why."""
+"""Loads the native extension `_bitlinear` once; loading it registers the CPU (and CUDA) kernels of
+the torch.ops.bitlinear operators defined in bitlinear/ops.py. A failed load is remembered, not
+raised: the operators then run their pure-PyTorch default kernels, and `python -m bitlinear info`
+says why."""
 from __future__ import annotations
 
 import os
@@ -19,6 +21,8 @@ else:
 
 HAS_BITLINEAR = _native is not None
 HAS_CUDA_KERNELS = bool(HAS_BITLINEAR and _native.cuda_built())
+# The CPU path names, by index: the C core owns the list (bl_isa_name).
+CPU_ISA_NAMES: tuple = tuple(_native.cpu_isa_names()) if HAS_BITLINEAR else ()
 
 
 def native():

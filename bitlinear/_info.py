@@ -5,7 +5,7 @@ import platform
 
 import torch
 
-from . import _ext
+from . import _ext, isa
 from .reference import FORMAT_VERSION
 
 __version__ = "0.2.0"
@@ -24,17 +24,12 @@ def collect_info() -> dict:
         "cuda_kernels_built": _ext.HAS_CUDA_KERNELS,
         "cuda_available": torch.cuda.is_available(),
     }
+    info["cpu_path"] = isa.cpu_isa()
     if _ext.HAS_BITLINEAR:
-        n = _ext.native()
-        info["extension_path"] = getattr(n, "__file__", None)
-        info["cpu_path"] = n.cpu_isa_name(n.cpu_isa())
-        info["cpu_path_best"] = n.cpu_isa_name(n.cpu_isa_best())
-        info["cpu_paths_supported"] = [n.cpu_isa_name(i) for i in range(8)
-                                       if n.cpu_isa_name(i) != "unknown" and n.cpu_isa_supported(i)]
-        info["cpu_paths_compiled"] = [n.cpu_isa_name(i) for i in range(8)
-                                      if n.cpu_isa_name(i) != "unknown" and n.cpu_isa_compiled(i)]
-    else:
-        info["cpu_path"] = "pytorch-fallback"
+        info["extension_path"] = getattr(_ext.native(), "__file__", None)
+        info["cpu_path_best"] = isa.best_cpu_isa()
+        info["cpu_paths_supported"] = isa.available_cpu_isas()
+        info["cpu_paths_compiled"] = isa.compiled_cpu_isas()
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name()
     return info

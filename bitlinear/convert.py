@@ -52,10 +52,13 @@ class ConvertConfig:
       fnmatch pattern ("*.lm_head", "layers.0.*") or, prefixed with "re:", a regular expression matched
       with re.fullmatch ("re:.*\\.(q|k)_proj"). Defaults to DEFAULT_SKIP (output heads).
     filter_fn(module, name) -> bool: optional extra test; return False to keep that layer in float.
-    quant_type, eps: passed to BitLinear.from_linear.
+    quant_type, act_scale, weight_scale, eps: passed to BitLinear.from_linear (quant_type=None and
+      no act_scale/weight_scale means "ai8pc_wpt": per-token activations, one weight scale).
     """
-    quant_type: str = "ai8pc_wpt"
+    quant_type: Optional[str] = None
     eps: float = 1e-6
+    act_scale: Optional[str] = None
+    weight_scale: Optional[str] = None
     skip: Sequence[str] = field(default_factory=lambda: DEFAULT_SKIP)
     filter_fn: Optional[Callable[[nn.Module, str], bool]] = None
 
@@ -83,6 +86,11 @@ def _make_config(config: Optional[ConvertConfig], kw: dict) -> ConvertConfig:
     return cfg
 
 
+def _from_linear(linear: nn.Linear, cfg: ConvertConfig) -> BitLinear:
+    return BitLinear.from_linear(linear, quant_type=cfg.quant_type, eps=cfg.eps,
+                                 act_scale=cfg.act_scale, weight_scale=cfg.weight_scale)
+
+
 def _convertible(module: nn.Module, parent: Optional[nn.Module]) -> bool:
     # nn.MultiheadAttention reads out_proj.weight directly, bypassing the module's forward,
     # so replacing that child would silently change nothing (or break); leave it alone.
@@ -95,13 +103,14 @@ def convert(model: nn.Module, config: Optional[ConvertConfig] = None, **kw) -> n
     """Replace nn.Linear layers of `model` by BitLinear, in place, keeping weights, biases,
     device and dtype. Returns the model (a new BitLinear if `model` itself is an nn.Linear).
 
-    Keyword arguments override fields of `config` (quant_type=, eps=, skip=, filter_fn=).
+    Keyword arguments override fields of `config` (quant_type=, act_scale=, weight_scale=, eps=,
+    skip=, filter_fn=).
     Layers whose weight is shared with another module (tied weights) are left in float,
     since replacing one side would silently untie them.
     """
     cfg = _make_config(config, kw)
     if _convertible(model, None):
-        return BitLinear.from_linear(model, quant_type=cfg.quant_type, eps=cfg.eps)
+        return _from_linear(model, cfg)
 
     weight_users: Dict[int, int] = {}
     for mod in model.modules():
@@ -125,7 +134,7 @@ def convert(model: nn.Module, config: Optional[ConvertConfig] = None, **kw) -> n
     for parent, child_name, child in targets:
         new = replaced.get(id(child))
         if new is None:
-            new = BitLinear.from_linear(child, quant_type=cfg.quant_type, eps=cfg.eps)
+            new = _from_linear(child, cfg)
             new.train(child.training)
             replaced[id(child)] = new
         setattr(parent, child_name, new)

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from . import ops
+from . import _checks, ops
 from . import reference as ref
 
 
@@ -19,18 +19,16 @@ class BitLinear(nn.Module):
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, eps: float = 1e-6,
-                 quant_type: str = "ai8pc_wpt", device=None, dtype=None):
+                 quant_type: str | None = None, device=None, dtype=None, *,
+                 act_scale: str | None = None, weight_scale: str | None = None):
+        """quant_type: "ai8pc_wpt" (default), "ai8pt_wpt" or "ai8pc_wpc"; or the readable form
+        act_scale="per_token" | "per_tensor" and weight_scale="per_tensor" | "per_channel"."""
         super().__init__()
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"BitLinear: {name} must be an int >= 1, got {v!r}")
-        if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
-            raise ValueError(f"BitLinear: eps must be a positive finite float, got {eps!r}")
-        self.spec = ref.parse_quant_type(quant_type)
-        self.in_features = in_features
-        self.out_features = out_features
-        self.eps = float(eps)
-        self.quant_type = quant_type
+        self.in_features = _checks.positive_int(in_features, "in_features", "BitLinear")
+        self.out_features = _checks.positive_int(out_features, "out_features", "BitLinear")
+        self.eps = _checks.eps(eps, "BitLinear")
+        self.spec = ref.resolve_quant_spec(quant_type, act_scale, weight_scale)
+        self.quant_type = self.spec.name
         self.deployed = False
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
@@ -50,13 +48,15 @@ class BitLinear(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, quant_type: str = "ai8pc_wpt", eps: float = 1e-6):
+    def from_linear(cls, linear: nn.Linear, quant_type: str | None = None, eps: float = 1e-6, *,
+                    act_scale: str | None = None, weight_scale: str | None = None):
         """A BitLinear with a copy of ``linear``'s weight and bias (same device and dtype)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"BitLinear.from_linear expects an nn.Linear, got {type(linear).__name__}")
         w = linear.weight
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, eps=eps,
-                    quant_type=quant_type, device=w.device, dtype=w.dtype)
+                    quant_type=quant_type, device=w.device, dtype=w.dtype, act_scale=act_scale,
+                    weight_scale=weight_scale)
         with torch.no_grad():
             layer.weight.copy_(w)
             if linear.bias is not None:
@@ -65,18 +65,17 @@ class BitLinear(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ops.check_float_input(x)
-        if x.dim() == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(f"BitLinear: expected input with last dimension "
-                             f"in_features={self.in_features}, got shape {tuple(x.shape)}")
         if not self.deployed:
+            _checks.layer_input(x, self.in_features, who="BitLinear", name="input")
             return ref.fake_quant_linear(x, self.weight, self.bias, self.eps, self.spec,
                                          weight_quant=ops.fake_quant_weights)
+        # The buffers were validated at deploy() / load: only the input is checked per call.
+        _checks.layer_input(x, self.in_features, self.w_packed.device, "BitLinear", "input")
         if x.requires_grad and torch.is_grad_enabled():
             raise RuntimeError("BitLinear: a deployed layer is inference-only and has no gradient; "
                                "train before deploy(), or run under torch.no_grad()")
-        return ops.linear(x, self.w_scale, self.w_packed, self.bias, self.eps, self.in_features,
-                          self.spec.act_per_token)
+        return torch.ops.bitlinear.linear(x, self.w_scale, self.w_packed, self.bias, self.eps,
+                                          self.in_features, self.spec.act_per_token)
 
     # ------------------------------------------------------------------ deploy
     @torch.no_grad()
@@ -87,6 +86,7 @@ class BitLinear(nn.Module):
             return self
         w_scale, w_packed = ops.quantize_weights(self.weight, self.eps, self.spec.weight_per_channel)
         bias = None if self.bias is None else self.bias.detach().to(torch.float32).clone()
+        _checks.deployed_buffers(w_scale, w_packed, bias, self.in_features, self.out_features)
         del self.weight
         del self.bias
         self.register_buffer("w_scale", w_scale)
@@ -137,7 +137,7 @@ class BitLinear(nn.Module):
                              "float weights but this layer is deployed; load before deploy()")
         if self.deployed and has_packed:
             bias_key = prefix + "bias"
-            ops.check_deployed_buffers(
+            _checks.deployed_buffers(
                 state_dict.get(prefix + "w_scale"), state_dict[prefix + "w_packed"],
                 state_dict.get(bias_key) if self.bias is not None else None,
                 self.in_features, self.out_features)
@@ -153,5 +153,6 @@ class BitLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, eps={self.eps}, quant_type={self.quant_type!r}, "
+                f"bias={self.bias is not None}, eps={self.eps}, quant_type={self.quant_type!r} "
+                f"(act_scale={self.spec.act_scale!r}, weight_scale={self.spec.weight_scale!r}), "
                 f"deployed={self.deployed}")

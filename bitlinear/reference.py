@@ -1,7 +1,8 @@
 """Pure-PyTorch reference numerics: the single definition of every quantity bitlinear computes.
 
-Used three ways: as the training (fake-quant) forward, as the fallback when the native extension is
-missing, and as the oracle the C and CUDA kernels are tested against. The kernels match it bit for bit
+Used three ways: as the training (fake-quant) forward, as the default kernel of every
+torch.ops.bitlinear op on a device without a native one (bitlinear/ops.py), and as the oracle the C
+and CUDA kernels are tested against. It validates nothing: input is checked in bitlinear/_checks.py. The kernels match it bit for bit
 (quantized activations and weights, scales, integer accumulators, float32 epilogue).
 """
 from __future__ import annotations
@@ -18,18 +19,32 @@ BLOCK_BYTES = 32  # 128 weights x 2 bits
 
 @dataclass(frozen=True)
 class QuantSpec:
-    """What a quant_type string means: activation and weight scale granularity."""
+    """What a quant type means: activation and weight scale granularity."""
 
-    name: str
+    name: str  # the compact code, e.g. "ai8pc_wpt"
     act_per_token: bool  # int8 activations: one scale per token (row) or per tensor
     weight_per_channel: bool  # ternary weights: one scale per output channel or per tensor
 
+    @property
+    def act_scale(self) -> str:
+        return "per_token" if self.act_per_token else "per_tensor"
 
+    @property
+    def weight_scale(self) -> str:
+        return "per_channel" if self.weight_per_channel else "per_tensor"
+
+
+# The compact codes (kept for compatibility): "ai8pc" = int8 activations, one scale per token
+# ("pc" is per *token* here), "ai8pt" = per tensor; "wpt" = one weight scale per tensor, "wpc" =
+# one per output channel. The readable form is act_scale= / weight_scale= (resolve_quant_spec).
 QUANT_TYPES = {
     "ai8pc_wpt": QuantSpec("ai8pc_wpt", act_per_token=True, weight_per_channel=False),
     "ai8pt_wpt": QuantSpec("ai8pt_wpt", act_per_token=False, weight_per_channel=False),
     "ai8pc_wpc": QuantSpec("ai8pc_wpc", act_per_token=True, weight_per_channel=True),
 }
+DEFAULT_QUANT_TYPE = "ai8pc_wpt"
+ACT_SCALES = ("per_token", "per_tensor")
+WEIGHT_SCALES = ("per_tensor", "per_channel")
 
 
 def parse_quant_type(quant_type: str) -> QuantSpec:
@@ -39,6 +54,28 @@ def parse_quant_type(quant_type: str) -> QuantSpec:
             f"unknown quant_type {quant_type!r}; valid quant types are: {', '.join(QUANT_TYPES)}"
         )
     return spec
+
+
+def resolve_quant_spec(quant_type=None, act_scale=None, weight_scale=None) -> QuantSpec:
+    """The QuantSpec of a compact quant_type and/or the readable act_scale ("per_token" |
+    "per_tensor") and weight_scale ("per_tensor" | "per_channel"); unspecified parts default to
+    ai8pc_wpt. Both forms together must agree."""
+    base = parse_quant_type(DEFAULT_QUANT_TYPE if quant_type is None else quant_type)
+    for name, value, allowed in (("act_scale", act_scale, ACT_SCALES),
+                                 ("weight_scale", weight_scale, WEIGHT_SCALES)):
+        if value is not None and value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+        if value is not None and quant_type is not None and value != getattr(base, name):
+            raise ValueError(f"quant_type {quant_type!r} means {name}={getattr(base, name)!r}, "
+                             f"which contradicts {name}={value!r}")
+    act = act_scale or base.act_scale
+    wt = weight_scale or base.weight_scale
+    for spec in QUANT_TYPES.values():
+        if spec.act_scale == act and spec.weight_scale == wt:
+            return spec
+    raise ValueError(f"act_scale={act!r} with weight_scale={wt!r} is not a supported combination; "
+                     "supported: " + ", ".join(f"({s.act_scale}, {s.weight_scale})"
+                                               for s in QUANT_TYPES.values()))
 
 
 def padded_k(K: int) -> int:
@@ -87,9 +124,8 @@ def unpack_weights(w_packed: torch.Tensor, K: int) -> torch.Tensor:
 
 
 def quantize_weights(weight: torch.Tensor, eps: float, per_channel: bool):
-    """-> (w_scale float32 [N] or [1], w_packed uint8 [N, Kp/4])."""
-    if not torch.isfinite(weight).all():
-        raise ValueError("bitlinear: weight contains NaN or Inf; cannot quantize")
+    """-> (w_scale float32 [N] or [1], w_packed uint8 [N, Kp/4]). Weights must be finite
+    (checked by the caller: bitlinear/_checks.py)."""
     scale = weight_scale(weight, eps, per_channel)
     return scale, pack_ternary(ternarize(weight, scale))
 

@@ -68,13 +68,16 @@ def main():
         run([nvcc, "-std=c++17", "-Xcompiler", "-fPIC", "--expt-relaxed-constexpr", "-O3",
              *build.cuda_arch_flags(), "-c", src, "-o", obj])
         objs.append(obj)
-    bind = out / "binding.o"
-    run([os.environ.get("CXX", "g++"), "-std=c++20", "-O2", "-fPIC", "-fvisibility=hidden",
-         "-DBITLINEAR_WITH_CUDA", "-DUSE_CUDA", f"-DTORCH_TARGET_VERSION={build.TORCH_TARGET}",
-         "-DPy_LIMITED_API=0x030A0000", f"-I{ROOT / 'csrc'}", *[f"-I{p}" for p in tinc],
-         f"-I{pyinc}", "-c", ROOT / "csrc" / "binding.cpp", "-o", bind])
+    binds = []
+    for src in build.binding_sources(use_cuda=True):
+        obj = out / (Path(src).stem + ".bind.o")
+        run([os.environ.get("CXX", "g++"), "-std=c++20", "-O2", "-fPIC", "-fvisibility=hidden",
+             "-DBITLINEAR_WITH_CUDA", "-DUSE_CUDA", f"-DTORCH_TARGET_VERSION={build.TORCH_TARGET}",
+             "-DPy_LIMITED_API=0x030A0000", f"-I{ROOT / 'csrc'}", *[f"-I{p}" for p in tinc],
+             f"-I{pyinc}", "-c", ROOT / src, "-o", obj])
+        binds.append(obj)
     so = out / "_bitlinear.abi3.so"
-    run([os.environ.get("CXX", "g++"), "-shared", bind, *objs, f"-L{tlib}",
+    run([os.environ.get("CXX", "g++"), "-shared", *binds, *objs, f"-L{tlib}",
          f"-L{cuda_home / 'lib64'}", "-lc10", "-ltorch", "-ltorch_cpu", "-ltorch_cuda",
          "-lcudart_static", "-ldl", "-lrt", "-lpthread", "-lgomp", "-o", so])
 

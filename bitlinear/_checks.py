@@ -1,0 +1,116 @@
+"""The one validation layer: every check of user input, with one exception type per fault.
+
+- TypeError: an argument of the wrong type or dtype.
+- ValueError: a wrong shape or size, a bad number (eps, in_features), NaN/Inf weights, tensors on
+  different devices, or a corrupted packed buffer.
+
+Input is checked here, once, where it enters (the `bitlinear.ops` wrappers, `BitLinear`); packed
+buffers once, at `deploy()` and at load. The native binding and the C core check again, as a
+defence against direct `torch.ops.bitlinear.*` calls, but their errors are not the message path.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _desc(t) -> str:
+    if isinstance(t, torch.Tensor):
+        return f"{t.dtype} {tuple(t.shape)} on {t.device}"
+    return type(t).__name__
+
+
+def positive_int(value, name: str, who: str = "bitlinear") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{who}: {name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def eps(value, who: str = "bitlinear") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{who}: eps must be a positive finite float, got {value!r}")
+    return float(value)
+
+
+def float_tensor(x, name: str = "x", who: str = "bitlinear") -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{who}: {name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{who}: {name} must be float32, float16 or bfloat16, got {x.dtype}")
+
+
+def layer_input(x, in_features: int, device=None, who: str = "bitlinear", name: str = "x") -> None:
+    """A float tensor (..., in_features), on `device` if given."""
+    float_tensor(x, name, who)
+    if x.dim() == 0 or x.shape[-1] != in_features:
+        raise ValueError(f"{who}: expected input with last dimension in_features={in_features}, "
+                         f"got shape {tuple(x.shape)}")
+    if device is not None and x.device != device:
+        raise ValueError(f"{who}: input is on {x.device} but the packed weights are on {device}; "
+                         "move one of them (e.g. layer.to(x.device))")
+
+
+def weight_matrix(w, who: str = "bitlinear") -> None:
+    """A non-empty 2-D float weight [out_features, in_features] without NaN or Inf."""
+    float_tensor(w, "weight", who)
+    if w.dim() != 2 or w.numel() == 0:
+        raise ValueError(f"{who}: weight must be a non-empty 2-D tensor, got shape {tuple(w.shape)}")
+    if w.device.type != "meta" and not bool(torch.isfinite(w).all()):
+        raise ValueError(f"{who}: weight contains NaN or Inf; cannot quantize")
+
+
+def same_device(**tensors) -> None:
+    """All given tensors (None skipped) on one device."""
+    items = [(k, t) for k, t in tensors.items() if t is not None]
+    for k, t in items[1:]:
+        if t.device != items[0][1].device:
+            raise ValueError(f"bitlinear: {k} is on {t.device} but {items[0][0]} is on "
+                             f"{items[0][1].device}")
+
+
+def packed(w_packed, in_features: int, out_features: int | None = None) -> None:
+    """uint8 [out_features, packed_row_bytes(in_features)], contiguous."""
+    from .reference import packed_row_bytes
+
+    positive_int(in_features, "in_features")
+    rb = packed_row_bytes(in_features)
+    ok = (isinstance(w_packed, torch.Tensor) and w_packed.dtype == torch.uint8
+          and w_packed.dim() == 2 and w_packed.shape[1] == rb and w_packed.shape[0] >= 1
+          and (out_features is None or w_packed.shape[0] == out_features))
+    if not ok:
+        n = out_features if out_features is not None else "out_features"
+        raise ValueError(f"bitlinear: w_packed must be uint8 of shape ({n}, {rb}) for "
+                         f"in_features={in_features}, got {_desc(w_packed)}")
+    if not w_packed.is_contiguous():
+        raise ValueError("bitlinear: w_packed must be contiguous")
+
+
+def deployed_buffers(w_scale, w_packed, bias, in_features: int, out_features: int | None = None
+                     ) -> None:
+    """The buffers of a deployed layer: packed weights, float32 scale(s) and bias, one device."""
+    packed(w_packed, in_features, out_features)
+    n = w_packed.shape[0]
+    if not isinstance(w_scale, torch.Tensor) or w_scale.dtype != torch.float32 \
+            or w_scale.dim() != 1 or w_scale.numel() not in (1, n) or not w_scale.is_contiguous():
+        raise ValueError(f"bitlinear: w_scale must be contiguous float32 of shape (1,) or ({n},), "
+                         f"got {_desc(w_scale)}")
+    if bias is not None and (not isinstance(bias, torch.Tensor) or bias.dtype != torch.float32
+                             or tuple(bias.shape) != (n,) or not bias.is_contiguous()):
+        raise ValueError(f"bitlinear: bias must be contiguous float32 of shape ({n},), "
+                         f"got {_desc(bias)}")
+    same_device(w_packed=w_packed, w_scale=w_scale, bias=bias)
+
+
+def quantized_acts(x_q, in_features: int) -> None:
+    """int8 rows [M, padded_k(in_features)] with unit inner stride (from quantize_acts)."""
+    from .reference import padded_k
+
+    kp = padded_k(in_features)
+    if not isinstance(x_q, torch.Tensor) or x_q.dtype != torch.int8 or x_q.dim() != 2 \
+            or x_q.shape[1] != kp or x_q.stride(1) != 1 or x_q.stride(0) < kp:
+        raise ValueError(f"bitlinear: x_q must be int8 rows of shape (M, {kp}) for "
+                         f"in_features={in_features}, got {_desc(x_q)}")

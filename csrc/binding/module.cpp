@@ -1,0 +1,81 @@
+// module.cpp - the `_bitlinear` Python module: loading it registers the native kernels of the
+// torch.ops.bitlinear operators (ops_cpu.cpp, ops_cuda.cpp). Its few functions describe the build
+// and select the CPU path; they touch no tensors. Python's limited API only.
+#include <Python.h>
+
+#include "bitlinear.h"
+
+extern "C" PyObject* bl_legacy_getattr(PyObject* module, PyObject* name);  // legacy.cpp
+
+namespace {
+
+bool int_arg(PyObject* arg, int* out) {
+  const long v = PyLong_AsLong(arg);
+  if (v == -1 && PyErr_Occurred()) return false;
+  *out = static_cast<int>(v);
+  return true;
+}
+
+extern "C" {
+
+PyObject* py_isa_names(PyObject*, PyObject*) {  // the one list of CPU path names, by index
+  PyObject* t = PyTuple_New(BL_ISA_COUNT);
+  if (!t) return nullptr;
+  for (int i = 0; i < BL_ISA_COUNT; i++) {
+    PyObject* s = PyUnicode_FromString(bl_isa_name(i));
+    if (!s || PyTuple_SetItem(t, i, s) != 0) {
+      Py_DECREF(t);
+      return nullptr;
+    }
+  }
+  return t;
+}
+PyObject* py_isa_get(PyObject*, PyObject*) { return PyLong_FromLong(bl_isa_get()); }
+PyObject* py_isa_best(PyObject*, PyObject*) { return PyLong_FromLong(bl_isa_best()); }
+PyObject* py_isa_set(PyObject*, PyObject* arg) {
+  int isa;
+  if (!int_arg(arg, &isa)) return nullptr;
+  if (bl_isa_set(isa) != BL_OK) {
+    PyErr_Format(PyExc_ValueError, "bitlinear: CPU path '%s' is not available on this build/CPU",
+                 bl_isa_name(isa));
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+PyObject* py_isa_supported(PyObject*, PyObject* arg) {
+  int isa;
+  return int_arg(arg, &isa) ? PyBool_FromLong(bl_isa_supported(isa)) : nullptr;
+}
+PyObject* py_isa_compiled(PyObject*, PyObject* arg) {
+  int isa;
+  return int_arg(arg, &isa) ? PyBool_FromLong(bl_isa_compiled(isa)) : nullptr;
+}
+PyObject* py_cuda_built(PyObject*, PyObject*) {
+#ifdef BITLINEAR_WITH_CUDA  // the CUDA objects (and ops_cuda.cpp) are linked in
+  return PyBool_FromLong(bl_cuda_compiled());
+#else
+  Py_RETURN_FALSE;
+#endif
+}
+PyObject* py_format_version(PyObject*, PyObject*) { return PyLong_FromLong(BL_FORMAT_VERSION); }
+
+PyMethodDef methods[] = {
+    {"cpu_isa_names", py_isa_names, METH_NOARGS, "Names of the CPU kernel paths, by index."},
+    {"cpu_isa", py_isa_get, METH_NOARGS, "Index of the CPU kernel path in use."},
+    {"cpu_isa_best", py_isa_best, METH_NOARGS, "Fastest CPU path this CPU supports."},
+    {"cpu_isa_set", py_isa_set, METH_O, "Select a CPU kernel path by index."},
+    {"cpu_isa_supported", py_isa_supported, METH_O, "Whether a CPU path can run here."},
+    {"cpu_isa_compiled", py_isa_compiled, METH_O, "Whether a CPU path is in this build."},
+    {"cuda_built", py_cuda_built, METH_NOARGS, "Whether CUDA kernels are compiled in."},
+    {"format_version", py_format_version, METH_NOARGS, "Packed weight format version."},
+    {"__getattr__", bl_legacy_getattr, METH_O, nullptr},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_bitlinear",
+                          "bitlinear native kernels (the ops live in torch.ops.bitlinear)", -1,
+                          methods};
+
+}  // extern "C"
+}  // namespace
+
+extern "C" PyMODINIT_FUNC PyInit__bitlinear(void) { return PyModule_Create(&module_def); }
