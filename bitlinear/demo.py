@@ -92,7 +92,7 @@ def logits_of(model, x):
 
 
 def _median_ms(fn, reps):
-    from .bench.timing import time_fn
+    from ._timing import time_fn
     return time_fn(fn, reps=reps, warmup=5)["median_s"] * 1e3
 
 

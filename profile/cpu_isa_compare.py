@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -20,18 +18,13 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import bitlinear  # noqa: E402
+import hw  # noqa: E402  (profile/hw.py, next to this file)
 from bitlinear import ops  # noqa: E402
+from bitlinear.bench.timing import time_fn  # noqa: E402
 
 
-def median_s(fn, reps=30):
-    fn()
-    fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+def median_s(fn):
+    return time_fn(fn, reps=30, warmup=2)["median_s"]
 
 
 def main():
@@ -45,13 +38,9 @@ def main():
     w = torch.randn(N, K) * 0.02
     s, p = ops.quantize_weights(w, 1e-6, False)
     rows = []
-    try:
-        from bitlinear.bench import hw
-    except ImportError:
-        hw = None
     for t in a.threads:
         torch.set_num_threads(t)
-        peak = hw.cpu_int8_peak_gops(t) if hw else {}
+        peak = hw.limits(t)
         for m in a.ms:
             x = torch.randn(m, K)
             f32 = median_s(lambda: F.linear(x, w))
@@ -62,8 +51,8 @@ def main():
                     dt = median_s(lambda: ops.linear(x, s, p, None, 1e-6, K, True))
                 gops = 2 * m * K * N / dt / 1e9
                 rows.append(dict(threads=t, M=m, K=K, N=N, isa=isa, us=dt * 1e6, gops=gops,
-                                 speedup_vs_f32=f32 / dt, peak_gops=peak.get("gops"),
-                                 peak_isa=peak.get("isa")))
+                                 speedup_vs_f32=f32 / dt, peak_gops=peak.get("int8_peak_gops"),
+                                 peak_isa=peak.get("int8_peak_isa")))
     print(f"{'thr':>3} {'M':>4} {'isa':>11} {'us':>9} {'GOPS':>7} {'x f32':>6} {'peak':>14}")
     for r in rows:
         pk = f"{r['peak_gops']:.0f} {r['peak_isa']}" if r["peak_gops"] else "-"

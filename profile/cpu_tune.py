@@ -1,83 +1,46 @@
-"""Quick side-by-side CPU timing while tuning the kernels (the reported numbers come from
-`python -m bitlinear bench`). Medians of repeated runs, all impls in one process.
+"""Quick side-by-side CPU timing while tuning the kernels: the bench CPU suite (bitlinear/bench/cpu.py,
+its implementations and timer) with weights in cache, printed as microseconds and ratios against
+bitlinear. The reported numbers come from `python -m bitlinear bench`.
 
-  python profile/cpu_tune.py [--threads 1 2] [--m 1 128 512] [--shapes 4096x4096 2560x6912]
+  python profile/cpu_tune.py [--threads 1 2] [--m 1 128 512] [--shapes 4096x4096 2560x6912] [--int-mm]
 """
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-import warnings
-from functools import partial
+import sys
+from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bitlinear import ops
+from bitlinear.bench import cpu  # noqa: E402
 
-
-def median_us(fn, reps: int, min_time: float = 0.3) -> float:
-    fn()
-    fn()
-    ts = []
-    t_end = time.perf_counter() + min_time
-    while len(ts) < reps or time.perf_counter() < t_end:
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-        if len(ts) >= 200:
-            break
-    return statistics.median(ts) * 1e6
-
-
-def int_mm_fn(w: torch.Tensor):
-    sw = w.abs().amax(dim=1).clamp_min(1e-8) / 127
-    wq_t = (w / sw[:, None]).round().clamp(-127, 127).to(torch.int8).t().contiguous()
-
-    def fn(x):
-        sx = x.abs().amax(dim=1, keepdim=True).clamp_min(1e-8) / 127
-        xq = (x / sx).round().clamp(-128, 127).to(torch.int8)
-        if xq.shape[0] <= 16:  # _int_mm wants M > 16 on CPU in some builds
-            xq = torch.nn.functional.pad(xq, (0, 0, 0, 17 - xq.shape[0]))
-        return torch._int_mm(xq, wq_t)[: x.shape[0]].float() * (sx * sw)
-
-    return fn
+COLUMNS = ("bitlinear", "f32", "int_mm", "int8_dynamic")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--m", type=int, nargs="+", default=[1, 128, 512])
     ap.add_argument("--shapes", nargs="+", default=["4096x4096", "2560x6912", "6912x2560"])
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--int-mm", action="store_true", help="also time torch._int_mm (slow on CPU)")
     a = ap.parse_args()
-    torch.manual_seed(0)
-    print(f"{'K x N':>11} {'M':>4} {'thr':>3} | {'bitlinear':>10} {'f32 linear':>10} "
-          f"{'int_mm':>10} {'qdyn int8':>10} | x f32  x int_mm  x qdyn  GOPS")
-    for shape in a.shapes:
-        K, N = (int(v) for v in shape.split("x"))
-        w = torch.randn(N, K) * 0.02
-        s, packed = ops.quantize_weights(w, 1e-5, False)
-        lin = torch.nn.Linear(K, N, bias=False)
-        lin.weight.data.copy_(w)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            qd = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear},
-                                                        dtype=torch.qint8)
-        imm = int_mm_fn(w)
+    shapes = [tuple(int(v) for v in s.split("x")) for s in a.shapes]
+    impls = [n for n in COLUMNS if n != "int_mm" or a.int_mm]
+    recs = cpu.run_layer_suite(shapes, a.m, a.threads, impls, reps=a.reps, max_seconds=1.0,
+                               progress=False, cold_bytes=0, max_call_seconds=1.0)
+    us = {(r["K"], r["N"], r["M"], r["threads"], r["impl"]): r["median_ms"] * 1e3
+          for r in recs if "median_ms" in r}
+    print(f"{'K x N':>11} {'M':>4} {'thr':>3} | " + " ".join(f"{n[:10]:>10}" for n in COLUMNS)
+          + " | x f32  x int_mm  x qdyn  GOPS")
+    for K, N in shapes:
         for t in a.threads:
-            torch.set_num_threads(t)
             for M in a.m:
-                x = torch.randn(M, K)
-                with torch.inference_mode():
-                    tb = median_us(partial(ops.linear, x, s, packed, None, 1e-5, K, True), a.reps)
-                    tf = median_us(partial(F.linear, x, w), a.reps)
-                    ti = median_us(partial(imm, x), 3, 0.0) if a.int_mm else float("nan")
-                    tq = median_us(partial(qd, x), a.reps)
-                print(f"{shape:>11} {M:>4} {t:>3} | {tb:10.1f} {tf:10.1f} {ti:10.1f} {tq:10.1f} | "
-                      f"{tf / tb:5.1f} {ti / tb:7.1f} {tq / tb:7.1f}  {2 * M * N * K / tb / 1e3:5.0f}")
+                t_us = [us.get((K, N, M, t, n), float("nan")) for n in COLUMNS]
+                tb = t_us[0]
+                print(f"{f'{K}x{N}':>11} {M:>4} {t:>3} | " + " ".join(f"{v:10.1f}" for v in t_us)
+                      + f" | {t_us[1] / tb:5.1f} {t_us[2] / tb:7.1f} {t_us[3] / tb:7.1f}"
+                        f"  {2 * M * N * K / tb / 1e3:5.0f}")
 
 
 if __name__ == "__main__":

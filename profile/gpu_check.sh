@@ -4,9 +4,9 @@
 # whole run stays within GPU_CHECK_BUDGET_S (default 470 s):
 #   1. self-check of every GEMM path against the CPU (separate processes: a CUDA fault in one
 #      path cannot hide the others)
-#      python -m bitlinear.bench.gpu --check {simple,gemv,mma,mma256,auto}
+#      python profile/gpu_selfcheck.py {simple,gemv,mma,mma256,auto}
 #   2. plain C core tests              make -C tests/c test
-#   3. GPU benchmark                   python -m bitlinear.bench.gpu
+#   3. GPU benchmark                   python -m bitlinear bench --device cuda
 #   4. pytest tests/test_cuda.py       (all paths, graphs, torch.compile)
 #   5. compute-sanitizer memcheck of a tiny self-check, if the tool exists
 #   6. CPU pytest suite                (what time is left)
@@ -81,16 +81,18 @@ if ! step build 300 bash -c "$BUILD_SCRIPT"; then
 fi
 
 for path in simple gemv mma mma256 auto; do
-  step "selfcheck_$path" 60 "$PY" -m bitlinear.bench.gpu --check "$path"
+  step "selfcheck_$path" 60 "$PY" profile/gpu_selfcheck.py "$path"
 done
 if [ -f tests/c/Makefile ]; then  # this CPU may run the AVX-512 VNNI paths our machines lack
   step c_tests 60 make -C tests/c test -j16
 fi
-step bench 150 "$PY" -m bitlinear.bench.gpu --json "$RES/gpu_bench.json"
+step bench 150 "$PY" -m bitlinear bench --device cuda --no-progress --out "$RES/gpu_bench.json"
+[ -f "$RES/gpu_bench.json" ] &&
+  "$PY" -m bitlinear bench --render "$RES/gpu_bench.json" >"$RES/gpu_bench_table.txt" 2>&1
 step pytest_cuda 150 "$PY" -m pytest -q -p no:cacheprovider --maxfail=30 tests/test_cuda.py
 if command -v compute-sanitizer >/dev/null 2>&1; then
   step memcheck 60 compute-sanitizer --tool memcheck --error-exitcode 99 \
-    "$PY" -m bitlinear.bench.gpu --check auto --tiny
+    "$PY" profile/gpu_selfcheck.py auto --tiny
 fi
 step pytest_cpu 90 "$PY" -m pytest -q -p no:cacheprovider -x --ignore=tests/test_cuda.py tests
 

@@ -152,6 +152,9 @@ def main(argv=None) -> int:
     path = args.json or newest_json()
     with open(path) as f:
         result = json.load(f)
+    if result["meta"].get("suite", "cpu") != "cpu":
+        sys.exit(f"plot.py: {path} is not a CPU suite result; "
+                 "print its table with `python -m bitlinear bench --render FILE`")
     os.makedirs(args.out, exist_ok=True)
     paths = plot_vs_m(result, "median_ms", "latency (ms)", "latency", args.out)
     paths += plot_vs_m(result, "tokens_per_s", "throughput (tokens/s)", "throughput", args.out)

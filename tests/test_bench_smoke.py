@@ -39,3 +39,57 @@ def test_bench_quick_writes_json(tmp_path):
 def test_bench_bad_arguments():
     from bitlinear.bench import cli
     assert cli.main(["--quick", "--impls", "nope", "--out", os.devnull]) == 2
+
+
+def test_render_old_result_json():
+    """The committed result (written before the harness had a `suite` key) still renders."""
+    from bitlinear.bench import report
+    with open(os.path.join(ROOT, "profile", "results", "bench-cpu-avx2.json")) as f:
+        r = json.load(f)
+    md = report.render(r, markdown=True)
+    assert "| M | bitlinear | f32 |" in md and "% of the int8 peak" in md and "Llama" in md
+    txt = report.render(r)
+    assert "K=4096, N=4096, threads=2" in txt and "|" not in txt.split("Cells:")[1]
+
+
+def test_cpu_suite_records_hardware_fractions_when_given_limits():
+    from bitlinear.bench import cpu
+    recs = cpu.run_layer_suite([(256, 128)], [1, 4], [1], ["bitlinear", "f32"], reps=3,
+                               progress=False, cold_bytes=0,
+                               hw_limits={1: {"int8_peak_gops": 100.0, "read_bw_gbs": 10.0}})
+    bl = {r["M"]: r for r in recs if r["impl"] == "bitlinear"}
+    assert "frac_read_bw" in bl[1] and "frac_read_bw" not in bl[4]
+    assert all("frac_int8_peak" in r for r in bl.values())
+    assert not any("frac_int8_peak" in r for r in recs if r["impl"] == "f32")
+    assert all(r["copies"] == 1 for r in recs)
+
+
+def test_gpu_suite_logic_on_cpu():
+    """The GPU suite's registry, rotation, records, speedups, targets and table, timed with the host
+    clock on the CPU (no GPU here): the same record schema as the CPU suite."""
+    from bitlinear.bench import gpu, harness, report
+    cases = [("decode 8192->28672", 1, 256, 384), ("prefill 8192x8192", 24, 128, 64)]
+    recs = gpu.run_suite(cases, gpu.IMPLS.names(), reps=3, modes=("wall",), budget_bytes=1 << 20,
+                         copy_gbs=10.0, progress=False, device="cpu")
+    names = {(r["label"], r["impl"]) for r in recs}
+    assert ("decode 8192->28672", "int_mm") not in names  # M too small for torch._int_mm
+    assert ("prefill 8192x8192", "int_mm") in names
+    assert ("prefill 8192x8192", "bitlinear_mma_bn256") in names
+    for r in recs:
+        assert r["median_ms"] > 0 and r["speedup_vs_bf16"] > 0 and r["copies"] >= 1
+        assert {"K", "N", "M", "impl", "gops", "weight_gbs", "static_bytes", "frac_copy_bw"} <= set(r)
+    ours = [r for r in recs if r["impl"] == "bitlinear"]
+    assert ours[0]["copies"] > 1  # rotated past the (1 MiB) budget
+    meta = dict(harness.common_meta("cuda", gpu.BASELINE), device="cpu", impls=["bitlinear", "bf16",
+                "int_mm"], hw={"device": {"copy_gbs": 10.0}})
+    result = {"meta": meta, "results": recs, "targets": gpu.targets(recs, "wall")}
+    assert len(result["targets"]) == 3
+    txt = report.render(result)
+    assert "host wall clock per call" in txt and "bitlinear_mma_bn256" in txt and "target " in txt
+    json.dumps(result)
+
+
+def test_demo_does_not_import_the_benchmark():
+    code = "import sys, bitlinear.demo; sys.exit('bitlinear.bench' in sys.modules)"
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env).returncode == 0

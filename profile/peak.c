@@ -1,4 +1,4 @@
-/* peak.c - hardware limits for the benchmark suite, compiled at run time by hw.py with `cc`
+/* peak.c - hardware limits for the benchmark suite, compiled at run time by profile/hw.py with `cc`
  * and loaded with ctypes. Plain pthreads (no OpenMP, so it cannot clash with torch's runtime).
  *   bl_peak_int8(kind, threads, iters) -> seconds for iters steps of 12 independent int8
  *     dot-product chains per thread (kind 0: AVX2 vpmaddubsw+vpmaddwd+vpaddd on ymm,

@@ -1,16 +1,25 @@
 """Measured CPU limits for the benchmark suite: int8 dot-product peak and memory read bandwidth.
 
-peak.c is compiled at first use with the system C compiler (`cc`, or $CC) into a cache directory
-($BITLINEAR_CACHE, else ~/.cache/bitlinear) and loaded with ctypes. No OpenMP: plain pthreads.
+Developer tooling, not part of the package: `python -m bitlinear bench` loads this file when it runs
+from a source checkout and records frac_int8_peak / frac_read_bw against these limits (elsewhere,
+pass it a file written by `--json`: `python -m bitlinear bench --hw limits.json`).
+
+peak.c (next to this file) is compiled once per process with the system C compiler ($CC, else cc)
+into a temporary directory and loaded with ctypes. No OpenMP: plain pthreads.
+
+    python profile/hw.py [--threads 1 2] [--json limits.json]
 """
 from __future__ import annotations
 
+import argparse
+import atexit
 import ctypes
-import hashlib
+import json
 import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from functools import lru_cache
@@ -20,12 +29,11 @@ _SRC = Path(__file__).with_name("peak.c")
 _KINDS = {0: "avx2", 1: "avxvnni", 2: "avx512vnni", 3: "scalar"}
 
 
-def _cache_dir() -> Path:
-    d = os.environ.get("BITLINEAR_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bitlinear")
-    p = Path(d)
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+def c_compiler() -> str:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise RuntimeError("no C compiler found (cc/gcc, or set CC)")
+    return cc
 
 
 def _cpu_flags() -> set:
@@ -39,32 +47,19 @@ def _cpu_flags() -> set:
     return set()
 
 
-def _compile(extra: list) -> Path:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        raise RuntimeError("no C compiler found (cc/gcc); needed to build the peak-measurement loop")
-    src = _SRC.read_bytes()
-    tag = hashlib.sha256(src + " ".join(extra).encode() + platform.machine().encode()).hexdigest()[:16]
-    out = _cache_dir() / f"peak-{tag}.so"
-    if out.exists():
-        return out
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_out = Path(tmp) / out.name
-        cmd = [cc, "-O3", "-fPIC", "-shared", "-pthread", *extra, str(_SRC), "-o", str(tmp_out)]
-        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if r.returncode != 0:
-            raise RuntimeError(f"compiling peak.c failed ({' '.join(cmd)}):\n{r.stderr[-2000:]}")
-        shutil.move(str(tmp_out), out)  # atomic within one filesystem, good enough across dirs
-    return out
-
-
 @lru_cache(maxsize=1)
 def _lib() -> ctypes.CDLL:
-    try:
-        path = _compile([])
-    except RuntimeError:  # an older compiler without AVX-VNNI support: AVX2 and scalar only
-        path = _compile(["-DBL_NO_VNNI"])
-    lib = ctypes.CDLL(str(path))
+    tmp = tempfile.mkdtemp(prefix="bitlinear-peak-")
+    atexit.register(shutil.rmtree, tmp, True)
+    out = os.path.join(tmp, "peak.so")
+    cmd = [c_compiler(), "-O3", "-fPIC", "-shared", "-pthread", str(_SRC), "-o", out]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if r.returncode != 0:  # an older compiler without AVX-VNNI support: AVX2 and scalar only
+        r = subprocess.run(cmd[:-3] + ["-DBL_NO_VNNI"] + cmd[-3:], capture_output=True, text=True,
+                           check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"compiling peak.c failed ({' '.join(cmd)}):\n{r.stderr[-2000:]}")
+    lib = ctypes.CDLL(out)
     lib.bl_peak_int8.restype = ctypes.c_double
     lib.bl_peak_int8.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long]
     lib.bl_peak_has_vnni.restype = ctypes.c_int
@@ -123,10 +118,41 @@ def cpu_read_bandwidth_gbs(threads: int, mib: int = 512) -> float:
     return nbytes / dt / 1e9
 
 
-if __name__ == "__main__":
-    for t in sorted({1, os.cpu_count() or 1}):
+def limits(threads: int) -> dict:
+    """What the bench suite records per thread count (a failed measurement is recorded, not raised):
+    int8_peak_gops, int8_peak_isa, read_bw_gbs."""
+    out = {}
+    try:
+        peak = cpu_int8_peak_gops(threads)
+        out["int8_peak_gops"] = float(peak["gops"])
+        out["int8_peak_isa"] = peak.get("isa")
+    except Exception as e:  # measurement failure must not kill the suite
+        out["int8_peak_error"] = f"{type(e).__name__}: {e}"
+    try:
+        out["read_bw_gbs"] = float(cpu_read_bandwidth_gbs(threads))
+    except Exception as e:
+        out["read_bw_error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}))
+    ap.add_argument("--json", help="write {threads: limits} for `python -m bitlinear bench --hw`")
+    a = ap.parse_args(argv)
+    res = {}
+    for t in a.threads:
         t0 = time.time()
         p = cpu_int8_peak_gops(t)
+        res[str(t)] = {"int8_peak_gops": p["gops"], "int8_peak_isa": p["isa"],
+                       "read_bw_gbs": cpu_read_bandwidth_gbs(t)}
         print(f"threads={t}: int8 peak {p['gops']:.1f} GOPS ({p['isa']}; "
               f"{p['gops_cpu_time']:.1f} from per-thread CPU time), "
-              f"read bandwidth {cpu_read_bandwidth_gbs(t):.1f} GB/s  [{time.time() - t0:.1f} s]")
+              f"read bandwidth {res[str(t)]['read_bw_gbs']:.1f} GB/s  [{time.time() - t0:.1f} s]")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

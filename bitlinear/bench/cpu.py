@@ -1,0 +1,335 @@
+"""The CPU suite: deployed BitLinear against torch's own linear layers, side by side in one process,
+over batch sizes M at BitNet-sized shapes and thread counts, plus a transformers Llama model case.
+Entry point: `python -m bitlinear bench` (bitlinear/bench/cli.py); see docs/benchmarks.md.
+
+Implementations (IMPLS, all without bias, like BitNet's projections; columns in this order):
+  bitlinear     deployed BitLinear -> torch.ops.bitlinear.linear (int8 activations x ternary weights)
+  f32           torch nn.Linear, float32 (the baseline every ratio refers to)
+  bf16          torch nn.Linear, bfloat16 weights and input
+  int8_dynamic  torch.ao.quantization.quantize_dynamic(nn.Linear, qint8) (fbgemm/onednn int8 GEMM,
+                per-tensor weight scale, activations quantized per call)
+  int_mm        per-token int8 activation quantization in torch ops + torch._int_mm with int8
+                weights + float rescale (the plain "int8 GEMM in torch" recipe)
+  fake_quant    BitLinear in training mode (the fake-quant forward, no grad)
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .harness import Impl, Progress, Registry, add_fractions, add_speedups, common_meta, point
+from .timing import Rotation, last_level_cache_bytes, summarize, time_fn
+
+SHAPES: Tuple[Tuple[int, int], ...] = ((4096, 4096), (2560, 6912), (6912, 2560))
+MS: Tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+QUICK_SHAPES = ((256, 384), (384, 256))
+QUICK_MS = (1, 8, 64)
+BASELINE = "f32"
+NEVER_SKIPPED = (BASELINE, "bitlinear")
+
+IMPLS = Registry()
+
+
+def _module(m: nn.Module, dtype=torch.float32, nbytes: Optional[int] = None, note: str = "") -> Impl:
+    from ..convert import model_size_bytes
+    return Impl(lambda mod, x: mod(x), m.eval(), model_size_bytes(m) if nbytes is None else nbytes,
+                dtype, note)
+
+
+def _quantize_dynamic():
+    qd = getattr(getattr(torch, "ao", None), "quantization", None)
+    return getattr(qd, "quantize_dynamic", None) if qd is not None else None
+
+
+@IMPLS.register("bitlinear", integer=True)
+def _bitlinear(lin: nn.Linear) -> Impl:
+    from ..nn import BitLinear
+    return _module(BitLinear.from_linear(lin).deploy(), note="packed 2-bit weights + f32 scale")
+
+
+@IMPLS.register("f32")
+def _f32(lin: nn.Linear) -> Impl:
+    return _module(lin)
+
+
+@IMPLS.register("bf16")
+def _bf16(lin: nn.Linear) -> Impl:
+    m = nn.Linear(lin.in_features, lin.out_features, bias=False).to(torch.bfloat16)
+    with torch.no_grad():
+        m.weight.copy_(lin.weight)
+    return _module(m, torch.bfloat16)
+
+
+@IMPLS.register("int8_dynamic", integer=True, requires=lambda: "" if _quantize_dynamic() else
+                "torch.ao.quantization.quantize_dynamic not in this torch")
+def _int8_dynamic(lin: nn.Linear) -> Impl:
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = _quantize_dynamic()(nn.Sequential(lin), {nn.Linear}, dtype=torch.qint8)
+    # packed fbgemm weights are opaque; count int8 weights + one scale/zero point
+    return _module(q, nbytes=lin.out_features * lin.in_features + 8,
+                   note=f"engine {torch.backends.quantized.engine}, bytes estimated as N*K+8")
+
+
+class _IntMM(nn.Module):
+    """Per-token int8 activations x per-channel int8 weights through torch._int_mm."""
+
+    def __init__(self, w: torch.Tensor):
+        super().__init__()
+        sw = (w.abs().amax(dim=1).clamp(min=1e-6) / 127.0).float()                     # [N]
+        self.register_buffer("sw", sw)
+        self.register_buffer("w_t", torch.round(w / sw[:, None]).clamp(-127, 127)
+                             .to(torch.int8).t().contiguous())                          # [K, N]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sx = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-6) / 127.0
+        xq = torch.round(x / sx).clamp(-128, 127).to(torch.int8)
+        return torch._int_mm(xq, self.w_t).to(torch.float32) * (sx * self.sw)
+
+
+@IMPLS.register("int_mm", integer=True, requires=lambda: "" if hasattr(torch, "_int_mm") else
+                "torch._int_mm not in this torch")
+def _int_mm(lin: nn.Linear) -> Impl:
+    return _module(_IntMM(lin.weight.detach()),
+                   note="per-token int8 x per-channel int8 weights, torch ops + torch._int_mm")
+
+
+@IMPLS.register("fake_quant")
+def _fake_quant(lin: nn.Linear) -> Impl:
+    from ..nn import BitLinear
+    return _module(BitLinear.from_linear(lin))  # not deployed: the training forward
+
+
+def machine_name() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
+# ------------------------------------------------------------------ hardware limits (optional)
+def hw_probe():
+    """profile/hw.py of the source checkout this package runs from (the int8 peak and read
+    bandwidth probes, developer tooling, not shipped), or None."""
+    path = Path(__file__).resolve().parents[2] / "profile" / "hw.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("bitlinear_profile_hw", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def load_hw(path: str) -> Dict[int, dict]:
+    """Limits per thread count from a JSON file: `python profile/hw.py --json F` or a bench result."""
+    with open(path) as f:
+        data = json.load(f)
+    data = data.get("meta", {}).get("hw", data) if "meta" in data else data
+    return {int(t): lim for t, lim in data.items()}
+
+
+def run_layer_suite(shapes: Sequence[Tuple[int, int]], ms: Sequence[int], threads: Sequence[int],
+                    impls: Sequence[str], reps: int = 30, max_seconds: float = 2.0, min_reps: int = 5,
+                    progress: bool = True, hw_limits: Optional[Dict[int, dict]] = None,
+                    seed: int = 0, max_call_seconds: float = 3.0,
+                    cold_bytes: Optional[int] = None) -> List[dict]:
+    """Time every (shape, threads, M, impl); returns one record per point (harness.py's schema).
+
+    cold_bytes: each implementation is replicated until its copies hold at least this many bytes,
+    and calls cycle through the copies (timing.Rotation), so weights stream from memory as in a
+    real model whose layers do not all fit in cache (default 4x the last-level cache; 0 = warm
+    cache, one copy). A point of a baseline other than f32 / bitlinear whose predicted time per
+    call (the fastest run at the last measured M, scaled linearly in M) exceeds max_call_seconds
+    is skipped and recorded as such: some baselines (torch._int_mm on CPU) are orders of magnitude
+    slower. hw_limits: {threads: {"int8_peak_gops", "read_bw_gbs"}} gives the frac_* fields."""
+    hw_limits = hw_limits or {}
+    unavailable = IMPLS.unavailable()
+    records: List[dict] = []
+    prev_threads = torch.get_num_threads()
+    if cold_bytes is None:
+        cold_bytes = 4 * last_level_cache_bytes()
+    try:
+        with Progress(len(shapes) * len(threads) * len(ms) * len(impls), progress) as bar:
+            for K, N in shapes:
+                torch.manual_seed(seed)
+                built = IMPLS.build(impls, nn.Linear(K, N, bias=False))
+                rot = {name: Rotation(impl.weights, impl.nbytes, cold_bytes) for name, impl in built.items()}
+                for t in threads:
+                    torch.set_num_threads(t)
+                    last: Dict[str, Tuple[int, float]] = {}
+                    for M in sorted(ms):
+                        x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed + M))
+                        for name in impls:
+                            bar.at(f"K={K} N={N} t={t} M={M} {name}")
+                            records.append(_time_point(name, built.get(name), rot.get(name), x, K, N,
+                                                       t, last, hw_limits.get(t, {}), unavailable,
+                                                       reps, max_seconds, min_reps, max_call_seconds))
+                            bar.done()
+    finally:
+        torch.set_num_threads(prev_threads)
+    add_speedups(records, BASELINE, ("K", "N", "threads", "M"))
+    return records
+
+
+def _time_point(name, impl, rot, x, K, N, t, last, lim, unavailable, reps, max_seconds, min_reps,
+                max_call_seconds) -> dict:
+    M = x.shape[0]
+    rec = {"K": K, "N": N, "M": M, "threads": t, "impl": name}
+    predicted = (last[name][1] * M / last[name][0]) if name in last else 0.0
+    if impl is None:
+        rec["error"] = unavailable.get(name) or "not built"
+    elif predicted > max_call_seconds and name not in NEVER_SKIPPED:
+        rec["skipped"] = f"predicted {predicted:.1f} s per call > {max_call_seconds} s"
+    else:
+        with torch.inference_mode():
+            tm = time_fn(impl.step(rot, x), reps=reps, warmup=3, max_seconds=max_seconds,
+                         min_reps=min_reps)
+        rec.update(point(tm, K, N, M, impl))
+        # the bandwidth fraction at M = 1 only, where decoding is bound by the weight stream
+        add_fractions(rec, lim, IMPLS.entries[name].integer, bandwidth=M == 1)
+        last[name] = (M, tm["min_s"])
+        rec["copies"] = len(rot)
+    return rec
+
+
+# ---------------------------------------------------------------- model level (transformers Llama)
+def llama_config(quick: bool):
+    from transformers import LlamaConfig
+    if quick:
+        return LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                           tie_word_embeddings=False)
+    return LlamaConfig(vocab_size=4096, hidden_size=1024, intermediate_size=2816, num_hidden_layers=8,
+                       num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=1024,
+                       tie_word_embeddings=False)
+
+
+def run_model_suite(quick: bool, threads: Sequence[int], prompt_len: Optional[int] = None,
+                    decode_steps: Optional[int] = None, reps: int = 10, seed: int = 0) -> dict:
+    """Prefill latency and per-token decode latency of a random-init Llama, float vs deployed."""
+    import copy
+
+    from transformers import LlamaForCausalLM
+
+    from ..convert import convert, deploy, model_size_bytes
+
+    prompt_len = prompt_len or (16 if quick else 128)
+    decode_steps = decode_steps or (4 if quick else 32)
+    reps = 3 if quick else reps
+    cfg = llama_config(quick)
+    torch.manual_seed(seed)
+    float_model = LlamaForCausalLM(cfg).eval()
+    bit_model = deploy(convert(copy.deepcopy(float_model))).eval()
+    ids = torch.randint(0, cfg.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(seed))
+    out = {"config": {k: getattr(cfg, k) for k in ("vocab_size", "hidden_size", "intermediate_size",
+                                                   "num_hidden_layers", "num_attention_heads")},
+           "prompt_len": prompt_len, "decode_steps": decode_steps, "batch": 1,
+           "bytes": {"float": model_size_bytes(float_model), "deployed": model_size_bytes(bit_model)},
+           "results": []}
+    prev = torch.get_num_threads()
+    try:
+        for t in threads:
+            torch.set_num_threads(t)
+            for name, model in (("float", float_model), ("deployed", bit_model)):
+                out["results"].append(dict(threads=t, model=name,
+                                           **_time_llama(model, ids, decode_steps, reps)))
+    finally:
+        torch.set_num_threads(prev)
+    return out
+
+
+def _cache_kw(model) -> str:
+    """Name of the KV-cache argument: `cache` (transformers >= 5.x) or `past_key_values`."""
+    import inspect
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _cache_of(out):
+    return getattr(out, "cache", None) if hasattr(out, "cache") else out.past_key_values
+
+
+@torch.inference_mode()
+def _time_llama(model, ids, decode_steps: int, reps: int) -> dict:
+    kw = _cache_kw(model)
+    prefill = time_fn(lambda: model(ids, use_cache=False), reps=reps, warmup=1)
+    step_times = []
+    for _ in range(max(1, reps // 3)):  # each decode step depends on the last: timed one by one
+        o = model(ids, use_cache=True)
+        cache, tok = _cache_of(o), o.logits[:, -1:].argmax(-1)
+        for _ in range(decode_steps):
+            t0 = time.perf_counter()
+            o = model(tok, use_cache=True, **{kw: cache})
+            step_times.append(time.perf_counter() - t0)
+            cache, tok = _cache_of(o), o.logits[:, -1:].argmax(-1)
+    per_tok = summarize(step_times)["median_s"]
+    return {"prefill_ms": prefill["median_s"] * 1e3, "prefill_reps": prefill["reps"],
+            "prefill_tokens_per_s": ids.shape[1] / prefill["median_s"],
+            "decode_ms_per_token": per_tok * 1e3, "decode_tokens_per_s": 1.0 / per_tok,
+            "decode_samples": len(step_times)}
+
+
+# ------------------------------------------------------------------ `python -m bitlinear bench`
+def hardware(args, threads: Sequence[int]) -> Tuple[Dict[int, dict], dict]:
+    """Limits per thread count, and what meta says about where they come from (or why none)."""
+    if args.hw:
+        return load_hw(args.hw), {"hw_source": args.hw}
+    why = "--quick" if args.quick else "--no-hw" if args.no_hw else None
+    probe = None if why else hw_probe()
+    if probe is None:
+        why = why or "profile/hw.py not found (not a source checkout; pass --hw FILE)"
+        return {}, {"hw_note": f"hardware limits not measured ({why}): no frac_int8_peak / frac_read_bw"}
+    return {t: probe.limits(t) for t in threads}, {"hw_source": "measured by profile/hw.py"}
+
+
+def run(args) -> dict:
+    """The suite for `python -m bitlinear bench` (bitlinear/bench/cli.py): the result dict."""
+    import bitlinear
+
+    quick = args.quick
+    shapes = args.shapes or list(QUICK_SHAPES if quick else SHAPES)
+    ms = args.ms or list(QUICK_MS if quick else MS)
+    cores = os.cpu_count() or 1
+    threads = args.threads or ([cores] if quick else sorted({cores, 1}, reverse=True))
+    impls = args.impls or IMPLS.names()
+    reps = 5 if quick else args.reps
+    meta = common_meta("cpu", BASELINE)
+    hw, hw_meta = hardware(args, threads)
+    cold_bytes = 0 if args.warm_cache else 4 * last_level_cache_bytes()
+    records = run_layer_suite(shapes, ms, threads, impls, reps=reps,
+                              max_seconds=0.5 if quick else args.max_seconds,
+                              progress=not args.no_progress, hw_limits=hw,
+                              max_call_seconds=args.max_call_seconds, cold_bytes=cold_bytes)
+    model = None
+    if not args.no_model:
+        try:
+            model = run_model_suite(quick, threads)
+        except ImportError as e:
+            model = {"error": f"transformers not installed: {e}"}
+    meta.update({
+        "machine": machine_name(), "cpu_path": bitlinear.cpu_isa(),
+        "quantized_engine": torch.backends.quantized.engine,
+        "impls_unavailable": IMPLS.unavailable(),
+        "quick": quick, "shapes": [list(s) for s in shapes], "ms": ms, "threads": threads, "impls": impls,
+        "reps": reps, "max_seconds": args.max_seconds,
+        "hw": {str(t): v for t, v in hw.items()}, **hw_meta,
+        "timing": "wall clock, median of reps after 3 warm-up runs, torch.inference_mode",
+        "cache": "warm (one weight copy)" if args.warm_cache else
+                 f"cold: calls cycle through weight copies totalling >= 4 x "
+                 f"{last_level_cache_bytes() >> 20} MiB last-level cache",
+    })
+    return {"meta": meta, "results": records, "model": model}

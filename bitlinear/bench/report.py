@@ -1,0 +1,190 @@
+"""The one table writer: a result JSON of either suite (harness.py's record schema) as plain text or
+markdown. `python -m bitlinear bench --render FILE [--markdown]`.
+
+A table per group of records (LAYOUTS: CPU per shape and thread count, GPU per timing mode), a row
+per batch size M (CPU) or case (GPU), a column per implementation, cells "median (speedup vs the
+baseline)"; then notes: hardware limits, weight streaming rates, static memory, tuning variants,
+targets, the model case.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+
+@dataclass(frozen=True)
+class Layout:
+    group: Tuple[str, ...]          # record fields: one table per distinct value
+    row: str                        # record field: one row per distinct value
+    unit: str                       # "ms" or "us"
+    extras: Tuple[Tuple[str, str, str], ...] = ()  # (record field of bitlinear, column, format)
+    notes: bool = False             # per table: bitlinear's weight streaming at M=1, best GOPS
+
+
+LAYOUTS: Dict[str, Layout] = {
+    "cpu": Layout(group=("K", "N", "threads"), row="M", unit="ms", notes=True),
+    "cuda": Layout(group=("mode",), row="label", unit="us",
+                   extras=(("weight_gbs", "wGB/s", "{:.0f}"), ("frac_copy_bw", "%copy", "{:.0%}"))),
+}
+MODES = {"graph": "CUDA graph replays (GPU time per call)",
+         "eager": "eager (one call after a synchronize, launch included)",
+         "wall": "host wall clock per call"}
+SCALE = {"ms": 1.0, "us": 1e3}
+
+
+def _num(v: float) -> str:
+    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+
+
+def _cell(r, unit: str, speedup_key: str) -> str:
+    if r is None:
+        return "-"
+    if "median_ms" not in r:
+        return "skip" if "skipped" in r else "n/a"
+    sp = r.get(speedup_key)
+    return _num(r["median_ms"] * SCALE[unit]) + (f" ({sp:.2f}x)" if sp else "")
+
+
+def _title(keys: Sequence[str], values: tuple) -> str:
+    if tuple(keys) == ("mode",):
+        return MODES.get(values[0], values[0])
+    return ", ".join(f"{k}={v}" for k, v in zip(keys, values))
+
+
+def _hw_lines(meta: dict) -> List[str]:
+    out = []
+    for key, lim in meta.get("hw", {}).items():
+        parts = []
+        if "int8_peak_gops" in lim:
+            parts.append(f"int8 peak {lim['int8_peak_gops']:.0f} GOPS ({lim.get('int8_peak_isa')})")
+        if "read_bw_gbs" in lim:
+            parts.append(f"read bandwidth {lim['read_bw_gbs']:.1f} GB/s")
+        if "copy_gbs" in lim:
+            parts.append(f"copy bandwidth {lim['copy_gbs']:.0f} GB/s (read + write)")
+        if parts:
+            out.append(f"- {'threads=' + key if key.isdigit() else key}: " + ", ".join(parts))
+    if meta.get("hw_note"):
+        out.append(meta["hw_note"])
+    return out
+
+
+def _streaming_note(rows: List[dict]) -> str:
+    bl1 = next((r for r in rows if (r["M"], r["impl"]) == (1, "bitlinear") and "weight_gbs" in r), None)
+    if bl1 is None:
+        return ""
+    s = f"bitlinear at M=1 streams {bl1['weight_gbs']:.1f} GB/s of packed weights"
+    if "frac_read_bw" in bl1:
+        s += f" ({bl1['frac_read_bw']:.0%} of the measured read bandwidth)"
+    big = [r for r in rows if r["impl"] == "bitlinear" and "frac_int8_peak" in r]
+    if big:
+        b = max(big, key=lambda r: r["gops"])
+        s += f"; best {b['gops']:.0f} GOPS at M={b['M']} ({b['frac_int8_peak']:.0%} of the int8 peak)"
+    return s + "."
+
+
+def build(result: dict) -> List[object]:
+    """The document: a list of paragraphs (str) and tables (title, header, rows)."""
+    meta, recs = result["meta"], result["results"]
+    lay = LAYOUTS[meta.get("suite", "cpu")]
+    baseline = meta.get("baseline", "f32")
+    speedup_key = f"speedup_vs_{baseline}"
+    head = [meta.get("machine") or meta.get("device", "?"), f"torch {meta['torch']}"]
+    if meta.get("cpu_path"):
+        head.append(f"bitlinear CPU path {meta['cpu_path']}")
+    if meta.get("cuda"):
+        head.append(f"CUDA {meta['cuda']}")
+    head += [meta.get("date", ""), f"load average {meta.get('loadavg_before')} before, "
+                                   f"{meta.get('loadavg_after')} after"]
+    doc: List[object] = ["; ".join(p for p in head if p) + ".\n"
+                         f"Cells: median {lay.unit} per call (speedup vs {baseline}); "
+                         f"{meta.get('cache', '')}."]
+    doc += _hw_lines(meta)
+
+    impls = meta["impls"]
+    grid = [r for r in recs if "variant_of" not in r]
+    groups: Dict[tuple, List[dict]] = {}
+    for r in grid:
+        groups.setdefault(tuple(r.get(k) for k in lay.group), []).append(r)
+    for gkey, rows in groups.items():
+        index = {(r[lay.row], r["impl"]): r for r in rows}
+        row_keys = list(dict.fromkeys(r[lay.row] for r in rows))
+        header = [lay.row] + list(impls) + [col for _, col, _ in lay.extras]
+        body = []
+        for rk in row_keys:
+            line = [str(rk)] + [_cell(index.get((rk, name)), lay.unit, speedup_key) for name in impls]
+            ours = index.get((rk, "bitlinear"), {})
+            line += [fmt.format(ours[f]) if f in ours else "" for f, _, fmt in lay.extras]
+            body.append(line)
+        doc.append((_title(lay.group, gkey), header, body))
+        if lay.notes and _streaming_note(rows):
+            doc.append(_streaming_note(rows))
+
+    variants = [r for r in recs if "variant_of" in r and "median_ms" in r]
+    if variants:
+        doc.append("Variants of the bitlinear path (vs its default):")
+        for r in variants:
+            base = next((b for b in grid if b["impl"] == r["variant_of"] and "median_ms" in b
+                         and all(b.get(k) == r.get(k) for k in (lay.row, *lay.group))), None)
+            ratio = f" ({base['median_ms'] / r['median_ms']:.2f}x the default)" if base else ""
+            doc.append(f"- {r.get(lay.row)} {r['impl']} {r.get('mode', '')}: "
+                       f"{_num(r['median_ms'] * SCALE[lay.unit])} {lay.unit}{ratio}")
+    for t in result.get("targets") or []:
+        doc.append(f"target {t['name']}: {t['value']:.2f} (want >= {t['want']}) "
+                   f"{'PASS' if t['ok'] else 'MISS'}")
+
+    shapes = meta.get("shapes")
+    mem = {r["impl"]: r["static_bytes"] for r in recs
+           if shapes and "static_bytes" in r and [r["K"], r["N"]] == list(shapes[0])}
+    if mem:
+        doc.append(f"Static layer memory at K={shapes[0][0]}, N={shapes[0][1]}: "
+                   + ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in mem.items()) + ".")
+    doc += _model(result.get("model"))
+    return doc
+
+
+def _model(model) -> List[object]:
+    if model and "results" in model:
+        c = model["config"]
+        return [f"Llama (random init, hidden {c['hidden_size']}, {c['num_hidden_layers']} layers, "
+                f"FFN {c['intermediate_size']}, vocab {c['vocab_size']}), batch 1, prompt "
+                f"{model['prompt_len']} tokens; float {model['bytes']['float'] / 2**20:.1f} MiB, "
+                f"deployed {model['bytes']['deployed'] / 2**20:.1f} MiB:",
+                ("", ["threads", "model", "prefill ms", "decode ms/token", "decode tok/s"],
+                 [[str(r["threads"]), r["model"], f"{r['prefill_ms']:.1f}",
+                   f"{r['decode_ms_per_token']:.2f}", f"{r['decode_tokens_per_s']:.1f}"]
+                  for r in model["results"]])]
+    if model and "error" in model:
+        return [f"Llama case skipped: {model['error']}"]
+    return []
+
+
+def _numeric(s: str) -> bool:
+    return s[:1].isdigit() or s[:1] in "-." or s in ("skip", "n/a")
+
+
+def render(result: dict, markdown: bool = False) -> str:
+    """Paragraphs and list items ("- ...") as they are, tables aligned (plain) or piped (markdown)."""
+    out: List[str] = []
+    prev_item = False
+    for block in build(result):
+        item = isinstance(block, str) and block.startswith("- ")
+        if out and not (item and prev_item):
+            out.append("")
+        prev_item = item
+        if isinstance(block, str):
+            out.append(block)
+            continue
+        title, header, rows = block
+        if title:
+            out += [title, ""] if markdown else [title]
+        right = [all(_numeric(r[i]) for r in rows) for i in range(len(header))]
+        if markdown:
+            out.append("| " + " | ".join(header) + " |")
+            out.append("|" + "".join("---:|" if a else "---|" for a in right))
+            out += ["| " + " | ".join(r) + " |" for r in rows]
+        else:
+            widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+            for r in [header] + rows:
+                out.append("  ".join(c.rjust(w) if a else c.ljust(w)
+                                     for c, w, a in zip(r, widths, right)).rstrip())
+    return "\n".join(out)
