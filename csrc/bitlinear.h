@@ -38,9 +38,16 @@ extern "C" {
 #define BL_BLOCK_BYTES 32   /* bytes per block: 128 x 2 bits */
 #define BL_CODE_ZERO 1      /* code of a zero weight (and of padding) */
 
+/* Marks the inline helpers of this header and of bl_checks.h that CUDA device code uses too. */
+#if defined(__CUDACC__)
+#define BL_HD __host__ __device__
+#else
+#define BL_HD
+#endif
+
 /* Activation rows are stored padded to Kp with zeros, so every kernel may read whole blocks. */
-static inline int64_t bl_padded_k(int64_t K) { return (K + BL_QK - 1) / BL_QK * BL_QK; }
-static inline int64_t bl_packed_row_bytes(int64_t K) { return bl_padded_k(K) / 4; }
+static inline BL_HD int64_t bl_padded_k(int64_t K) { return (K + BL_QK - 1) / BL_QK * BL_QK; }
+static inline BL_HD int64_t bl_packed_row_bytes(int64_t K) { return bl_padded_k(K) / 4; }
 
 typedef enum {
   BL_OK = 0,
@@ -89,7 +96,9 @@ bl_status bl_quantize_weights(const float *w, int64_t N, int64_t K, int64_t ldw,
                               int per_channel, float *scale, uint8_t *packed, int nthreads);
 
 /* Training-time fake quantization of the weights: the same scale(s) as bl_quantize_weights and
- * wdq[n, k] = s * clamp(rint(w / s), -1, 1) as float32 [N, K] (row stride ldo >= K). */
+ * wdq[n, k] = s * clamp(rint(w / s), -1, 1) as float32 [N, K] (row stride ldo >= K).
+ * Non-finite weights are not an error (training may diverge): as in torch, the scale becomes
+ * NaN or Inf and every weight it scales NaN. */
 bl_status bl_fake_quant_weights(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
                                 int per_channel, float *scale, float *wdq, int64_t ldo,
                                 int nthreads);
@@ -121,9 +130,12 @@ bl_status bl_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t l
                     const float *bias, float eps, int per_token, void *y, bl_dtype ydt,
                     int64_t ldy, void *workspace, int nthreads);
 
-/* Plain-C ground truth of each entry point (same contracts). */
+/* Plain-C ground truth of each entry point (same contracts, csrc/cpu/ref.c). */
 bl_status bl_quantize_weights_ref(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
                                   int per_channel, float *scale, uint8_t *packed, int nthreads);
+bl_status bl_fake_quant_weights_ref(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
+                                    int per_channel, float *scale, float *wdq, int64_t ldo,
+                                    int nthreads);
 bl_status bl_quantize_acts_ref(const void *x, bl_dtype dt, int64_t M, int64_t K, int64_t ldx,
                                float eps, int per_token, int8_t *xq, int64_t ldq, float *scale,
                                int32_t *rowsum, int nthreads);

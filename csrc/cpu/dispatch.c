@@ -1,6 +1,7 @@
 /* dispatch.c - run-time ISA selection and the public CPU entry points.
  * Every entry point validates its arguments once here, then runs the selected path: the *_ref
- * functions for BL_ISA_REF, else the portable drivers of gemm.c with that ISA's kernel table. */
+ * functions for BL_ISA_REF, else the portable drivers (gemm.c, weights.c) with that ISA's kernel
+ * table. */
 #include "../bitlinear.h"
 #include "internal.h"
 #include "kernels.h"
@@ -159,15 +160,28 @@ static void kernels_for(int isa, bl_cpu_kernels *k) {
 
 bl_status bl_quantize_weights(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
                               int per_channel, float *scale, uint8_t *packed, int nthreads) {
-  if (bl_isa_get() == BL_ISA_REF)
+  const int isa = bl_isa_get();
+  if (isa == BL_ISA_REF)
     return bl_quantize_weights_ref(w, N, K, ldw, eps, per_channel, scale, packed, nthreads);
-  if (!w || !scale || !packed) return BL_ERR_NULL;
-  if (N < 1 || K < 1) return BL_ERR_SIZE;
-  bl_status st = bl_check_dims(N, K, ldw);
+  bl_status st = bl_check_matrix(w && scale && packed, N, K, ldw);
   if (st != BL_OK) return st;
   bl_cpu_kernels kt;
-  kernels_for(bl_isa_get(), &kt);
+  kernels_for(isa, &kt);
   return bl_quantize_weights_k(&kt, w, N, K, ldw, eps, per_channel, scale, packed, nthreads);
+}
+
+bl_status bl_fake_quant_weights(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
+                                int per_channel, float *scale, float *wdq, int64_t ldo,
+                                int nthreads) {
+  const int isa = bl_isa_get();
+  if (isa == BL_ISA_REF)
+    return bl_fake_quant_weights_ref(w, N, K, ldw, eps, per_channel, scale, wdq, ldo, nthreads);
+  bl_status st = bl_check_matrix(w && scale && wdq, N, K, ldw);
+  if (st == BL_OK) st = bl_check_dims(N, K, ldo);
+  if (st != BL_OK) return st;
+  bl_cpu_kernels kt;
+  kernels_for(isa, &kt);
+  return bl_fake_quant_weights_k(&kt, w, N, K, ldw, eps, per_channel, scale, wdq, ldo, nthreads);
 }
 
 bl_status bl_quantize_acts(const void *x, bl_dtype dt, int64_t M, int64_t K, int64_t ldx,

@@ -1,6 +1,6 @@
-/* gemm.c - portable drivers shared by every SIMD path: activation quantization, the blocked and
- * threaded packed GEMM with its fused epilogue, and parallel weight packing. The innermost loops
- * come from a bl_cpu_kernels table (kernels.h); everything here is plain C. */
+/* gemm.c - portable drivers shared by every SIMD path: activation quantization and the blocked,
+ * threaded packed GEMM with its fused epilogue (the weight drivers are in weights.c). The
+ * innermost loops come from a bl_cpu_kernels table (kernels.h); everything here is plain C. */
 #include "kernels.h"
 #include "internal.h"
 
@@ -184,37 +184,4 @@ void bl_gemm_epi_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,
   make_plan(&p, kt, xq, ldq, packed, M, N, K, nthreads);
   sink o = {rowsum, NULL, 0, xscale, wscale, bias, w_per_channel, y, ydt, ldy};
   run_plan(&p, &o, nthreads);
-}
-
-/* ---------------------------------------------------------------- weights */
-/* Same numbers as bl_quantize_weights_ref: per-row float64 sums (each a serial loop), added in
- * row order for the per-tensor scale; only the rows run in parallel. A non-finite weight makes
- * its row sum Inf or NaN (|w| >= 0, and finite floats cannot overflow a double sum). */
-bl_status bl_quantize_weights_k(const bl_cpu_kernels *kt, const float *w, int64_t N, int64_t K,
-                                int64_t ldw, float eps, int per_channel, float *scale,
-                                uint8_t *packed, int nthreads) {
-  const int64_t rb = bl_packed_row_bytes(K);
-  const int nt = bl_nthreads(nthreads);
-  bl_pack_row_fn pack = kt->pack_row ? kt->pack_row : bl_pack_row;
-  double *sums = (double *)malloc((size_t)N * sizeof(double));
-  if (!sums) return BL_ERR_ALLOC;
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t n = 0; n < N; n++) sums[n] = bl_sum_abs_f64(w + n * ldw, K);
-  int bad = 0;
-  for (int64_t n = 0; n < N; n++) bad |= !isfinite(sums[n]);
-  if (bad) {
-    free(sums);
-    return BL_ERR_NONFINITE;
-  }
-  if (per_channel) {
-    for (int64_t n = 0; n < N; n++) scale[n] = fmaxf((float)(sums[n] / (double)K), eps);
-  } else {
-    double total = 0.0;
-    for (int64_t n = 0; n < N; n++) total += sums[n];
-    scale[0] = fmaxf((float)(total / ((double)N * (double)K)), eps);
-  }
-  free(sums);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t n = 0; n < N; n++) pack(w + n * ldw, K, scale[per_channel ? n : 0], packed + n * rb);
-  return BL_OK;
 }

@@ -1,75 +1,27 @@
-/* isa_avx2.c - AVX2 + F16C inner loops: packed ternary tiles (vpmaddubsw), row absmax,
- * row quantization and the epilogue. Built with -mavx2 -mfma -mf16c -mbmi2 (isa_flags.txt). */
+/* isa_avx2.c - AVX2 + F16C inner loops: packed ternary tiles (vpmaddubsw), row absmax, row
+ * quantization, the epilogue, weight packing and weight fake quantization. Built with -mavx2
+ * -mfma -mf16c -mbmi2 (isa_flags.txt). */
 #if defined(__x86_64__)
-#include "kernels.h"
 #include "internal.h"
-
-#include <immintrin.h>
-
 #include "simd_x86.h"
+
 #include <math.h>
 #include <string.h>
 
-#define INLINE static inline __attribute__((always_inline))
-
-/* 16 blocks x 4 subgroups of vpmaddubsw pairs in [-512, 508] stay inside int16. */
-#define FLUSH_BLOCKS 16
-
-/* Keeps an accumulator in its register at this point, so the compiler does not re-associate
- * the sums into long-lived products (which spills the 16 ymm registers). */
-#define PIN(v) __asm__("" : "+x"(v))
-
-/* The next tile's weight rows (the short per-row streams are not worth a hardware prefetcher's
- * ramp-up). Integer address arithmetic: past the matrix end a prefetch does not fault. */
-#define PREFETCH_NEXT_TILE(base, off) \
-  _mm_prefetch((const char *)((uintptr_t)(base) + (uintptr_t)(off)), _MM_HINT_T0)
-
-/* The codes (unsigned, 0..2) times signed x with vpmaddubsw, int16 sums flushed to int32 every
- * FLUSH_BLOCKS blocks. Each weight vector is decoded once per tile and used for MR rows. */
-INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb, int64_t nblk,
-                      int32_t *out, int64_t ldo, const int MR, const int NR) {
-  const __m256i mask = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
-  __m256i acc[BL_MAX_MR][BL_MAX_NR];
-  for (int i = 0; i < MR; i++)
-    for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_si256();
-  for (int64_t b0 = 0; b0 < nblk; b0 += FLUSH_BLOCKS) {
-    const int64_t b1 = b0 + FLUSH_BLOCKS < nblk ? b0 + FLUSH_BLOCKS : nblk;
-    __m256i a16[BL_MAX_MR][BL_MAX_NR];
-    for (int i = 0; i < MR; i++)
-      for (int j = 0; j < NR; j++) a16[i][j] = _mm256_setzero_si256();
-    for (int64_t b = b0; b < b1; b++) {
-      const uint8_t *wb = w + b * BL_BLOCK_BYTES;
-      const int8_t *xb = x + b * BL_QK;
-      for (int j = 0; j < NR; j++) PREFETCH_NEXT_TILE(wb, (j + NR) * rb);
-      for (int s = 0; s < 4; s++) {
-        __m256i c[BL_MAX_NR];
-        for (int j = 0; j < NR; j++) {
-          __m256i raw = _mm256_loadu_si256((const __m256i *)(wb + j * rb));
-          c[j] = _mm256_and_si256(_mm256_srli_epi16(raw, 2 * s), mask);
-        }
-        for (int i = 0; i < MR; i++) {
-          __m256i xv = _mm256_loadu_si256((const __m256i *)(xb + i * ldq + 32 * s));
-          for (int j = 0; j < NR; j++) {
-            a16[i][j] = _mm256_add_epi16(a16[i][j], _mm256_maddubs_epi16(c[j], xv));
-            PIN(a16[i][j]);
-          }
-        }
-      }
-    }
-    for (int i = 0; i < MR; i++)
-      for (int j = 0; j < NR; j++)
-        acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(a16[i][j], ones));
-  }
-  for (int i = 0; i < MR; i++)
-    for (int j = 0; j < NR; j++) out[i * ldo + j] = bl_hsum8(acc[i][j]);
-}
+/* vpmaddubsw pairs (codes 0..2 times int8) lie in [-512, 508]: 16 blocks x 4 subgroups of them
+ * stay inside int16, then vpmaddwd by 1 widens them to int32. */
+#define TILE256_CHUNK_BLOCKS 16
+#define TILE256_STEP(a, c, x) _mm256_add_epi16(a, _mm256_maddubs_epi16(c, x))
+#define TILE256_FLUSH(acc, a) _mm256_add_epi32(acc, _mm256_madd_epi16(a, _mm256_set1_epi16(1)))
+#define TILE256_PREFETCH 1
+#include "tile256_x86.h"
 
 /* One row of x (GEMV): fewer decode ops. Subgroups 0 and 2 use codes (raw & 3, (raw >> 4) & 3),
  * subgroups 1 and 3 use 4 * code (raw & 0x0c, (raw >> 4) & 0x0c) in a second int16 sum that is
  * divided by 4 (exact) when flushed; its pairs reach 2048, so it is flushed every 8 blocks. */
 #define FLUSH_BLOCKS_X4 8
-INLINE void tile1_body(const int8_t *x, const uint8_t *w, int64_t rb, int64_t nblk, int32_t *out,
-                       const int NR) {
+BL_INLINE void tile1_body(const int8_t *x, const uint8_t *w, int64_t rb, int64_t nblk,
+                          int32_t *out, const int NR) {
   const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0c);
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i acc[BL_MAX_NR];
@@ -86,14 +38,14 @@ INLINE void tile1_body(const int8_t *x, const uint8_t *w, int64_t rb, int64_t nb
       const __m256i x3 = _mm256_loadu_si256((const __m256i *)(xb + 96));
       for (int j = 0; j < NR; j++) {
         const __m256i raw = _mm256_loadu_si256((const __m256i *)(w + j * rb + b * BL_BLOCK_BYTES));
-        PREFETCH_NEXT_TILE(w, (j + NR) * rb + b * BL_BLOCK_BYTES);
+        BL_PREFETCH_NEXT_TILE(w, (j + NR) * rb + b * BL_BLOCK_BYTES);
         const __m256i t = _mm256_srli_epi16(raw, 4);
         lo[j] = _mm256_add_epi16(lo[j], _mm256_maddubs_epi16(_mm256_and_si256(raw, m03), x0));
         hi[j] = _mm256_add_epi16(hi[j], _mm256_maddubs_epi16(_mm256_and_si256(raw, m0c), x1));
         lo[j] = _mm256_add_epi16(lo[j], _mm256_maddubs_epi16(_mm256_and_si256(t, m03), x2));
         hi[j] = _mm256_add_epi16(hi[j], _mm256_maddubs_epi16(_mm256_and_si256(t, m0c), x3));
-        PIN(lo[j]);
-        PIN(hi[j]);
+        BL_PIN(lo[j]);
+        BL_PIN(hi[j]);
       }
     }
     for (int j = 0; j < NR; j++) {
@@ -104,26 +56,18 @@ INLINE void tile1_body(const int8_t *x, const uint8_t *w, int64_t rb, int64_t nb
   for (int j = 0; j < NR; j++) out[j] = bl_hsum8(acc[j]);
 }
 
-#define DEF_TILE1(NR)                                                                         \
-  static void tile_1x##NR(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb,        \
-                          int64_t nblk, int32_t *out, int64_t ldo) {                         \
-    (void)ldq, (void)ldo;                                                                     \
-    tile1_body(x, w, rb, nblk, out, NR);                                                      \
-  }
-DEF_TILE1(1)
-DEF_TILE1(2)
-DEF_TILE1(3)
-DEF_TILE1(4)
-
-#define DEF_ROW(MR) BL_DEF_TILE(MR, 1) BL_DEF_TILE(MR, 2) BL_DEF_TILE(MR, 3) BL_DEF_TILE(MR, 4)
-DEF_ROW(2)
-DEF_ROW(3)
-DEF_ROW(4)
-#define SET_ROW(k, MR) \
-  BL_SET_TILE(k, MR, 1), BL_SET_TILE(k, MR, 2), BL_SET_TILE(k, MR, 3), BL_SET_TILE(k, MR, 4)
+/* Tiles of one row (GEMV) take tile1_body, the others the shared 256-bit tile. */
+BL_INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb, int64_t nblk,
+                         int32_t *out, int64_t ldo, const int MR, const int NR) {
+  if (MR == 1)
+    tile1_body(x, w, rb, nblk, out, NR);
+  else
+    tile256_body(x, ldq, w, rb, nblk, out, ldo, MR, NR);
+}
+BL_DEF_TILES(tile_body, 4)
 
 /* ---------------------------------------------------------------- activations */
-INLINE __m256 load8(const void *x, bl_dtype dt, int64_t k) {
+BL_INLINE __m256 load8(const void *x, bl_dtype dt, int64_t k) {
   if (dt == BL_F32) return _mm256_loadu_ps((const float *)x + k);
   __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)x + k));
   if (dt == BL_F16) return _mm256_cvtph_ps(h);
@@ -152,7 +96,7 @@ static float amax_avx2(const void *x, bl_dtype dt, int64_t K) {
   return mx;
 }
 
-INLINE __m256i quant8(__m256 v, __m256 s, __m256 lo, __m256 hi) {
+BL_INLINE __m256i quant8(__m256 v, __m256 s, __m256 lo, __m256 hi) {
   __m256 q = _mm256_round_ps(_mm256_div_ps(v, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   return _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(q, lo), hi));
 }
@@ -230,7 +174,7 @@ static void epi_row_avx2(const int32_t *acc, int64_t N, int32_t rowsum, float sx
 
 /* ---------------------------------------------------------------- weight packing */
 /* codes of 32 consecutive weights as 32 bytes in order */
-INLINE __m256i codes32(const float *w, __m256 s) {
+BL_INLINE __m256i codes32(const float *w, __m256 s) {
   const __m256 lo = _mm256_set1_ps(-1.0f), hi = _mm256_set1_ps(1.0f);
   const __m256i one = _mm256_set1_epi32(1), order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   __m256i c[4];
@@ -262,18 +206,31 @@ static void pack_row_avx2(const float *w, int64_t K, float s, uint8_t *out) {
   }
 }
 
+/* ---------------------------------------------------------------- weight fake quantization */
+/* min(1, q) then max(-1, q) in that operand order are (1 < q ? 1 : q) and (-1 > q ? -1 : q),
+ * the reference's clamp: NaN stays NaN. vroundps to nearest even is rintf. */
+static void fake_quant_row_avx2(const float *w, int64_t K, float s, float *out) {
+  const __m256 vs = _mm256_set1_ps(s), one = _mm256_set1_ps(1.0f), mone = _mm256_set1_ps(-1.0f);
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(w + k), vs),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    q = _mm256_max_ps(mone, _mm256_min_ps(one, q));
+    _mm256_storeu_ps(out + k, _mm256_mul_ps(q, vs));
+  }
+  for (; k < K; k++) out[k] = bl_ternary(w[k], s) * s;
+}
+
 void bl_kernels_avx2(bl_cpu_kernels *k) {
   memset(k, 0, sizeof(*k));
   k->mr = 4;
   k->nr = 3;
   k->nr1 = 4;
-  SET_ROW(k, 1);
-  SET_ROW(k, 2);
-  SET_ROW(k, 3);
-  SET_ROW(k, 4);
+  BL_SET_TILES(k, 4);
   k->amax = amax_avx2;
   k->quant_row = quant_row_avx2;
   k->epi_row = epi_row_avx2;
   k->pack_row = pack_row_avx2;
+  k->fake_quant_row = fake_quant_row_avx2;
 }
 #endif

@@ -4,29 +4,19 @@
  * times 4), so the x operand is 64 contiguous bytes. The high lanes are divided by 4 (exact)
  * at the end. The rest of the path (absmax, quantization, epilogue) is the AVX2 one. */
 #if defined(__x86_64__)
-#include "kernels.h"
+#include "simd_x86.h"
 
-#include <immintrin.h>
-
-#define INLINE static inline __attribute__((always_inline))
 #define CHUNK_BLOCKS 64
-/* keeps an accumulator in its register here (gcc otherwise copies them around) */
-#ifndef PIN
-#define PIN(v) __asm__("" : "+v"(v))
-#endif
 
-INLINE int32_t hsum_zmm(__m512i v) {
+/* The low half's lanes hold dot products, the high half's 4 * dot products. */
+BL_INLINE int32_t hsum_zmm(__m512i v) {
   __m256i lo = _mm512_castsi512_si256(v);
-  __m256i hi = _mm256_srai_epi32(_mm512_extracti64x4_epi64(v, 1), 2); /* lanes of 4 * dot */
-  __m256i t = _mm256_add_epi32(lo, hi);
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-  return _mm_cvtsi128_si32(s);
+  __m256i hi = _mm256_srai_epi32(_mm512_extracti64x4_epi64(v, 1), 2);
+  return bl_hsum8(_mm256_add_epi32(lo, hi));
 }
 
-INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb, int64_t nblk,
-                      int32_t *out, int64_t ldo, const int MR, const int NR) {
+BL_INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb, int64_t nblk,
+                         int32_t *out, int64_t ldo, const int MR, const int NR) {
   const __m512i mask = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x0c), 1);
   __m512i acc[BL_MAX_MR][BL_MAX_NR];
   for (int i = 0; i < MR; i++)
@@ -52,7 +42,7 @@ INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb
         for (int j = 0; j < NR; j++) {
           a[i][j] = _mm512_dpbusd_epi32(a[i][j], c01[j], x01);
           a[i][j] = _mm512_dpbusd_epi32(a[i][j], c23[j], x23);
-          PIN(a[i][j]);
+          BL_PIN(a[i][j]);
         }
       }
     }
@@ -63,21 +53,12 @@ INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb
     for (int j = 0; j < NR; j++) out[i * ldo + j] = hsum_zmm(acc[i][j]);
 }
 
-#define DEF_ROW(MR) BL_DEF_TILE(MR, 1) BL_DEF_TILE(MR, 2) BL_DEF_TILE(MR, 3) BL_DEF_TILE(MR, 4)
-DEF_ROW(1)
-DEF_ROW(2)
-DEF_ROW(3)
-DEF_ROW(4)
-#define SET_ROW(k, MR) \
-  BL_SET_TILE(k, MR, 1), BL_SET_TILE(k, MR, 2), BL_SET_TILE(k, MR, 3), BL_SET_TILE(k, MR, 4)
+BL_DEF_TILES(tile_body, 4)
 
 void bl_kernels_avx512vnni(bl_cpu_kernels *k) {
   k->mr = 4;
   k->nr = 4; /* 16 accumulators + 8 codes + 2 x of the 32 zmm registers */
   k->nr1 = 0;
-  SET_ROW(k, 1);
-  SET_ROW(k, 2);
-  SET_ROW(k, 3);
-  SET_ROW(k, 4);
+  BL_SET_TILES(k, 4);
 }
 #endif

@@ -7,10 +7,8 @@
 #include <arm_neon.h>
 #include <string.h>
 
-#define INLINE static inline __attribute__((always_inline))
-
-INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb, int64_t nblk,
-                      int32_t *out, int64_t ldo, const int MR, const int NR) {
+BL_INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb, int64_t nblk,
+                         int32_t *out, int64_t ldo, const int MR, const int NR) {
   const uint8x16_t mask = vdupq_n_u8(3);
   int32x4_t acc[BL_MAX_MR][BL_MAX_NR];
   for (int i = 0; i < MR; i++)
@@ -60,21 +58,12 @@ INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb
     for (int j = 0; j < NR; j++) out[i * ldo + j] = vaddvq_s32(acc[i][j]);
 }
 
-#define DEF_ROW(MR) BL_DEF_TILE(MR, 1) BL_DEF_TILE(MR, 2) BL_DEF_TILE(MR, 3) BL_DEF_TILE(MR, 4)
-DEF_ROW(1)
-DEF_ROW(2)
-DEF_ROW(3)
-DEF_ROW(4)
-#define SET_ROW(k, MR) \
-  BL_SET_TILE(k, MR, 1), BL_SET_TILE(k, MR, 2), BL_SET_TILE(k, MR, 3), BL_SET_TILE(k, MR, 4)
+BL_DEF_TILES(tile_body, 4)
 
 void bl_kernels_neon_dot(bl_cpu_kernels *k) {
   memset(k, 0, sizeof(*k));
   k->mr = 4;
   k->nr = 4; /* 16 accumulators + 8 codes + 2 x of the 32 vector registers */
-  SET_ROW(k, 1);
-  SET_ROW(k, 2);
-  SET_ROW(k, 3);
-  SET_ROW(k, 4);
+  BL_SET_TILES(k, 4);
 }
 #endif

@@ -1,8 +1,8 @@
-/* kernels.h - the internal table of per-ISA microkernels.
+/* kernels.h - the internal table of per-ISA microkernels, and what the ISA files share.
  *
- * Each isa_*.c file holds only innermost loops; blocking, threading, argument checks and the
- * overall pipeline live once in gemm.c (portable C). A NULL entry means "use the portable C
- * version" (every path falls back to the plain loops of gemm.c / ref.c for it). */
+ * Each isa_*.c file holds only innermost loops; blocking, threading and the overall pipeline live
+ * once in the portable drivers (gemm.c, weights.c), argument checks in dispatch.c. A NULL entry
+ * means "use the portable C version" (the plain loops of ref.c / weights.c). */
 #ifndef BITLINEAR_CPU_KERNELS_H
 #define BITLINEAR_CPU_KERNELS_H
 
@@ -35,6 +35,10 @@ typedef void (*bl_epi_row_fn)(const int32_t *acc, int64_t N, int32_t rowsum, flo
  * code 1, in the v1 layout. Same bytes as bl_pack_row. w is finite. */
 typedef void (*bl_pack_row_fn)(const float *w, int64_t K, float s, uint8_t *out);
 
+/* out[k] = clamp(rint(w[k] / s), -1, 1) * s for k < K (float32; NaN and Inf as the reference:
+ * the clamp keeps NaN). Same bits as bl_fake_quant_weights_ref's rows. */
+typedef void (*bl_fake_quant_row_fn)(const float *w, int64_t K, float s, float *out);
+
 typedef struct {
   int mr, nr;                              /* tile size used for full tiles */
   int nr1;                                 /* nr when M = 1 (GEMV); 0 means nr */
@@ -43,17 +47,35 @@ typedef struct {
   bl_quant_row_fn quant_row;               /* optional */
   bl_epi_row_fn epi_row;                   /* optional */
   bl_pack_row_fn pack_row;                 /* optional */
+  bl_fake_quant_row_fn fake_quant_row;     /* optional */
 } bl_cpu_kernels;
 
-/* Fixed-size tiles for the table: an ISA file defines
- *   tile_body(x, ldq, w, rb, nblk, out, ldo, MR, NR)   (always inline, MR/NR constants)
- * then instantiates BL_DEF_TILE(mr, nr) for each size and stores them with BL_SET_TILE. */
-#define BL_DEF_TILE(MR, NR)                                                                  \
+/* Forces inlining of the kernels' building blocks (the tile sizes must be constants in them). */
+#define BL_INLINE static inline __attribute__((always_inline))
+
+/* Fixed-size tiles for the table: an ISA file defines a tile body
+ *   BL_INLINE void BODY(x, ldq, w, rb, nblk, out, ldo, const int MR, const int NR)
+ * then instantiates tile_MRxNR for MR = 1..4 and NR = 1..NR_MAX (3 or 4) with
+ * BL_DEF_TILES(BODY, NR_MAX) and stores them in its table with BL_SET_TILES(k, NR_MAX). */
+#define BL_DEF_TILE(BODY, MR, NR)                                                            \
   static void tile_##MR##x##NR(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb, \
                                int64_t nblk, int32_t *out, int64_t ldo) {                 \
-    tile_body(x, ldq, w, rb, nblk, out, ldo, MR, NR);                                       \
+    BODY(x, ldq, w, rb, nblk, out, ldo, MR, NR);                                            \
   }
+#define BL_DEF_TILE_ROW3(BODY, MR) \
+  BL_DEF_TILE(BODY, MR, 1) BL_DEF_TILE(BODY, MR, 2) BL_DEF_TILE(BODY, MR, 3)
+#define BL_DEF_TILE_ROW4(BODY, MR) BL_DEF_TILE_ROW3(BODY, MR) BL_DEF_TILE(BODY, MR, 4)
+#define BL_DEF_TILES(BODY, NR_MAX)                                                 \
+  BL_DEF_TILE_ROW##NR_MAX(BODY, 1) BL_DEF_TILE_ROW##NR_MAX(BODY, 2)              \
+  BL_DEF_TILE_ROW##NR_MAX(BODY, 3) BL_DEF_TILE_ROW##NR_MAX(BODY, 4)
+
 #define BL_SET_TILE(k, MR, NR) ((k)->tile[(MR) - 1][(NR) - 1] = tile_##MR##x##NR)
+#define BL_SET_TILE_ROW3(k, MR) \
+  (BL_SET_TILE(k, MR, 1), BL_SET_TILE(k, MR, 2), BL_SET_TILE(k, MR, 3))
+#define BL_SET_TILE_ROW4(k, MR) (BL_SET_TILE_ROW3(k, MR), BL_SET_TILE(k, MR, 4))
+#define BL_SET_TILES(k, NR_MAX)                                                    \
+  (BL_SET_TILE_ROW##NR_MAX(k, 1), BL_SET_TILE_ROW##NR_MAX(k, 2),                 \
+   BL_SET_TILE_ROW##NR_MAX(k, 3), BL_SET_TILE_ROW##NR_MAX(k, 4))
 
 /* Tables filled by each ISA file (only on the architecture that compiles it). */
 #if defined(__x86_64__)
@@ -65,7 +87,7 @@ void bl_kernels_avx512vnni(bl_cpu_kernels *k);  /* sets tiles only */
 void bl_kernels_neon_dot(bl_cpu_kernels *k);
 #endif
 
-/* Portable drivers (gemm.c), running the given table. Arguments are already checked. */
+/* Portable drivers (gemm.c, weights.c), running the given table. Arguments are already checked. */
 void bl_quantize_acts_k(const bl_cpu_kernels *kt, const void *x, bl_dtype dt, int64_t M,
                         int64_t K, int64_t ldx, float eps, int per_token, int8_t *xq,
                         int64_t ldq, float *scale, int32_t *rowsum, int nthreads);
@@ -77,8 +99,11 @@ void bl_gemm_epi_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,
                    const int32_t *rowsum, const float *xscale, const uint8_t *packed,
                    int64_t M, int64_t N, int64_t K, const float *wscale, int w_per_channel,
                    const float *bias, void *y, bl_dtype ydt, int64_t ldy, int nthreads);
-bl_status bl_quantize_weights_k(const bl_cpu_kernels *kt, const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
-                                   int per_channel, float *scale, uint8_t *packed,
-                                   int nthreads);
+bl_status bl_quantize_weights_k(const bl_cpu_kernels *kt, const float *w, int64_t N, int64_t K,
+                                int64_t ldw, float eps, int per_channel, float *scale,
+                                uint8_t *packed, int nthreads);
+bl_status bl_fake_quant_weights_k(const bl_cpu_kernels *kt, const float *w, int64_t N,
+                                  int64_t K, int64_t ldw, float eps, int per_channel,
+                                  float *scale, float *wdq, int64_t ldo, int nthreads);
 
 #endif

@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ uint32_t red[kThreads / 32];
   __shared__ int32_t red_sum[kThreads / 32];
   constexpr int es = DT == BL_F32 ? 4 : 2;
-  const int64_t Kp = blc::padded_k(K);
+  const int64_t Kp = bl_padded_k(K);
   for (int64_t r = blockIdx.x; r < M; r += gridDim.x) {
     const void *row = (const char *)x + r * ldx * es;
     const uint32_t amax = per_token ? block_row_amax<DT, kThreads>(row, K, red) : *global_amax_bits;
@@ -150,13 +150,8 @@ size_t bl_cuda_quantize_acts_workspace_bytes(int64_t M, int64_t K, int per_token
 bl_status bl_cuda_quantize_acts(const void *x, bl_dtype dt, int64_t M, int64_t K, int64_t ldx,
                                 float eps, int per_token, int8_t *xq, int64_t ldq, float *scale,
                                 int32_t *rowsum, void *workspace, struct CUstream_st *stream) {
-  if (M > 0 && (!x || !xq || !scale)) return BL_ERR_NULL;
-  if (K < 1) return BL_ERR_SIZE;
-  if (!blc::dtype_ok(dt)) return BL_ERR_ARG;
-  bl_status st = blc::check_dims(M, K, ldx);
-  if (st != BL_OK) return st;
-  if (ldq < blc::padded_k(K)) return BL_ERR_STRIDE;
-  if (M == 0) return BL_OK;
+  bl_status st = bl_check_acts(x, dt, M, K, ldx, xq, ldq, scale);
+  if (st != BL_OK || M == 0) return st;
   if (!per_token && !workspace) return BL_ERR_NULL;
   return blc::quantize_acts(x, dt, M, K, ldx, eps, per_token, xq, ldq, scale, rowsum,
                             (uint32_t *)workspace, stream);

@@ -59,7 +59,7 @@ Layout linear_layout(int64_t M, int64_t N, int64_t K) {
   Layout l;
   const size_t m = (size_t)M;
   l.xq = 0;
-  l.scale = blc::round_up(m * (size_t)blc::padded_k(K), 256);
+  l.scale = blc::round_up(m * (size_t)bl_padded_k(K), 256);
   l.rowsum = l.scale + blc::round_up(m * sizeof(float), 256);
   l.amax = l.rowsum + blc::round_up(m * sizeof(int32_t), 256);
   l.partials = l.amax + 256;
@@ -80,12 +80,8 @@ bl_status bl_cuda_gemm_acc(const int8_t *xq, int64_t ldq, const int32_t *rowsum,
                            const uint8_t *packed, int64_t M, int64_t N, int64_t K,
                            int32_t *acc, int64_t ldacc, void *workspace, size_t workspace_bytes,
                            struct CUstream_st *stream) {
-  if (M > 0 && (!xq || !packed || !acc)) return BL_ERR_NULL;
-  if (N < 1 || K < 1) return BL_ERR_SIZE;
-  bl_status st = blc::check_dims(M, N, ldacc);
-  if (st != BL_OK) return st;
-  if (ldq < blc::padded_k(K)) return BL_ERR_STRIDE;
-  if (M == 0) return BL_OK;
+  bl_status st = bl_check_gemm(xq, ldq, packed, M, N, K, acc, ldacc);
+  if (st != BL_OK || M == 0) return st;
   if (!workspace) workspace_bytes = 0;
 
   const blc::Epilogue ep{acc, ldacc, nullptr, nullptr, 0, nullptr};
@@ -120,10 +116,10 @@ bl_status bl_cuda_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int6
                          struct CUstream_st *stream) {
   if (M > 0 && (!x || !packed || !wscale || !y || !workspace)) return BL_ERR_NULL;
   if (N < 1 || K < 1) return BL_ERR_SIZE;
-  if (!blc::dtype_ok(xdt) || !blc::dtype_ok(ydt)) return BL_ERR_ARG;
-  bl_status st = blc::check_dims(M, K, ldx);
+  if (!bl_dtype_ok(xdt) || !bl_dtype_ok(ydt)) return BL_ERR_ARG;
+  bl_status st = bl_check_dims(M, K, ldx);
   if (st != BL_OK) return st;
-  if ((st = blc::check_dims(M, N, ldy)) != BL_OK) return st;
+  if ((st = bl_check_dims(M, N, ldy)) != BL_OK) return st;
   if (M == 0) return BL_OK;
   const Layout l = linear_layout(M, N, K);
   if (workspace_bytes < l.total) return BL_ERR_SIZE;
@@ -133,7 +129,7 @@ bl_status bl_cuda_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int6
   int8_t *xq = (int8_t *)(ws + l.xq);
   float *xscale = (float *)(ws + l.scale);
   int32_t *rowsum = (int32_t *)(ws + l.rowsum);
-  const int64_t Kp = blc::padded_k(K);
+  const int64_t Kp = bl_padded_k(K);
   st = blc::quantize_acts(x, xdt, M, K, ldx, eps, per_token, xq, Kp, xscale, rowsum,
                           (uint32_t *)(ws + l.amax), stream);
   if (st != BL_OK) return st;

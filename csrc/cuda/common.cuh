@@ -1,6 +1,8 @@
 /* common.cuh - device helpers shared by the CUDA kernels of the core (not part of the API).
  * Numerics follow csrc/bitlinear.h exactly: IEEE division (__fdiv_rn), round-half-even
- * (rintf), no FMA contraction in the epilogue (__fmul_rn / __fadd_rn). */
+ * (rintf), no FMA contraction in the epilogue (__fmul_rn / __fadd_rn). The packed-format sizes
+ * (bl_padded_k, bl_packed_row_bytes, host and device) come from bitlinear.h and the argument
+ * checks (bl_check_*) from bl_checks.h, the same definitions the CPU core uses. */
 #ifndef BITLINEAR_CUDA_COMMON_CUH
 #define BITLINEAR_CUDA_COMMON_CUH
 
@@ -10,29 +12,18 @@
 #include <stdint.h>
 
 #include "../bitlinear.h"
+#include "../bl_checks.h"
 
 namespace blc {
 
 constexpr int kOutAcc = 3; /* "output dtype" of the kernels that write the raw int32 accumulator */
 
 __host__ __device__ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-__host__ __device__ inline int64_t padded_k(int64_t K) { return (K + BL_QK - 1) / BL_QK * BL_QK; }
-__host__ __device__ inline int64_t row_bytes(int64_t K) { return padded_k(K) / 4; }
 __host__ inline size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
 inline bl_status launch_status() {
   return cudaGetLastError() == cudaSuccess ? BL_OK : BL_ERR_CUDA;
 }
-
-/* Same bounds as the CPU core (bl_check_dims). */
-inline bl_status check_dims(int64_t rows, int64_t cols, int64_t ld) {
-  if (rows < 0 || cols < 0) return BL_ERR_SIZE;
-  if (cols > ((int64_t)1 << 40) || rows > ((int64_t)1 << 40)) return BL_ERR_SIZE;
-  if (ld < cols) return BL_ERR_STRIDE;
-  return BL_OK;
-}
-
-inline bool dtype_ok(int dt) { return dt == BL_F32 || dt == BL_F16 || dt == BL_BF16; }
 
 template <int DT>
 __device__ __forceinline__ float load_f(const void *p, int64_t i) {

@@ -68,7 +68,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int64_t n0 = ((int64_t)blockIdx.x * kWarps + warp) * kRows;
   const int64_t m0 = (int64_t)blockIdx.z * MT;
   const int mcount = (int)min((int64_t)MT, M - m0);
-  const int64_t rb = blc::row_bytes(K);
+  const int64_t rb = bl_packed_row_bytes(K);
   const int64_t nchunks = rb / 16;
   const int64_t c_begin = (int64_t)blockIdx.y * chunks_per_split;
   const int64_t c_end = min(nchunks, c_begin + chunks_per_split);
@@ -196,7 +196,7 @@ static int gemv_mt(int64_t M) { return M <= 1 ? 1 : M <= 2 ? 2 : M <= 4 ? 4 : M 
 int gemv_splits(int64_t M, int64_t N, int64_t K) {
   const int64_t mt = gemv_mt(M);
   const int64_t blocks = ceil_div(N, kRowsPerBlock) * ceil_div(M, mt);
-  const int64_t nchunks = row_bytes(K) / 16;
+  const int64_t nchunks = bl_packed_row_bytes(K) / 16;
   if (blocks >= 264) return 1;             /* >= 2 blocks per SM of a 132-SM GPU: enough */
   int64_t splits = ceil_div(528, blocks);  /* else aim at ~4 blocks per SM */
   splits = min(splits, nchunks / 32);      /* at least one chunk per lane per split */
@@ -209,7 +209,7 @@ bl_status launch_gemv(const int8_t *xq, int64_t ldq, const int32_t *rowsum, cons
                       int64_t M, int64_t N, int64_t K, int splits, int32_t *partials, int out,
                       const Epilogue &ep, cudaStream_t stream) {
   const int mt = gemv_mt(M);
-  const int64_t nchunks = row_bytes(K) / 16;
+  const int64_t nchunks = bl_packed_row_bytes(K) / 16;
   const int64_t cps = ceil_div(nchunks, splits);
   const int64_t gx = ceil_div(N, kRowsPerBlock), gz = ceil_div(M, mt);
   if (gx > 0x7fffffff || splits > 65535 || gz > 65535) return BL_ERR_SIZE;
@@ -235,7 +235,7 @@ bl_status launch_rowsum(const int8_t *xq, int64_t ldq, int64_t M, int64_t K, int
                         cudaStream_t stream) {
   if (M == 0) return BL_OK;
   rowsum_kernel<<<(unsigned)(M < (1 << 20) ? M : (1 << 20)), 256, 0, stream>>>(
-      xq, ldq, M, padded_k(K), rowsum);
+      xq, ldq, M, bl_padded_k(K), rowsum);
   return launch_status();
 }
 

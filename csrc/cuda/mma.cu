@@ -99,10 +99,10 @@ __global__ void __launch_bounds__(kThreads, WN == 32 ? 2 : 1)
   const int g = lane / 4, t = lane % 4;
   using T = Tile<WN>;
   const int64_t m_base = (int64_t)blockIdx.y * kBM, n_base = (int64_t)blockIdx.x * T::kBN;
-  const int64_t rb = blc::row_bytes(K);
+  const int64_t rb = bl_packed_row_bytes(K);
   /* Split-K: this block's k-tiles [kt0, kt0 + ktiles); its int32 partials go to slice z. */
   const int64_t kt0 = (int64_t)blockIdx.z * tiles_per_split;
-  const int64_t ktiles = max((int64_t)0, min(blc::padded_k(K) / kBK - kt0, tiles_per_split));
+  const int64_t ktiles = max((int64_t)0, min(bl_padded_k(K) / kBK - kt0, tiles_per_split));
   if (gridDim.z > 1) ep.y = reinterpret_cast<int32_t *>(ep.y) + (int64_t)blockIdx.z * M * N;
 
   int32_t acc[4][T::kNT][4];
@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(kThreads, WN == 32 ? 2 : 1)
 template <int WN>
 int splits_for(int64_t M, int64_t N, int64_t K) {
   const int64_t blocks = blc::ceil_div(N, Tile<WN>::kBN) * blc::ceil_div(M, kBM);
-  const int64_t ktiles = blc::padded_k(K) / kBK;
+  const int64_t ktiles = bl_padded_k(K) / kBK;
   if (blocks >= 132) return 1;
   int64_t s = min(blc::ceil_div(264, blocks), ktiles / 4); /* >= 4 k-tiles per split */
   s = min(s, ((int64_t)32 << 20) / max((int64_t)1, M * N * 4)); /* partials stay in L2 */
@@ -196,7 +196,7 @@ bl_status launch_tile(const int8_t *xq, int64_t ldq, const uint8_t *packed, int6
   using T = Tile<WN>;
   const int64_t gx = blc::ceil_div(N, T::kBN), gy = blc::ceil_div(M, kBM);
   if (gx > 0x7fffffff || gy > 65535 || splits > 65535) return BL_ERR_SIZE;
-  const int64_t tiles_per_split = blc::ceil_div(blc::padded_k(K) / kBK, splits);
+  const int64_t tiles_per_split = blc::ceil_div(bl_padded_k(K) / kBK, splits);
   /* Per device, but cheap and idempotent; not a stream operation (capture-safe). */
   if (cudaFuncSetAttribute(mma_kernel<OUT, WN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            T::kSmemBytes) != cudaSuccess)

@@ -8,7 +8,7 @@ namespace {
 template <int OUT>
 __global__ void simple_gemm_kernel(const int8_t *xq, int64_t ldq, const uint8_t *packed,
                                    int64_t M, int64_t N, int64_t K, blc::Epilogue ep) {
-  const int64_t rb = blc::row_bytes(K), nb = blc::padded_k(K) / BL_QK;
+  const int64_t rb = bl_packed_row_bytes(K), nb = bl_padded_k(K) / BL_QK;
   const int64_t total = M * N;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {

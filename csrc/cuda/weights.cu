@@ -68,7 +68,7 @@ __global__ void rows_kernel(const float *w, int64_t N, int64_t K, int64_t ldw, f
   float s = (float)(sum / (double)K);
   s = isnan(s) ? s : fmaxf(s, eps);
   if (lane == 0) scale[n] = s;
-  const int64_t rb = blc::row_bytes(K);
+  const int64_t rb = bl_packed_row_bytes(K);
   pack_row(row, K, s, packed + n * rb, rb, lane);
 }
 
@@ -95,13 +95,13 @@ __global__ void pack_kernel(const float *w, int64_t N, int64_t K, int64_t ldw, c
   const int lane = threadIdx.x % 32;
   const int64_t n = (int64_t)blockIdx.x * kRowsPerBlock + threadIdx.x / 32;
   if (n >= N) return;
-  const int64_t rb = blc::row_bytes(K);
+  const int64_t rb = bl_packed_row_bytes(K);
   pack_row(w + n * ldw, K, scale[0], packed + n * rb, rb, lane);
 }
 
 __global__ void unpack_kernel(const uint8_t *packed, int64_t N, int64_t K, int8_t *wq,
                               int64_t ldq) {
-  const int64_t rb = blc::row_bytes(K);
+  const int64_t rb = bl_packed_row_bytes(K);
   const int64_t total = N * K;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -131,9 +131,7 @@ size_t bl_cuda_quantize_weights_workspace_bytes(int64_t N, int64_t K, int per_ch
 bl_status bl_cuda_quantize_weights(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
                                    int per_channel, float *scale, uint8_t *packed,
                                    void *workspace, struct CUstream_st *stream) {
-  if (!w || !scale || !packed || !workspace) return BL_ERR_NULL;
-  if (N < 1 || K < 1) return BL_ERR_SIZE;
-  bl_status st = blc::check_dims(N, K, ldw);
+  bl_status st = bl_check_matrix(w && scale && packed && workspace, N, K, ldw);
   if (st != BL_OK) return st;
   const int64_t blocks = blc::ceil_div(N, kRowsPerBlock);
   if (blocks > 0x7fffffff) return BL_ERR_SIZE;
@@ -151,9 +149,7 @@ bl_status bl_cuda_quantize_weights(const float *w, int64_t N, int64_t K, int64_t
 
 bl_status bl_cuda_unpack_weights(const uint8_t *packed, int64_t N, int64_t K, int8_t *wq,
                                  int64_t ldq, struct CUstream_st *stream) {
-  if (!packed || !wq) return BL_ERR_NULL;
-  if (N < 1 || K < 1) return BL_ERR_SIZE;
-  bl_status st = blc::check_dims(N, K, ldq);
+  bl_status st = bl_check_matrix(packed && wq, N, K, ldq);
   if (st != BL_OK) return st;
   const int64_t blocks = blc::ceil_div(N * K, 256);
   unpack_kernel<<<(unsigned)(blocks < 65536 ? blocks : 65536), 256, 0, stream>>>(packed, N, K, wq,

@@ -164,6 +164,59 @@ static void test_weights(int isa, int64_t N, int64_t K) {
   free(w); free(pa); free(pb); free(sa); free(sb);
 }
 
+/* bl_fake_quant_weights on `isa` vs bl_fake_quant_weights_ref: identical scale and output bits.
+ * mode 0: random weights; 1: |w| in {1, 3} (2 at an odd end), so every scale is 2 and w / s hits
+ * the rounding ties 0.5 and 1.5; 2: NaN, Inf and -Inf rows (canonical NaN inputs, whose results
+ * do not depend on the operand order of a multiplication). Finite modes also check the values
+ * against bl_quantize_weights_ref + bl_unpack_weights: wdq = s * w_q with the same scales. */
+static void test_fake_quant(int isa, int64_t N, int64_t K, int mode) {
+  const int64_t ldw = K + irand(3), ldo = K + irand(3);
+  float *w = xmalloc((size_t)(N * ldw) * 4);
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t k = 0; k < ldw; k++) {
+      float v = frand() * 0.05f;
+      if (mode == 1) v = (k == K - 1 && K % 2) ? 2.0f : (k % 2 ? 3.0f : 1.0f), v = irand(2) ? v : -v;
+      w[n * ldw + k] = v;
+    }
+  if (mode == 2) {
+    w[irand((int)N) * ldw + irand((int)K)] = NAN;
+    w[irand((int)N) * ldw + irand((int)K)] = -INFINITY;
+    w[(N - 1) * ldw + K - 1] = INFINITY;
+  }
+  const size_t ob = (size_t)(N * ldo) * 4;
+  float *oa = xmalloc(ob), *obuf = xmalloc(ob), *sa = xmalloc((size_t)N * 4), *sb = xmalloc((size_t)N * 4);
+  float *sq = xmalloc((size_t)N * 4);
+  uint8_t *p = xmalloc((size_t)(N * bl_packed_row_bytes(K)));
+  int8_t *wq = xmalloc((size_t)(N * K));
+  for (int pc = 0; pc < 2; pc++) {
+    memset(oa, 0x5c, ob);
+    memset(obuf, 0x5c, ob);
+    bl_status st_a = bl_fake_quant_weights_ref(w, N, K, ldw, 1e-5f, pc, sa, oa, ldo, 1);
+    bl_isa_set(isa);
+    bl_status st_b = bl_fake_quant_weights(w, N, K, ldw, 1e-5f, pc, sb, obuf, ldo, 2);
+    int ok = st_a == BL_OK && st_b == BL_OK && !memcmp(oa, obuf, ob) &&
+             !memcmp(sa, sb, (size_t)(pc ? N : 1) * 4);
+    if (mode == 1)
+      for (int64_t i = 0; i < (pc ? N : 1); i++) ok &= sa[i] == 2.0f;
+    if (mode != 2 && ok) { /* the same scales and codes as the packing path */
+      ok &= bl_quantize_weights_ref(w, N, K, ldw, 1e-5f, pc, sq, p, 1) == BL_OK &&
+            bl_unpack_weights(p, N, K, wq, K) == BL_OK && !memcmp(sa, sq, (size_t)(pc ? N : 1) * 4);
+      for (int64_t n = 0; ok && n < N; n++)
+        for (int64_t k = 0; k < K; k++) ok &= oa[n * ldo + k] == (float)wq[n * K + k] * sa[pc ? n : 0];
+    }
+    if (mode == 2) /* a non-finite row (per channel) or any (per tensor) is all NaN, others finite */
+      for (int64_t n = 0; n < N; n++) {
+        int bad_row = 0, all_nan = 1, any_nan = 0;
+        for (int64_t k = 0; k < K; k++) bad_row |= !isfinite(w[n * ldw + k]);
+        for (int64_t k = 0; k < K; k++) all_nan &= isnan(oa[n * ldo + k]), any_nan |= isnan(oa[n * ldo + k]);
+        ok &= (bad_row || !pc) ? all_nan : !any_nan;
+      }
+    check(ok, "%s fake_quant_weights N=%lld K=%lld per_channel=%d mode=%d", bl_isa_name(isa),
+          (long long)N, (long long)K, pc, mode);
+  }
+  free(w); free(oa); free(obuf); free(sa); free(sb); free(sq); free(p); free(wq);
+}
+
 static void test_acts(int isa, int64_t M, int64_t K, bl_dtype dt, int per_token, int mode) {
   const int64_t ldx = K + irand(5), Kp = bl_padded_k(K), ldq = Kp + irand(2) * 7;
   void *x = xmalloc((size_t)(M * ldx) * esz(dt));
@@ -277,6 +330,13 @@ static void test_bad_args(int isa) {
   ok &= bl_quantize_weights(w, 2, 100, 99, 1e-5f, 0, s, p, 1) == BL_ERR_STRIDE;
   check(ok, "%s quantize_weights bad arguments -> status codes", n);
   ok = 1;
+  ok &= bl_fake_quant_weights(w, 2, 100, 100, 1e-5f, 0, s, NULL, 100, 1) == BL_ERR_NULL;
+  ok &= bl_fake_quant_weights(w, 0, 100, 100, 1e-5f, 0, s, y, 100, 1) == BL_ERR_SIZE;
+  ok &= bl_fake_quant_weights(w, 2, -3, 100, 1e-5f, 0, s, y, 100, 1) == BL_ERR_SIZE;
+  ok &= bl_fake_quant_weights(w, 2, 100, 99, 1e-5f, 0, s, y, 100, 1) == BL_ERR_STRIDE;
+  ok &= bl_fake_quant_weights(w, 2, 100, 100, 1e-5f, 0, s, y, 99, 1) == BL_ERR_STRIDE;
+  check(ok, "%s fake_quant_weights bad arguments -> status codes", n);
+  ok = 1;
   ok &= bl_quantize_acts(NULL, BL_F32, 2, 100, 100, 1e-5f, 1, q, 128, xs, rs, 1) == BL_ERR_NULL;
   ok &= bl_quantize_acts(w, BL_F32, -2, 100, 100, 1e-5f, 1, q, 128, xs, rs, 1) == BL_ERR_SIZE;
   ok &= bl_quantize_acts(w, BL_F32, 2, 100, 99, 1e-5f, 1, q, 128, xs, rs, 1) == BL_ERR_STRIDE;
@@ -329,6 +389,10 @@ int main(int argc, char **argv) {
     for (int a = 0; a < ns; a++)
       for (int b = 0; b < ns; b++) test_weights(isa, sizes[a], sizes[b]);
     test_weights(isa, small ? 33 : 300, small ? 2100 : 4096);
+    for (int a = 0; a < ns; a++)
+      for (int b = 0; b < ns; b++)
+        for (int mode = 0; mode < 3; mode++) test_fake_quant(isa, sizes[a], sizes[b], mode);
+    test_fake_quant(isa, small ? 33 : 300, small ? 2100 : 4096, irand(3));
     for (int dt = 0; dt < 3; dt++)
       for (int pt = 0; pt < 2; pt++)
         for (int mode = 0; mode < 5; mode++) {

@@ -9,5 +9,5 @@
 /* AVX-VNNI (VEX) has the same semantics as the AVX512VL form */
 #define _mm256_dpbusd_avx_epi32(src, a, b) simde_mm256_dpbusd_epi32(src, a, b)
 /* the register-pinning asm of the kernels does not apply to SIMDe's struct types */
-#define PIN(v) ((void)0)
+#define BL_PIN(v) ((void)0)
 #endif
