@@ -50,16 +50,21 @@ def layer_input(x, in_features: int, device=None, who: str = "bitlinear", name: 
         raise ValueError(f"{who}: expected input with last dimension in_features={in_features}, "
                          f"got shape {tuple(x.shape)}")
     if device is not None and x.device != device:
-        raise ValueError(f"{who}: input is on {x.device} but the packed weights are on {device}; "
+        raise ValueError(f"{who}: input is on {x.device} but the weights are on {device}; "
                          "move one of them (e.g. layer.to(x.device))")
 
 
 def weight_matrix(w, who: str = "bitlinear") -> None:
-    """A non-empty 2-D float weight [out_features, in_features] without NaN or Inf."""
+    """A non-empty 2-D float weight [out_features, in_features]."""
     float_tensor(w, "weight", who)
     if w.dim() != 2 or w.numel() == 0:
         raise ValueError(f"{who}: weight must be a non-empty 2-D tensor, got shape {tuple(w.shape)}")
-    if w.device.type != "meta" and not bool(torch.isfinite(w).all()):
+
+
+def finite_weight_scale(w_scale, who: str = "bitlinear") -> None:
+    """Quantized weights are deployable: a NaN scale means NaN or Inf in the weights it scales
+    (the quantizer makes it so, on every device), which would make every output NaN."""
+    if w_scale.device.type != "meta" and not bool(torch.isfinite(w_scale).all()):
         raise ValueError(f"{who}: weight contains NaN or Inf; cannot quantize")
 
 

@@ -66,9 +66,10 @@ class BitLinear(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.deployed:
-            _checks.layer_input(x, self.in_features, who="BitLinear", name="input")
-            return ref.fake_quant_linear(x, self.weight, self.bias, self.eps, self.spec,
-                                         weight_quant=ops.fake_quant_weights)
+            _checks.layer_input(x, self.in_features, self.weight.device, "BitLinear", "input")
+            return torch.ops.bitlinear.linear_train(x, self.weight, self.bias, self.eps,
+                                                    self.spec.act_per_token,
+                                                    self.spec.weight_per_channel)[0]
         # The buffers were validated at deploy() / load: only the input is checked per call.
         _checks.layer_input(x, self.in_features, self.w_packed.device, "BitLinear", "input")
         if x.requires_grad and torch.is_grad_enabled():

@@ -1,6 +1,7 @@
 """Pure-PyTorch reference numerics: the single definition of every quantity bitlinear computes.
 
-Used three ways: as the training (fake-quant) forward, as the default kernel of every
+Used three ways: as the definition of the training forward (train_forward) and of its gradients
+(ste_linear), as the default kernel of every
 torch.ops.bitlinear op on a device without a native one (bitlinear/ops.py), and as the oracle the C
 and CUDA kernels are tested against. It validates nothing: input is checked in bitlinear/_checks.py. The kernels match it bit for bit
 (quantized activations and weights, scales, integer accumulators, float32 epilogue).
@@ -87,20 +88,44 @@ def packed_row_bytes(K: int) -> int:
 
 
 # ---------------------------------------------------------------------------- weights
+def _lane_sums(a: torch.Tensor, lanes: int) -> torch.Tensor:
+    """Sum float64 rows [R, L] the way the kernels do: `lanes` partials (partial j adds columns
+    j, j + lanes, ... in order), then pairwise j += j + lanes/2, ..., + 1. Exact same bits."""
+    R, L = a.shape
+    a = F.pad(a, (0, -L % lanes))  # +0.0 leaves every partial as it is
+    cols = a.reshape(R, -1, lanes)
+    acc = cols[:, 0].clone()
+    for i in range(1, cols.shape[1]):  # in order: each partial is a serial sum
+        acc += cols[:, i]
+    h = lanes // 2
+    while h:
+        acc = acc[:, :h] + acc[:, h:2 * h]
+        h //= 2
+    return acc[:, 0]
+
+
 def weight_scale(w: torch.Tensor, eps: float, per_channel: bool) -> torch.Tensor:
-    """absmean scale: float32 of the float64 mean of |w|, clamped at eps. Shape [N] or [1]."""
+    """absmean scale: float32 of the float64 mean of |w|, at least eps; NaN for non-finite w.
+    Shape [N] or [1]. The float64 sums follow one fixed order on every path (a CUDA warp per row:
+    32 lanes, then a butterfly; per tensor, one block's 256 partials over the rows, then a tree),
+    so CPU, GPU and this reference give the same scale bit for bit."""
     w = w.detach()
-    if per_channel:  # 1-norms accumulated in float64, without a float64 copy of w
-        mean = torch.linalg.vector_norm(w, 1, dim=1, dtype=torch.float64) / w.shape[1]
+    N, K = w.shape
+    rows = _lane_sums(w.to(torch.float64).abs(), 32)  # [N]
+    if per_channel:
+        mean = rows / K
     else:
-        mean = (torch.linalg.vector_norm(w, 1, dtype=torch.float64) / w.numel()).reshape(1)
-    return mean.to(torch.float32).clamp(min=eps)
+        mean = (_lane_sums(rows.reshape(-1, 1).T.contiguous(), 256) / (N * K)).reshape(1)
+    scale = mean.to(torch.float32).clamp(min=eps)
+    return torch.where(torch.isfinite(mean), scale, torch.full_like(scale, float("nan")))
 
 
 def ternarize(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """w_q = clamp(round(w / s), -1, 1) in float32 (round half to even). scale: [N] or [1]."""
+    """w_q = clamp(round(w / s), -1, 1) in float32 (round half to even). scale: [N] or [1].
+    Rows whose scale is not finite (NaN/Inf weights) are 0: the epilogue makes their outputs NaN."""
     s = scale.reshape(-1, 1) if scale.numel() > 1 else scale.reshape(1, 1)
-    return torch.round(w.to(torch.float32) / s).clamp(-1, 1)
+    q = torch.round(w.to(torch.float32) / s).clamp(-1, 1)
+    return torch.where(torch.isfinite(s), q, torch.zeros_like(q))
 
 
 def pack_ternary(wq: torch.Tensor) -> torch.Tensor:
@@ -124,8 +149,10 @@ def unpack_weights(w_packed: torch.Tensor, K: int) -> torch.Tensor:
 
 
 def quantize_weights(weight: torch.Tensor, eps: float, per_channel: bool):
-    """-> (w_scale float32 [N] or [1], w_packed uint8 [N, Kp/4]). Weights must be finite
-    (checked by the caller: bitlinear/_checks.py)."""
+    """-> (w_scale float32 [N] or [1], w_packed uint8 [N, Kp/4]).
+
+    Non-finite weights give a non-finite scale and zero codes for what it scales (so outputs are
+    NaN, as in training); deploy() refuses them before this runs (bitlinear/_checks.py)."""
     scale = weight_scale(weight, eps, per_channel)
     return scale, pack_ternary(ternarize(weight, scale))
 
@@ -169,38 +196,53 @@ def epilogue(acc, x_scale, w_scale, bias):
     return torch.where(torch.isfinite(x_scale)[:, None], y, torch.full_like(y, float("nan")))
 
 
+def linear_q(x_q, x_scale, w_scale, w_packed, bias, in_features: int, out_dtype):
+    """GEMM + epilogue from quantized activations: [M, N] in out_dtype."""
+    return epilogue(gemm_acc(x_q, w_packed, in_features), x_scale, w_scale, bias).to(out_dtype)
+
+
 def linear(x, w_scale, w_packed, bias, eps: float, in_features: int, per_token: bool):
-    """The deployed forward, in plain PyTorch (the kernels' oracle and fallback)."""
+    """The deployed forward, in plain PyTorch (the kernels' oracle and default kernel)."""
     K = in_features
-    x2 = x.reshape(-1, K)
-    xq, sx, _ = quantize_acts(x2, eps, per_token)
-    y = epilogue(gemm_acc(xq, w_packed, K), sx, w_scale, bias)
-    return y.to(x.dtype).reshape(*x.shape[:-1], w_packed.shape[0])
+    xq, sx, _ = quantize_acts(x.reshape(-1, K), eps, per_token)
+    y = linear_q(xq, sx, w_scale, w_packed, bias, K, x.dtype)
+    return y.reshape(*x.shape[:-1], w_packed.shape[0])
 
 
-# ---------------------------------------------------------------------------- training forward
+# ---------------------------------------------------------------------------- training
+def train_forward(x, weight, bias, eps: float, spec: QuantSpec):
+    """BitLinear's training forward: the deployed computation on weights quantized now, so a
+    training-mode layer's output equals its deployed output bit for bit.
+
+    -> (y in x's dtype, x_q, x_scale, w_scale, w_packed): the integer operands are what the
+    backward pass keeps (see ste_grads)."""
+    K = x.shape[-1]
+    w_scale, w_packed = quantize_weights(weight.detach(), eps, spec.weight_per_channel)
+    x_q, x_scale, _ = quantize_acts(x.detach().reshape(-1, K), eps, spec.act_per_token)
+    b = None if bias is None else bias.detach().to(torch.float32)
+    y = linear_q(x_q, x_scale, w_scale, w_packed, b, K, x.dtype)
+    return y.reshape(*x.shape[:-1], weight.shape[0]), x_q, x_scale, w_scale, w_packed
+
+
 def fake_quant_weights(w: torch.Tensor, eps: float, per_channel: bool):
-    """(s_w, s_w * w_q as float32) of detached weights; NaN/Inf weights give NaN, as torch does."""
+    """(s_w, s_w * w_q as float32) of detached weights; NaN/Inf weights give NaN."""
     w = w.detach()
     s = weight_scale(w, eps, per_channel)
-    return s, ternarize(w, s) * s.reshape(-1, 1)
+    return s, torch.round(w.to(torch.float32) / s.reshape(-1, 1)).clamp(-1, 1) * s.reshape(-1, 1)
 
 
-def fake_quant_linear(x, weight, bias, eps: float, spec: QuantSpec, weight_quant=None):
-    """Training forward: fake quantization with the straight-through estimator, in float32.
-
-    F.linear(s_x * x_q, s_w * w_q, bias); gradients pass straight through to x and weight.
-    weight_quant: an implementation of fake_quant_weights with the same bits (the native one).
-    """
+def ste_linear(x, weight, bias, eps: float, spec: QuantSpec):
+    """The straight-through-estimator formula, in float32: F.linear(s_x x_q, s_w w_q, bias) with
+    gradients passed straight through to x and weight. Its autograd gradients are the oracle of
+    BitLinear's backward; its values equal train_forward's up to float32 rounding."""
     xf = x.to(torch.float32)
     wf = weight.to(torch.float32)
-    lead = xf.shape[:-1]
     x2 = xf.reshape(-1, xf.shape[-1])
     sx = act_scale(x2, eps, spec.act_per_token)[:, None]
     xdq = torch.round(x2.detach() / sx).clamp(-128, 127) * sx
     x_ste = x2 + (xdq - x2).detach()
-    _, wdq = (weight_quant or fake_quant_weights)(wf, eps, spec.weight_per_channel)
+    _, wdq = fake_quant_weights(wf, eps, spec.weight_per_channel)
     w_ste = wf + (wdq - wf).detach()
     b = bias.to(torch.float32) if bias is not None else None
     y = F.linear(x_ste, w_ste, b)
-    return y.reshape(*lead, weight.shape[0]).to(x.dtype)
+    return y.reshape(*xf.shape[:-1], weight.shape[0]).to(x.dtype)

@@ -10,6 +10,7 @@
  *   weights, per tensor  : s_w = max((float)(sum_f64 |w| / (N*K)), (float)eps)
  *   weights, per channel : s_w[n] = max((float)(sum_f64 |w[n,:]| / K), (float)eps)
  *                          w_q = clamp(rint(w / s_w), -1, 1)        (float32 division)
+ *                          A non-finite sum (NaN/Inf in w) gives s_w = NaN and w_q = 0.
  *   activations          : s_x = max(amax|x|, (float)eps) / 127.0f  (per row or per tensor)
  *                          x_q = clamp(rint(x / s_x), -128, 127)    (float32 division)
  *   output               : y[m,n] = (float)acc[m,n] * (s_x[m] * s_w[n]) + bias[n]
@@ -59,12 +60,12 @@ typedef enum {
   BL_ERR_ALLOC = 6,       /* an internal allocation failed */
   BL_ERR_CUDA = 7,        /* a CUDA runtime call failed */
   BL_ERR_NO_CUDA = 8,     /* the library was built without CUDA */
-  BL_ERR_NONFINITE = 9    /* weights contain NaN or Inf */
+  BL_ERR_NONFINITE = 9    /* weights contain NaN or Inf (no longer returned; kept for the ABI) */
 } bl_status;
 
 const char *bl_status_str(bl_status s);
 
-typedef enum { BL_F32 = 0, BL_F16 = 1, BL_BF16 = 2 } bl_dtype;
+typedef enum { BL_F32 = 0, BL_F16 = 1, BL_BF16 = 2, BL_I8 = 3 } bl_dtype; /* I8: unpack only */
 
 /* ------------------------------------------------------------------ CPU ISA */
 typedef enum {
@@ -90,21 +91,21 @@ bl_status bl_isa_set(int isa);
  * nthreads <= 0 means 1. All entry points use the current ISA (bl_isa_get()).
  * The *_ref variants always run the plain C path (used by tests). */
 
-/* w: [N, K] float32, row stride ldw >= K. scale: N floats if per_channel else 1.
- * packed: N * bl_packed_row_bytes(K) bytes. */
-bl_status bl_quantize_weights(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
-                              int per_channel, float *scale, uint8_t *packed, int nthreads);
+/* w: [N, K] of dtype wdt (float32, float16 or bfloat16: no float32 copy of a half-precision
+ * weight is made), row stride ldw >= K. scale: N floats if per_channel else 1.
+ * packed: N * bl_packed_row_bytes(K) bytes. Non-finite weights are not an error (training may
+ * diverge): the scale they enter is NaN and the rows it scales pack to zero weights, so every
+ * output they touch is NaN. (Python refuses them at deploy.) */
+bl_status bl_quantize_weights(const void *w, bl_dtype wdt, int64_t N, int64_t K, int64_t ldw,
+                              float eps, int per_channel, float *scale, uint8_t *packed,
+                              int nthreads);
 
-/* Training-time fake quantization of the weights: the same scale(s) as bl_quantize_weights and
- * wdq[n, k] = s * clamp(rint(w / s), -1, 1) as float32 [N, K] (row stride ldo >= K).
- * Non-finite weights are not an error (training may diverge): as in torch, the scale becomes
- * NaN or Inf and every weight it scales NaN. */
-bl_status bl_fake_quant_weights(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
-                                int per_channel, float *scale, float *wdq, int64_t ldo,
-                                int nthreads);
-
-/* packed -> int8 w_q [N, K] with row stride ldq (for checks). */
+/* packed -> int8 w_q [N, K] with row stride ldq. */
 bl_status bl_unpack_weights(const uint8_t *packed, int64_t N, int64_t K, int8_t *wq, int64_t ldq);
+/* packed -> w_q [N, K] as values -1, 0, 1 of dtype dt (BL_F32, BL_F16, BL_BF16 or BL_I8), row
+ * stride ldo: the operand of the training backward's grad_input = grad_out @ (s_w w_q). */
+bl_status bl_unpack_weights_f(const uint8_t *packed, int64_t N, int64_t K, void *out, bl_dtype dt,
+                              int64_t ldo, int nthreads);
 
 /* x: [M, K] of dtype dt, row stride ldx >= K (elements). xq: [M, Kp] with row stride
  * ldq >= Kp, padding columns set to 0. scale: M floats (per tensor: all equal).
@@ -119,6 +120,14 @@ bl_status bl_gemm_acc(const int8_t *xq, int64_t ldq, const int32_t *rowsum,
                       const uint8_t *packed, int64_t M, int64_t N, int64_t K,
                       int32_t *acc, int64_t ldacc, int nthreads);
 
+/* GEMM + epilogue from activations quantized by bl_quantize_acts (x_q [M, Kp] with row stride
+ * ldq, xscale and rowsum M values; rowsum may be NULL): y as bl_linear writes it, bit for bit.
+ * Training keeps x_q for the backward pass and runs its forward through this. */
+bl_status bl_linear_q(const int8_t *xq, int64_t ldq, const float *xscale, const int32_t *rowsum,
+                      int64_t M, const uint8_t *packed, int64_t N, int64_t K,
+                      const float *wscale, int w_per_channel, const float *bias, void *y,
+                      bl_dtype ydt, int64_t ldy, int nthreads);
+
 /* Bytes of scratch bl_linear needs for M rows of K (quantized rows, scales, sums). */
 size_t bl_linear_workspace_bytes(int64_t M, int64_t K);
 
@@ -131,11 +140,9 @@ bl_status bl_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t l
                     int64_t ldy, void *workspace, int nthreads);
 
 /* Plain-C ground truth of each entry point (same contracts, csrc/cpu/ref.c). */
-bl_status bl_quantize_weights_ref(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
-                                  int per_channel, float *scale, uint8_t *packed, int nthreads);
-bl_status bl_fake_quant_weights_ref(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
-                                    int per_channel, float *scale, float *wdq, int64_t ldo,
-                                    int nthreads);
+bl_status bl_quantize_weights_ref(const void *w, bl_dtype wdt, int64_t N, int64_t K, int64_t ldw,
+                                  float eps, int per_channel, float *scale, uint8_t *packed,
+                                  int nthreads);
 bl_status bl_quantize_acts_ref(const void *x, bl_dtype dt, int64_t M, int64_t K, int64_t ldx,
                                float eps, int per_token, int8_t *xq, int64_t ldq, float *scale,
                                int32_t *rowsum, int nthreads);
@@ -159,8 +166,8 @@ uint16_t bl_f32_to_bf16(float f);
 struct CUstream_st;
 int bl_cuda_compiled(void);
 size_t bl_cuda_quantize_weights_workspace_bytes(int64_t N, int64_t K, int per_channel);
-bl_status bl_cuda_quantize_weights(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
-                                   int per_channel, float *scale, uint8_t *packed,
+bl_status bl_cuda_quantize_weights(const void *w, bl_dtype wdt, int64_t N, int64_t K, int64_t ldw,
+                                   float eps, int per_channel, float *scale, uint8_t *packed,
                                    void *workspace, struct CUstream_st *stream);
 bl_status bl_cuda_unpack_weights(const uint8_t *packed, int64_t N, int64_t K, int8_t *wq,
                                  int64_t ldq, struct CUstream_st *stream);
@@ -174,6 +181,13 @@ bl_status bl_cuda_gemm_acc(const int8_t *xq, int64_t ldq, const int32_t *rowsum,
                            int32_t *acc, int64_t ldacc, void *workspace, size_t workspace_bytes,
                            struct CUstream_st *stream);
 size_t bl_cuda_linear_workspace_bytes(int64_t M, int64_t N, int64_t K);
+/* bl_linear_q on the GPU; uses at most bl_cuda_linear_workspace_bytes(M, N, K) bytes of
+ * workspace (less: fewer split-K partials or the plain kernel, same result). */
+bl_status bl_cuda_linear_q(const int8_t *xq, int64_t ldq, const float *xscale,
+                           const int32_t *rowsum, int64_t M, const uint8_t *packed, int64_t N,
+                           int64_t K, const float *wscale, int w_per_channel, const float *bias,
+                           void *y, bl_dtype ydt, int64_t ldy, void *workspace,
+                           size_t workspace_bytes, struct CUstream_st *stream);
 bl_status bl_cuda_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
                          const uint8_t *packed, int64_t N, const float *wscale, int w_per_channel,
                          const float *bias, float eps, int per_token, void *y, bl_dtype ydt,

@@ -292,3 +292,51 @@ def test_torch_compile_reduce_overhead(gen):
             y = compiled(x).clone()
             expect = gpu(x)
         assert torch.equal(y, expect)
+
+
+# ------------------------------------------------------------------ training
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("quant_type", QUANT_TYPES)
+@pytest.mark.parametrize("M,K,N", [(1, 7, 5), (9, 300, 129), (64, 1000, 256), (300, 256, 96)])
+def test_linear_train_forward_matches_cpu(gen, cuda_path, quant_type, M, K, N, dtype):
+    """The training forward on the GPU: weights read in their own dtype, the same scales and
+    bytes as the CPU, the output as the deployed GPU path gives it."""
+    spec = ref.QUANT_TYPES[quant_type]
+    x = rand(gen, M, K, dtype=dtype)
+    w = rand(gen, N, K, scale=0.05, dtype=dtype)
+    b = rand(gen, N, dtype=dtype)
+    args = (1e-6, spec.act_per_token, spec.weight_per_channel)
+    got = torch.ops.bitlinear.linear_train(x.cuda(), w.cuda(), b.cuda(), *args)
+    want = torch.ops.bitlinear.linear_train(x, w, b, *args)
+    for g, c in zip(got[1:], want[1:]):  # x_q, x_scale, w_scale, w_packed
+        assert torch.equal(g.cpu(), c)
+    assert_same_float(got[0], want[0])
+    with torch.no_grad():
+        dep = ops.linear(x.cuda(), got[3], got[4], b.float().cuda(), 1e-6, K, spec.act_per_token)
+    assert torch.equal(dep, got[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_training_step_gradients_match_cpu(gen, dtype):
+    layer = BitLinear(300, 70).to(dtype)
+    x = rand(gen, 2, 9, 300, dtype=dtype)
+    g = rand(gen, 2, 9, 70, dtype=dtype)
+    grads = []
+    for dev in ("cpu", "cuda"):
+        m = BitLinear(300, 70).to(dtype).to(dev)
+        m.load_state_dict(layer.state_dict())
+        xi = x.to(dev).requires_grad_()
+        m(xi).backward(g.to(dev))
+        grads.append([t.cpu().double() for t in (xi.grad, m.weight.grad, m.bias.grad)])
+    tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}[dtype]
+    for a, c in zip(*grads):
+        assert ((a - c).norm() / c.norm()).item() <= tol
+
+
+def test_nonfinite_weights_on_gpu_match_cpu(gen):
+    w = rand(gen, 6, 300)
+    w[2, 9] = float("inf")
+    for per_channel in (False, True):
+        s_g, p_g = torch.ops.bitlinear.quantize_weights(w.cuda(), 1e-6, per_channel)
+        s_c, p_c = torch.ops.bitlinear.quantize_weights(w, 1e-6, per_channel)
+        assert torch.equal(s_g.cpu().isnan(), s_c.isnan()) and torch.equal(p_g.cpu(), p_c)

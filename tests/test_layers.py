@@ -16,8 +16,8 @@ from bitlinear import reference as ref
 from conftest import SEED, rand
 
 native = pytest.mark.skipif(not bitlinear.HAS_BITLINEAR, reason="native extension not built")
-OPS = ("quantize_weights", "fake_quant_weights", "unpack_weights", "quantize_acts", "gemm_acc",
-       "linear")
+OPS = ("quantize_weights", "unpack_weights", "quantize_acts", "gemm_acc", "linear", "linear_q",
+       "linear_train")
 
 
 def _kernels(op):
@@ -55,7 +55,7 @@ out = {}
 for pc in (False, True):
     s, p = ops.quantize_weights(w, 1e-6, pc)
     out[f"q{pc}"] = (s, p)
-    out[f"fq{pc}"] = ops.fake_quant_weights(w, 1e-6, pc)
+    out[f"t{pc}"] = torch.ops.bitlinear.linear_train(x, w, b, 1e-6, True, pc)
     out[f"u{pc}"] = ops.unpack_weights(p, 300)
     for pt in (False, True):
         xq, sx, rs = ops.quantize_acts(x.reshape(-1, 300), 1e-6, pt)
@@ -86,7 +86,7 @@ def test_default_kernels_equal_the_native_ones(tmp_path):
         s, p = ops.quantize_weights(w, 1e-6, pc)
         assert all(torch.equal(a, c) for a, c in zip((s, p), want[f"q{pc}"]))
         assert all(torch.equal(a, c) for a, c in
-                   zip(ops.fake_quant_weights(w, 1e-6, pc), want[f"fq{pc}"]))
+                   zip(torch.ops.bitlinear.linear_train(x, w, b, 1e-6, True, pc), want[f"t{pc}"]))
         assert torch.equal(ops.unpack_weights(p, 300), want[f"u{pc}"])
         for pt in (False, True):
             xq, sx, rs = ops.quantize_acts(x.reshape(-1, 300), 1e-6, pt)
@@ -117,6 +117,7 @@ def _weights(gen):
     (TypeError, "torch.Tensor", lambda s, p, x: ops.quantize_weights([[1.0]], 1e-6, False)),
     (ValueError, "non-empty 2-D", lambda s, p, x: ops.quantize_weights(torch.ones(10), 1e-6, False)),
     (ValueError, "NaN or Inf", lambda s, p, x: ops.quantize_weights(torch.tensor([[1.0, float("inf")]]), 1e-6, False)),
+    (ValueError, "NaN or Inf", lambda s, p, x: ops.quantize_weights(torch.tensor([[1.0], [float("nan")]]), 1e-6, True)),
     (ValueError, "eps must be a positive", lambda s, p, x: ops.quantize_weights(torch.ones(2, 2), 0.0, False)),
     (ValueError, "eps must be a positive", lambda s, p, x: ops.quantize_acts(x, float("nan"), True)),
     (ValueError, "eps must be a positive", lambda s, p, x: ops.linear(x, s, p, None, -1.0, 10)),

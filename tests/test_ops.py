@@ -38,25 +38,42 @@ def test_quantize_weights(isa, gen, N, K, per_channel):
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
-@pytest.mark.parametrize("N,K", [(1, 1), (3, 7), (7, 129), (17, 1000), (5, 4096)])
-def test_fake_quant_weights_matches_reference(gen, N, K, per_channel):
-    for dt in DTYPES:
-        w = rand(gen, N, K, scale=0.02).to(dt)
-        s, wdq = ops.fake_quant_weights(w, 1e-6, per_channel)
-        rs, rw = ref.fake_quant_weights(w, 1e-6, per_channel)
-        assert torch.equal(s, rs) and torch.equal(wdq, rw)
-        assert torch.equal(s, ops.quantize_weights(w, 1e-6, per_channel)[0])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nonfinite_weights_give_nan_scale_and_zero_codes(isa, gen, bad, per_channel):
+    """The raw op accepts non-finite weights (training may diverge): the scale they enter is NaN
+    and the rows it scales pack to zero weights, on every path and in the reference."""
+    w = rand(gen, 5, 300)
+    w[2, 7] = bad
+    s, p = torch.ops.bitlinear.quantize_weights(w, 1e-6, per_channel)
+    rs, rp = ref.quantize_weights(w, 1e-6, per_channel)
+    assert torch.equal(s.isnan(), rs.isnan()) and torch.equal(s[~s.isnan()], rs[~rs.isnan()])
+    assert torch.equal(p, rp)
+    wq = ops.unpack_weights(p, 300)
+    assert (wq[2] == 0).all() and torch.isnan(s[2 if per_channel else 0])
+    if per_channel:
+        assert torch.isfinite(s[[0, 1, 3, 4]]).all() and (wq[[0, 1, 3, 4]] != 0).any()
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_fake_quant_weights_nonfinite_like_torch(gen, bad):
-    w = rand(gen, 4, 50)
-    w[2, 3] = bad
+def test_weight_scale_sum_order_is_the_defined_one(isa):
+    """64 + 2^-18 + 62 x 2^-50: summed in order, every 2^-50 is lost and the mean rounds (ties to
+    even) to 1.0; in the kernels' order (32 lanes, then a butterfly) they add up first and the
+    mean rounds up to 1 + 2^-23. Every path and the reference use the defined order."""
+    w = torch.full((1, 64), 2.0 ** -50)
+    w[0, 0], w[0, 32] = 64.0, 2.0 ** -18
     for per_channel in (False, True):
-        s, wdq = ops.fake_quant_weights(w, 1e-6, per_channel)
-        rs, rw = ref.fake_quant_weights(w, 1e-6, per_channel)
-        assert torch.equal(torch.isnan(wdq), torch.isnan(rw)) and torch.isnan(wdq[2]).all()
-        assert torch.equal(wdq[~torch.isnan(rw)], rw[~torch.isnan(rw)])
+        s, _ = ops.quantize_weights(w, 1e-6, per_channel)
+        assert s.item() == 1 + 2 ** -23
+        assert torch.equal(s, ref.weight_scale(w, 1e-6, per_channel))
+
+
+@pytest.mark.parametrize("dtype", [None, *DTYPES])
+def test_unpack_weights_to_dtype(isa, gen, dtype):
+    for N, K in [(1, 1), (7, 129), (33, 1000), (64, 4096)]:
+        _, p = ops.quantize_weights(rand(gen, N, K), 1e-6, False)
+        got = ops.unpack_weights(p, K, dtype)
+        want = ref.unpack_weights(p, K)
+        assert got.dtype == (torch.int8 if dtype is None else dtype)
+        assert torch.equal(got, want.to(got.dtype))
 
 
 def test_quantize_weights_dtypes(gen):
@@ -202,7 +219,12 @@ def test_thread_count_does_not_change_results(isa, gen, M, K, N):
 
 @pytest.mark.parametrize("op,args", [
     ("quantize_weights", lambda g: (rand(g, 7, 130), 1e-6, True)),
-    ("fake_quant_weights", lambda g: (rand(g, 7, 130), 1e-6, False)),
+    ("linear_q", lambda g: (*ops.quantize_acts(rand(g, 3, 130), 1e-6, True),
+                            *ops.quantize_weights(rand(g, 5, 130), 1e-6, False), rand(g, 5), 130,
+                            torch.bfloat16)),
+    ("linear_train", lambda g: (rand(g, 2, 3, 130).requires_grad_(),
+                                rand(g, 5, 130).requires_grad_(), rand(g, 5).requires_grad_(), 1e-6,
+                                True, False)),
     ("unpack_weights", lambda g: (ops.quantize_weights(rand(g, 5, 33), 1e-6, False)[1], 33)),
     ("quantize_acts", lambda g: (rand(g, 3, 130), 1e-6, True)),
     ("gemm_acc", lambda g: (ops.quantize_acts(rand(g, 3, 130), 1e-6, True)[0],
@@ -226,8 +248,11 @@ cases = [
     ("bias", lambda: torch.ops.bitlinear.linear(x, s, p, torch.ones(5), 1e-6, 10, True)),
     ("float32, float16 or bfloat16",
      lambda: torch.ops.bitlinear.linear(x.to(torch.int32), s, p, None, 1e-6, 10, True)),
-    ("NaN or Inf", lambda: torch.ops.bitlinear.quantize_weights(
-        torch.tensor([[1.0, float("nan")]]), 1e-6, False)),
+    ("float32, float16 or bfloat16", lambda: torch.ops.bitlinear.quantize_weights(
+        torch.ones(2, 3, dtype=torch.int32), 1e-6, False)),
+    ("x_rowsum", lambda: torch.ops.bitlinear.linear_q(
+        *ops.quantize_acts(x, 1e-6, True)[:2], torch.ones(2, dtype=torch.int32), s, p, None, 10,
+        torch.float32)),
 ]
 for want, fn in cases:
     try:

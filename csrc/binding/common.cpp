@@ -16,8 +16,6 @@ Tensor workspace(size_t bytes, const Tensor& like) {
   return empty_like_device({static_cast<int64_t>(bytes > 0 ? bytes : 1)}, ST::Byte, like);
 }
 
-namespace {
-
 bl_dtype float_dtype(const Tensor& t, const char* name) {
   switch (t.scalar_type()) {
     case ST::Float: return BL_F32;
@@ -30,6 +28,8 @@ bl_dtype float_dtype(const Tensor& t, const char* name) {
   }
   return BL_F32;
 }
+
+namespace {
 
 void check_same_device(const Tensor& a, const Tensor& b, const char* an, const char* bn) {
   STD_TORCH_CHECK(a.device() == b.device(), "bitlinear: ", an, " and ", bn,
@@ -47,6 +47,30 @@ void check_packed(const Tensor& packed, int64_t K) {
   STD_TORCH_CHECK(packed.is_contiguous(), "bitlinear: w_packed must be contiguous");
 }
 
+// w_scale and bias for N outputs of w_packed: -> bias pointer (nullptr: none).
+const float* check_scale_bias(const Tensor& w_scale, const Tensor& w_packed,
+                              const std::optional<Tensor>& bias, int64_t N) {
+  check_same_device(w_scale, w_packed, "w_scale", "w_packed");
+  STD_TORCH_CHECK(w_scale.scalar_type() == ST::Float && w_scale.is_contiguous() &&
+                      (w_scale.numel() == 1 || w_scale.numel() == N),
+                  "bitlinear: w_scale must be a contiguous float32 tensor of 1 or ", N,
+                  " elements, got ", w_scale.numel());
+  if (!bias.has_value() || !bias->defined()) return nullptr;
+  check_same_device(*bias, w_packed, "bias", "w_packed");
+  STD_TORCH_CHECK(bias->scalar_type() == ST::Float && bias->is_contiguous() && bias->numel() == N,
+                  "bitlinear: bias must be a contiguous float32 tensor of ", N, " elements");
+  return bias->const_data_ptr<float>();
+}
+
+void check_xq(const Tensor& xq, const Tensor& w_packed, int64_t K) {
+  check_same_device(xq, w_packed, "x_q", "w_packed");
+  STD_TORCH_CHECK(xq.scalar_type() == ST::Char, "bitlinear: x_q must be int8");
+  STD_TORCH_CHECK(xq.dim() == 2 && xq.size(1) == bl_padded_k(K),
+                  "bitlinear: x_q must have shape [M, ", bl_padded_k(K), "]");
+  STD_TORCH_CHECK(xq.stride(1) == 1 && xq.stride(0) >= bl_padded_k(K),
+                  "bitlinear: x_q rows must be contiguous");
+}
+
 // x as rows of K with unit inner stride, and the row stride.
 std::pair<Tensor, int64_t> as_rows(const Tensor& x, int64_t K) {
   if (x.dim() == 2 && x.stride(1) == 1 && x.stride(0) >= K) return {x, x.stride(0)};
@@ -56,22 +80,21 @@ std::pair<Tensor, int64_t> as_rows(const Tensor& x, int64_t K) {
 
 }  // namespace
 
-WeightsFrame weights_frame(const Tensor& weight, bool per_channel, bool packed_out) {
+WeightsFrame weights_frame(const Tensor& weight, bool per_channel) {
   STD_TORCH_CHECK(weight.dim() == 2, "bitlinear: weight must be 2-D [out_features, in_features]");
-  float_dtype(weight, "weight");
+  const bl_dtype dt = float_dtype(weight, "weight");
   const int64_t N = weight.size(0), K = weight.size(1);
   STD_TORCH_CHECK(N >= 1 && K >= 1, "bitlinear: weight must be non-empty, got ", N, "x", K);
-  Tensor w = torch::stable::contiguous(torch::stable::to(weight, ST::Float));
+  auto [w, ldw] = as_rows(weight, K);  // half-precision weights are read as they are
   Tensor scale = empty_like_device({per_channel ? N : 1}, ST::Float, w);
-  Tensor out = packed_out ? empty_like_device({N, bl_packed_row_bytes(K)}, ST::Byte, w)
-                          : empty_like_device({N, K}, ST::Float, w);
-  return {w, N, K, scale, out};
+  return {w, dt, N, K, ldw, scale, empty_like_device({N, bl_packed_row_bytes(K)}, ST::Byte, w)};
 }
 
-UnpackFrame unpack_frame(const Tensor& w_packed, int64_t K) {
+UnpackFrame unpack_frame(const Tensor& w_packed, int64_t K, std::optional<ST> dtype) {
   check_packed(w_packed, K);
   const int64_t N = w_packed.size(0);
-  return {N, K, empty_like_device({N, K}, ST::Char, w_packed)};
+  Tensor wq = empty_like_device({N, K}, dtype.value_or(ST::Char), w_packed);
+  return {N, K, wq, dtype.has_value() ? float_dtype(wq, "dtype") : BL_I8};
 }
 
 ActsFrame acts_frame(const Tensor& x) {
@@ -86,12 +109,7 @@ ActsFrame acts_frame(const Tensor& x) {
 
 GemmFrame gemm_frame(const Tensor& xq, const Tensor& w_packed, int64_t K) {
   check_packed(w_packed, K);
-  check_same_device(xq, w_packed, "x_q", "w_packed");
-  STD_TORCH_CHECK(xq.scalar_type() == ST::Char, "bitlinear: x_q must be int8");
-  STD_TORCH_CHECK(xq.dim() == 2 && xq.size(1) == bl_padded_k(K),
-                  "bitlinear: x_q must have shape [M, ", bl_padded_k(K), "]");
-  STD_TORCH_CHECK(xq.stride(1) == 1 && xq.stride(0) >= bl_padded_k(K),
-                  "bitlinear: x_q rows must be contiguous");
+  check_xq(xq, w_packed, K);
   const int64_t M = xq.size(0), N = w_packed.size(0);
   return {M, N, K, empty_like_device({M, N}, ST::Int, xq)};
 }
@@ -104,18 +122,7 @@ LinearFrame linear_frame(const Tensor& x, const Tensor& w_scale, const Tensor& w
   STD_TORCH_CHECK(x.dim() >= 1 && x.size(x.dim() - 1) == K, "bitlinear: expected input with last "
                   "dimension in_features=", K, ", got ", x.dim() >= 1 ? x.size(x.dim() - 1) : 0);
   check_same_device(x, w_packed, "x", "w_packed");
-  check_same_device(w_scale, w_packed, "w_scale", "w_packed");
-  STD_TORCH_CHECK(w_scale.scalar_type() == ST::Float && w_scale.is_contiguous() &&
-                      (w_scale.numel() == 1 || w_scale.numel() == N),
-                  "bitlinear: w_scale must be a contiguous float32 tensor of 1 or ", N,
-                  " elements, got ", w_scale.numel());
-  const float* bias_ptr = nullptr;
-  if (bias.has_value() && bias->defined()) {
-    check_same_device(*bias, w_packed, "bias", "w_packed");
-    STD_TORCH_CHECK(bias->scalar_type() == ST::Float && bias->is_contiguous() && bias->numel() == N,
-                    "bitlinear: bias must be a contiguous float32 tensor of ", N, " elements");
-    bias_ptr = bias->const_data_ptr<float>();
-  }
+  const float* bias_ptr = check_scale_bias(w_scale, w_packed, bias, N);
   const int64_t M = x.numel() / K;
   std::vector<int64_t> out_sizes;
   for (int64_t i = 0; i + 1 < x.dim(); i++) out_sizes.push_back(x.size(i));
@@ -128,6 +135,52 @@ LinearFrame linear_frame(const Tensor& x, const Tensor& w_scale, const Tensor& w
     std::tie(rows, ldx) = as_rows(x2, K);
   }
   return {rows, dt, M, N, K, ldx, bias_ptr, w_scale.numel() == N && N > 1 ? 1 : 0, y};
+}
+
+LinearQFrame linear_q_frame(const Tensor& xq, const Tensor& x_scale, const Tensor& x_rowsum,
+                            const Tensor& w_scale, const Tensor& w_packed,
+                            const std::optional<Tensor>& bias, int64_t K, ST out_dtype) {
+  check_packed(w_packed, K);
+  check_xq(xq, w_packed, K);
+  const int64_t M = xq.size(0), N = w_packed.size(0);
+  for (const Tensor* t : {&x_scale, &x_rowsum})
+    check_same_device(*t, w_packed, t == &x_scale ? "x_scale" : "x_rowsum", "w_packed");
+  STD_TORCH_CHECK(x_scale.scalar_type() == ST::Float && x_scale.is_contiguous() &&
+                      x_scale.numel() == M,
+                  "bitlinear: x_scale must be a contiguous float32 tensor of ", M, " elements");
+  STD_TORCH_CHECK(x_rowsum.scalar_type() == ST::Int && x_rowsum.is_contiguous() &&
+                      x_rowsum.numel() == M,
+                  "bitlinear: x_rowsum must be a contiguous int32 tensor of ", M, " elements");
+  const float* bias_ptr = check_scale_bias(w_scale, w_packed, bias, N);
+  Tensor y = empty_like_device({M, N}, out_dtype, xq);
+  return {M, N, K, bias_ptr, w_scale.numel() == N && N > 1 ? 1 : 0, float_dtype(y, "out_dtype"),
+          y};
+}
+
+TrainFrame train_frame(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
+                       bool per_channel) {
+  float_dtype(x, "x");
+  WeightsFrame w = weights_frame(weight, per_channel);
+  const int64_t K = w.K, N = w.N;
+  STD_TORCH_CHECK(x.dim() >= 1 && x.size(x.dim() - 1) == K, "bitlinear: expected input with last "
+                  "dimension in_features=", K, ", got ", x.dim() >= 1 ? x.size(x.dim() - 1) : 0);
+  check_same_device(x, weight, "x", "weight");
+  const int64_t M = x.numel() / K;
+  Tensor x2 = torch::stable::reshape(x.is_contiguous() ? x : torch::stable::contiguous(x), {M, K});
+  ActsFrame a = acts_frame(x2);
+  Tensor b;
+  const float* bias_ptr = nullptr;
+  if (bias.has_value() && bias->defined()) {
+    check_same_device(*bias, weight, "bias", "weight");
+    STD_TORCH_CHECK(bias->numel() == N, "bitlinear: bias must have ", N, " elements");
+    float_dtype(*bias, "bias");
+    b = torch::stable::contiguous(torch::stable::to(*bias, ST::Float));
+    bias_ptr = b.const_data_ptr<float>();
+  }
+  std::vector<int64_t> out_sizes;
+  for (int64_t i = 0; i + 1 < x.dim(); i++) out_sizes.push_back(x.size(i));
+  out_sizes.push_back(N);
+  return {w, a, b, bias_ptr, empty_like_device(out_sizes, x.scalar_type(), x)};
 }
 
 }  // namespace blb

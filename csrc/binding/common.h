@@ -29,6 +29,9 @@ using ST = torch::headeronly::ScalarType;
 // Turns a C status into a RuntimeError naming the op.
 void check_status(bl_status st, const char* op);
 
+// The bl_dtype of a float32/float16/bfloat16 tensor (RuntimeError naming it otherwise).
+bl_dtype float_dtype(const Tensor& t, const char* name);
+
 // Uninitialised tensor of `sizes` on the device of `like`.
 Tensor empty_like_device(const std::vector<int64_t>& sizes, ST dtype, const Tensor& like);
 
@@ -36,19 +39,21 @@ Tensor empty_like_device(const std::vector<int64_t>& sizes, ST dtype, const Tens
 Tensor workspace(size_t bytes, const Tensor& like);
 
 // ------------------------------------------------------------------ per-op frames
-struct WeightsFrame {  // quantize_weights, fake_quant_weights
-  Tensor w;            // float32, contiguous [N, K]
-  int64_t N, K;
+struct WeightsFrame {  // quantize_weights
+  Tensor w;            // float32/float16/bfloat16 rows [N, K] with unit inner stride
+  bl_dtype dt;
+  int64_t N, K, ldw;
   Tensor scale;        // float32 [N] or [1]
-  Tensor out;          // packed uint8 [N, Kp/4], or float32 [N, K] for fake_quant_weights
+  Tensor packed;       // uint8 [N, Kp/4]
 };
-WeightsFrame weights_frame(const Tensor& weight, bool per_channel, bool packed_out);
+WeightsFrame weights_frame(const Tensor& weight, bool per_channel);
 
 struct UnpackFrame {
   int64_t N, K;
-  Tensor wq;  // int8 [N, K]
+  Tensor wq;  // [N, K]: int8, or the float dtype asked for
+  bl_dtype dt;
 };
-UnpackFrame unpack_frame(const Tensor& w_packed, int64_t K);
+UnpackFrame unpack_frame(const Tensor& w_packed, int64_t K, std::optional<ST> dtype);
 
 struct ActsFrame {
   Tensor x;  // rows of K with unit inner stride
@@ -74,5 +79,26 @@ struct LinearFrame {
 };
 LinearFrame linear_frame(const Tensor& x, const Tensor& w_scale, const Tensor& w_packed,
                          const std::optional<Tensor>& bias, int64_t K);
+
+struct LinearQFrame {  // linear_q: GEMM + epilogue from quantized activations
+  int64_t M, N, K;
+  const float* bias;
+  int w_per_channel;
+  bl_dtype ydt;
+  Tensor y;  // [M, N]
+};
+LinearQFrame linear_q_frame(const Tensor& xq, const Tensor& x_scale, const Tensor& x_rowsum,
+                            const Tensor& w_scale, const Tensor& w_packed,
+                            const std::optional<Tensor>& bias, int64_t K, ST out_dtype);
+
+struct TrainFrame {  // linear_train: quantize_weights + quantize_acts + linear_q
+  WeightsFrame w;
+  ActsFrame a;
+  Tensor bias;  // float32 contiguous, or undefined
+  const float* bias_ptr;
+  Tensor y;  // x's dtype, [..., N]
+};
+TrainFrame train_frame(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
+                       bool per_channel);
 
 }  // namespace blb

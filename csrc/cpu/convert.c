@@ -87,3 +87,17 @@ void bl_store_f(void *p, bl_dtype dt, int64_t i, float v) {
     default: ((float *)p)[i] = v; break;
   }
 }
+
+const float *bl_row_f32(const void *w, bl_dtype dt, int64_t ldw, int64_t n, int64_t K, float *buf) {
+  if (dt == BL_F32) return (const float *)w + n * ldw;
+  const uint16_t *r = (const uint16_t *)w + n * ldw;
+  if (dt == BL_BF16) {
+    for (int64_t k = 0; k < K; k++) { /* a shift: vectorises */
+      const uint32_t bits = (uint32_t)r[k] << 16;
+      memcpy(buf + k, &bits, 4);
+    }
+  } else {
+    for (int64_t k = 0; k < K; k++) buf[k] = bl_f16_to_f32(r[k]);
+  }
+  return buf;
+}

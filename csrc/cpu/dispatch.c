@@ -158,30 +158,18 @@ static void kernels_for(int isa, bl_cpu_kernels *k) {
   }
 }
 
-bl_status bl_quantize_weights(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
-                              int per_channel, float *scale, uint8_t *packed, int nthreads) {
+bl_status bl_quantize_weights(const void *w, bl_dtype wdt, int64_t N, int64_t K, int64_t ldw,
+                              float eps, int per_channel, float *scale, uint8_t *packed,
+                              int nthreads) {
   const int isa = bl_isa_get();
   if (isa == BL_ISA_REF)
-    return bl_quantize_weights_ref(w, N, K, ldw, eps, per_channel, scale, packed, nthreads);
+    return bl_quantize_weights_ref(w, wdt, N, K, ldw, eps, per_channel, scale, packed, nthreads);
   bl_status st = bl_check_matrix(w && scale && packed, N, K, ldw);
   if (st != BL_OK) return st;
+  if (!bl_dtype_ok(wdt)) return BL_ERR_ARG;
   bl_cpu_kernels kt;
   kernels_for(isa, &kt);
-  return bl_quantize_weights_k(&kt, w, N, K, ldw, eps, per_channel, scale, packed, nthreads);
-}
-
-bl_status bl_fake_quant_weights(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
-                                int per_channel, float *scale, float *wdq, int64_t ldo,
-                                int nthreads) {
-  const int isa = bl_isa_get();
-  if (isa == BL_ISA_REF)
-    return bl_fake_quant_weights_ref(w, N, K, ldw, eps, per_channel, scale, wdq, ldo, nthreads);
-  bl_status st = bl_check_matrix(w && scale && wdq, N, K, ldw);
-  if (st == BL_OK) st = bl_check_dims(N, K, ldo);
-  if (st != BL_OK) return st;
-  bl_cpu_kernels kt;
-  kernels_for(isa, &kt);
-  return bl_fake_quant_weights_k(&kt, w, N, K, ldw, eps, per_channel, scale, wdq, ldo, nthreads);
+  return bl_quantize_weights_k(&kt, w, wdt, N, K, ldw, eps, per_channel, scale, packed, nthreads);
 }
 
 bl_status bl_quantize_acts(const void *x, bl_dtype dt, int64_t M, int64_t K, int64_t ldx,
@@ -221,6 +209,39 @@ size_t bl_linear_workspace_bytes(int64_t M, int64_t K) {
   return align64(m * (size_t)bl_padded_k(K)) + align64(m * 4) + align64(m * 4);
 }
 
+/* GEMM + epilogue from quantized activations; the reference path keeps int32 accumulators. */
+static bl_status linear_q(int isa, const int8_t *xq, int64_t ldq, const float *xscale,
+                          const int32_t *rowsum, int64_t M, const uint8_t *packed, int64_t N,
+                          int64_t K, const float *wscale, int w_per_channel, const float *bias,
+                          void *y, bl_dtype ydt, int64_t ldy, int nthreads) {
+  if (isa != BL_ISA_REF) {
+    bl_cpu_kernels kt;
+    kernels_for(isa, &kt);
+    bl_gemm_epi_k(&kt, xq, ldq, rowsum, xscale, packed, M, N, K, wscale, w_per_channel, bias, y,
+                  ydt, ldy, nthreads);
+    return BL_OK;
+  }
+  int32_t *acc = (int32_t *)malloc((size_t)M * (size_t)N * sizeof(int32_t));
+  if (!acc) return BL_ERR_ALLOC;
+  bl_status st = bl_gemm_acc_ref(xq, ldq, packed, M, N, K, acc, N, nthreads);
+  if (st == BL_OK)
+    st = bl_epilogue_ref(acc, N, M, N, xscale, wscale, w_per_channel, bias, y, ydt, ldy, nthreads);
+  free(acc);
+  return st;
+}
+
+bl_status bl_linear_q(const int8_t *xq, int64_t ldq, const float *xscale, const int32_t *rowsum,
+                      int64_t M, const uint8_t *packed, int64_t N, int64_t K,
+                      const float *wscale, int w_per_channel, const float *bias, void *y,
+                      bl_dtype ydt, int64_t ldy, int nthreads) {
+  if (M > 0 && (!xscale || !wscale || !y)) return BL_ERR_NULL;
+  if (!bl_dtype_ok(ydt)) return BL_ERR_ARG;
+  bl_status st = bl_check_gemm(xq, ldq, packed, M, N, K, (const int32_t *)y, ldy);
+  if (st != BL_OK || M == 0) return st;
+  return linear_q(bl_isa_get(), xq, ldq, xscale, rowsum, M, packed, N, K, wscale, w_per_channel,
+                  bias, y, ydt, ldy, nthreads);
+}
+
 bl_status bl_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
                     const uint8_t *packed, int64_t N, const float *wscale, int w_per_channel,
                     const float *bias, float eps, int per_token, void *y, bl_dtype ydt,
@@ -242,18 +263,10 @@ bl_status bl_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t l
     bl_cpu_kernels kt;
     kernels_for(isa, &kt);
     bl_quantize_acts_k(&kt, x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs, nthreads);
-    bl_gemm_epi_k(&kt, xq, Kp, rs, xs, packed, M, N, K, wscale, w_per_channel, bias, y, ydt,
-                  ldy, nthreads);
-    return BL_OK;
+  } else if ((st = bl_quantize_acts_ref(x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs,
+                                        nthreads)) != BL_OK) {
+    return st;
   }
-  /* Reference path: int32 accumulators, then the shared epilogue. */
-  st = bl_quantize_acts_ref(x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs, nthreads);
-  if (st != BL_OK) return st;
-  int32_t *acc = (int32_t *)malloc((size_t)M * (size_t)N * sizeof(int32_t));
-  if (!acc) return BL_ERR_ALLOC;
-  st = bl_gemm_acc_ref(xq, Kp, packed, M, N, K, acc, N, nthreads);
-  if (st == BL_OK)
-    st = bl_epilogue_ref(acc, N, M, N, xs, wscale, w_per_channel, bias, y, ydt, ldy, nthreads);
-  free(acc);
-  return st;
+  return linear_q(isa, xq, Kp, xs, rs, M, packed, N, K, wscale, w_per_channel, bias, y, ydt, ldy,
+                  nthreads);
 }

@@ -1,5 +1,5 @@
 /* isa_avx2.c - AVX2 + F16C inner loops: packed ternary tiles (vpmaddubsw), row absmax, row
- * quantization, the epilogue, weight packing and weight fake quantization. Built with -mavx2
+ * quantization, the epilogue and weight packing. Built with -mavx2
  * -mfma -mf16c -mbmi2 (isa_flags.txt). */
 #if defined(__x86_64__)
 #include "internal.h"
@@ -206,21 +206,6 @@ static void pack_row_avx2(const float *w, int64_t K, float s, uint8_t *out) {
   }
 }
 
-/* ---------------------------------------------------------------- weight fake quantization */
-/* min(1, q) then max(-1, q) in that operand order are (1 < q ? 1 : q) and (-1 > q ? -1 : q),
- * the reference's clamp: NaN stays NaN. vroundps to nearest even is rintf. */
-static void fake_quant_row_avx2(const float *w, int64_t K, float s, float *out) {
-  const __m256 vs = _mm256_set1_ps(s), one = _mm256_set1_ps(1.0f), mone = _mm256_set1_ps(-1.0f);
-  int64_t k = 0;
-  for (; k + 8 <= K; k += 8) {
-    __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(w + k), vs),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    q = _mm256_max_ps(mone, _mm256_min_ps(one, q));
-    _mm256_storeu_ps(out + k, _mm256_mul_ps(q, vs));
-  }
-  for (; k < K; k++) out[k] = bl_ternary(w[k], s) * s;
-}
-
 void bl_kernels_avx2(bl_cpu_kernels *k) {
   memset(k, 0, sizeof(*k));
   k->mr = 4;
@@ -231,6 +216,5 @@ void bl_kernels_avx2(bl_cpu_kernels *k) {
   k->quant_row = quant_row_avx2;
   k->epi_row = epi_row_avx2;
   k->pack_row = pack_row_avx2;
-  k->fake_quant_row = fake_quant_row_avx2;
 }
 #endif

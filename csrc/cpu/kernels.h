@@ -35,10 +35,6 @@ typedef void (*bl_epi_row_fn)(const int32_t *acc, int64_t N, int32_t rowsum, flo
  * code 1, in the v1 layout. Same bytes as bl_pack_row. w is finite. */
 typedef void (*bl_pack_row_fn)(const float *w, int64_t K, float s, uint8_t *out);
 
-/* out[k] = clamp(rint(w[k] / s), -1, 1) * s for k < K (float32; NaN and Inf as the reference:
- * the clamp keeps NaN). Same bits as bl_fake_quant_weights_ref's rows. */
-typedef void (*bl_fake_quant_row_fn)(const float *w, int64_t K, float s, float *out);
-
 typedef struct {
   int mr, nr;                              /* tile size used for full tiles */
   int nr1;                                 /* nr when M = 1 (GEMV); 0 means nr */
@@ -47,7 +43,6 @@ typedef struct {
   bl_quant_row_fn quant_row;               /* optional */
   bl_epi_row_fn epi_row;                   /* optional */
   bl_pack_row_fn pack_row;                 /* optional */
-  bl_fake_quant_row_fn fake_quant_row;     /* optional */
 } bl_cpu_kernels;
 
 /* Forces inlining of the kernels' building blocks (the tile sizes must be constants in them). */
@@ -99,11 +94,8 @@ void bl_gemm_epi_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,
                    const int32_t *rowsum, const float *xscale, const uint8_t *packed,
                    int64_t M, int64_t N, int64_t K, const float *wscale, int w_per_channel,
                    const float *bias, void *y, bl_dtype ydt, int64_t ldy, int nthreads);
-bl_status bl_quantize_weights_k(const bl_cpu_kernels *kt, const float *w, int64_t N, int64_t K,
-                                int64_t ldw, float eps, int per_channel, float *scale,
+bl_status bl_quantize_weights_k(const bl_cpu_kernels *kt, const void *w, bl_dtype wdt, int64_t N,
+                                int64_t K, int64_t ldw, float eps, int per_channel, float *scale,
                                 uint8_t *packed, int nthreads);
-bl_status bl_fake_quant_weights_k(const bl_cpu_kernels *kt, const float *w, int64_t N,
-                                  int64_t K, int64_t ldw, float eps, int per_channel,
-                                  float *scale, float *wdq, int64_t ldo, int nthreads);
 
 #endif

@@ -6,51 +6,41 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* ---------------------------------------------------------------- weights */
-/* The weight scale(s) from the float64 sums of |w| (each row a serial loop; the per-tensor total
- * adds the row sums in row order), at least eps; a NaN sum gives a NaN scale. */
-static void weight_scales_ref(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
-                              int per_channel, float *scale, int nthreads) {
-  if (per_channel) {
-#pragma omp parallel for num_threads(bl_nthreads(nthreads)) schedule(static)
-    for (int64_t n = 0; n < N; n++)
-      scale[n] = bl_clamp_min_nan((float)(bl_sum_abs_f64(w + n * ldw, K) / (double)K), eps);
-  } else {
-    double total = 0.0;
-    for (int64_t n = 0; n < N; n++) total += bl_sum_abs_f64(w + n * ldw, K);
-    scale[0] = bl_clamp_min_nan((float)(total / ((double)N * (double)K)), eps);
-  }
-}
-
-bl_status bl_quantize_weights_ref(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
-                                  int per_channel, float *scale, uint8_t *packed, int nthreads) {
+/* The weight scale(s) from the float64 sums of |w| (bl_sum_abs_f64 per row, bl_sum_rows_f64 over
+ * rows for the per-tensor scale), at least eps; NaN where a sum is not finite. Then the rows,
+ * packed; rows whose scale is NaN (non-finite weights) pack to zero weights. */
+bl_status bl_quantize_weights_ref(const void *w, bl_dtype wdt, int64_t N, int64_t K, int64_t ldw,
+                                  float eps, int per_channel, float *scale, uint8_t *packed,
+                                  int nthreads) {
+  (void)nthreads;
   bl_status st = bl_check_matrix(w && scale && packed, N, K, ldw);
   if (st != BL_OK) return st;
-  for (int64_t n = 0; n < N; n++)
-    if (!bl_row_finite(w + n * ldw, K)) return BL_ERR_NONFINITE;
-  weight_scales_ref(w, N, K, ldw, eps, per_channel, scale, nthreads);
+  if (!bl_dtype_ok(wdt)) return BL_ERR_ARG;
+  double *sums = (double *)malloc((size_t)N * sizeof(double));
+  float *row = (float *)malloc((size_t)K * sizeof(float));
+  if (!sums || !row) {
+    free(sums);
+    free(row);
+    return BL_ERR_ALLOC;
+  }
+  for (int64_t n = 0; n < N; n++) sums[n] = bl_sum_abs_f64(bl_row_f32(w, wdt, ldw, n, K, row), K);
+  if (per_channel)
+    for (int64_t n = 0; n < N; n++) scale[n] = bl_weight_scale(sums[n] / (double)K, eps);
+  else
+    scale[0] = bl_weight_scale(bl_sum_rows_f64(sums, N) / ((double)N * (double)K), eps);
   const int64_t rb = bl_packed_row_bytes(K);
-#pragma omp parallel for num_threads(bl_nthreads(nthreads)) schedule(static)
-  for (int64_t n = 0; n < N; n++)
-    bl_pack_row(w + n * ldw, K, scale[per_channel ? n : 0], packed + n * rb);
-  return BL_OK;
-}
-
-/* Non-finite weights make their scale NaN or Inf and every weight it scales NaN (rint and the
- * clamp keep NaN; 0 * Inf is NaN), as in torch. */
-bl_status bl_fake_quant_weights_ref(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
-                                    int per_channel, float *scale, float *wdq, int64_t ldo,
-                                    int nthreads) {
-  bl_status st = bl_check_matrix(w && scale && wdq, N, K, ldw);
-  if (st == BL_OK) st = bl_check_dims(N, K, ldo);
-  if (st != BL_OK) return st;
-  weight_scales_ref(w, N, K, ldw, eps, per_channel, scale, nthreads);
-#pragma omp parallel for num_threads(bl_nthreads(nthreads)) schedule(static)
   for (int64_t n = 0; n < N; n++) {
     const float s = scale[per_channel ? n : 0];
-    for (int64_t k = 0; k < K; k++) wdq[n * ldo + k] = bl_ternary(w[n * ldw + k], s) * s;
+    if (isfinite(s))
+      bl_pack_row(bl_row_f32(w, wdt, ldw, n, K, row), K, s, packed + n * rb);
+    else
+      memset(packed + n * rb, BL_ZERO_CODES_BYTE, (size_t)rb);
   }
+  free(sums);
+  free(row);
   return BL_OK;
 }
 

@@ -8,8 +8,8 @@
  * Workspace of bl_cuda_linear (offsets rounded to 256 bytes):
  *   xq [M, Kp] int8 | scale [M] f32 | rowsum [M] i32 | amax 16 B | split-K partials [s, M, N] i32
  * (partials only when the chosen path splits K: small grids, see gemv_splits / mma_splits).
- * bl_cuda_gemm_acc uses at most bl_cuda_linear_workspace_bytes(M, N, K) (row sums when none are
- * given, split-K partials); with less it falls back to fewer splits or the plain path.
+ * bl_cuda_gemm_acc and bl_cuda_linear_q use at most bl_cuda_linear_workspace_bytes(M, N, K) (row
+ * sums when none are given, split-K partials); with less they take fewer splits or the plain path.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -76,37 +76,68 @@ size_t bl_cuda_linear_workspace_bytes(int64_t M, int64_t N, int64_t K) {
   return linear_layout(M, N, K).total;
 }
 
+}  // extern "C"
+
+namespace {
+
+/* The GEMM of every entry point, from quantized activations: int32 accumulators (out ==
+ * kOutAcc) or the epilogue into y. Path by M, the plain kernel for unaligned operands; the
+ * workspace holds row sums when none are given (GEMV) and split-K partials, and with less than
+ * bl_cuda_linear_workspace_bytes(M, N, K) the call takes fewer splits or the plain path. */
+bl_status run_gemm(const int8_t *xq, int64_t ldq, const int32_t *rowsum, const uint8_t *packed,
+                   int64_t M, int64_t N, int64_t K, int out, const blc::Epilogue &ep,
+                   void *workspace, size_t workspace_bytes, cudaStream_t stream) {
+  if (!workspace) workspace_bytes = 0;
+  Path path = choose_path(M);
+  if (!aligned16(xq) || !aligned16(packed) || ldq % 16 != 0) path = kSimple;
+  if (path == kMma) {
+    int splits = blc::mma_splits(M, N, K);
+    if (splits > 1 && partial_bytes(kMma, M, N, K) > workspace_bytes) splits = 1;
+    return blc::launch_mma(xq, ldq, packed, M, N, K, splits, (int32_t *)workspace, out, ep,
+                           stream);
+  }
+  if (path == kGemv) {
+    const size_t need_rowsum = rowsum ? 0 : blc::round_up((size_t)M * sizeof(int32_t), 256);
+    if (need_rowsum <= workspace_bytes) {
+      int32_t *rs = rowsum ? const_cast<int32_t *>(rowsum) : (int32_t *)workspace;
+      bl_status st;
+      if (!rowsum && (st = blc::launch_rowsum(xq, ldq, M, K, rs, stream)) != BL_OK) return st;
+      int splits = blc::gemv_splits(M, N, K);
+      const size_t part = (size_t)splits * (size_t)M * (size_t)N * sizeof(int32_t);
+      if (splits > 1 && need_rowsum + part > workspace_bytes) splits = 1;
+      int32_t *partials = (int32_t *)((char *)workspace + need_rowsum);
+      return blc::launch_gemv(xq, ldq, rs, packed, M, N, K, splits, partials, out, ep, stream);
+    }
+  }
+  return blc::launch_simple_gemm(xq, ldq, packed, M, N, K, out, ep, stream);
+}
+
+}  // namespace
+
+extern "C" {
+
 bl_status bl_cuda_gemm_acc(const int8_t *xq, int64_t ldq, const int32_t *rowsum,
                            const uint8_t *packed, int64_t M, int64_t N, int64_t K,
                            int32_t *acc, int64_t ldacc, void *workspace, size_t workspace_bytes,
                            struct CUstream_st *stream) {
   bl_status st = bl_check_gemm(xq, ldq, packed, M, N, K, acc, ldacc);
   if (st != BL_OK || M == 0) return st;
-  if (!workspace) workspace_bytes = 0;
-
   const blc::Epilogue ep{acc, ldacc, nullptr, nullptr, 0, nullptr};
-  Path path = choose_path(M);
-  if (!aligned16(xq) || !aligned16(packed) || ldq % 16 != 0) path = kSimple;
-  if (path == kMma) {
-    int splits = blc::mma_splits(M, N, K);
-    if (splits > 1 && partial_bytes(kMma, M, N, K) > workspace_bytes) splits = 1;
-    return blc::launch_mma(xq, ldq, packed, M, N, K, splits, (int32_t *)workspace, blc::kOutAcc,
-                           ep, stream);
-  }
-  if (path == kGemv) {
-    size_t need_rowsum = rowsum ? 0 : blc::round_up((size_t)M * sizeof(int32_t), 256);
-    if (need_rowsum <= workspace_bytes) {
-      int32_t *rs = rowsum ? const_cast<int32_t *>(rowsum) : (int32_t *)workspace;
-      if (!rowsum && (st = blc::launch_rowsum(xq, ldq, M, K, rs, stream)) != BL_OK) return st;
-      int splits = blc::gemv_splits(M, N, K);
-      const size_t part = (size_t)splits * (size_t)M * (size_t)N * sizeof(int32_t);
-      if (splits > 1 && need_rowsum + part > workspace_bytes) splits = 1;
-      int32_t *partials = (int32_t *)((char *)workspace + need_rowsum);
-      return blc::launch_gemv(xq, ldq, rs, packed, M, N, K, splits, partials, blc::kOutAcc, ep,
-                              stream);
-    }
-  }
-  return blc::launch_simple_gemm(xq, ldq, packed, M, N, K, blc::kOutAcc, ep, stream);
+  return run_gemm(xq, ldq, rowsum, packed, M, N, K, blc::kOutAcc, ep, workspace, workspace_bytes,
+                  stream);
+}
+
+bl_status bl_cuda_linear_q(const int8_t *xq, int64_t ldq, const float *xscale,
+                           const int32_t *rowsum, int64_t M, const uint8_t *packed, int64_t N,
+                           int64_t K, const float *wscale, int w_per_channel, const float *bias,
+                           void *y, bl_dtype ydt, int64_t ldy, void *workspace,
+                           size_t workspace_bytes, struct CUstream_st *stream) {
+  if (M > 0 && (!xscale || !wscale || !y)) return BL_ERR_NULL;
+  if (!bl_dtype_ok(ydt)) return BL_ERR_ARG;
+  bl_status st = bl_check_gemm(xq, ldq, packed, M, N, K, (const int32_t *)y, ldy);
+  if (st != BL_OK || M == 0) return st;
+  const blc::Epilogue ep{y, ldy, xscale, wscale, w_per_channel, bias};
+  return run_gemm(xq, ldq, rowsum, packed, M, N, K, ydt, ep, workspace, workspace_bytes, stream);
 }
 
 bl_status bl_cuda_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
@@ -135,17 +166,8 @@ bl_status bl_cuda_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int6
   if (st != BL_OK) return st;
 
   const blc::Epilogue ep{y, ldy, xscale, wscale, w_per_channel, bias};
-  Path path = choose_path(M);
-  if (!aligned16(packed) || !aligned16(workspace)) path = kSimple;
-  switch (path) {
-    case kMma:
-      return blc::launch_mma(xq, Kp, packed, M, N, K, blc::mma_splits(M, N, K),
-                             (int32_t *)(ws + l.partials), ydt, ep, stream);
-    case kGemv:
-      return blc::launch_gemv(xq, Kp, rowsum, packed, M, N, K, blc::gemv_splits(M, N, K),
-                              (int32_t *)(ws + l.partials), ydt, ep, stream);
-    default: return blc::launch_simple_gemm(xq, Kp, packed, M, N, K, ydt, ep, stream);
-  }
+  return run_gemm(xq, Kp, rowsum, packed, M, N, K, ydt, ep, ws + l.partials, l.total - l.partials,
+                  stream);
 }
 
 }  // extern "C"

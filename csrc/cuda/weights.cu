@@ -1,9 +1,9 @@
 /* weights.cu - ternary weight packing and unpacking on the GPU.
  *
- * Bytes and scales match the CPU path: the absmean is a float64 sum of |w| (one warp per row,
- * fixed-order tree; per tensor the row sums are added in a fixed order by one block), so
- * repeated runs give identical scales. The summation order differs from the sequential C
- * loop only by float64 rounding, which the final cast to float32 absorbs.
+ * Bytes and scales match the CPU path bit for bit: the absmean is a float64 sum of |w| in the one
+ * order every path uses (csrc/cpu/internal.h: one warp per row, lane j adding k = j (mod 32), then
+ * the warp's butterfly; per tensor, one block of 256 partials over the rows, then its tree), so
+ * no atomics, and repeated runs give identical scales.
  *
  * Non-finite weights cannot be reported without a host sync. Instead the affected scale
  * (the per-channel row, or the whole tensor) is NaN, every code of it is 1 (weight 0), and the
@@ -22,14 +22,15 @@ __device__ __forceinline__ uint32_t ternary_code(float w, float s) {
 }
 
 /* Packs row n with scale s: lane-strided bytes, consecutive lanes read consecutive k. */
-__device__ void pack_row(const float *w, int64_t K, float s, uint8_t *out, int64_t rb, int lane) {
+template <int DT>
+__device__ void pack_row(const void *w, int64_t K, float s, uint8_t *out, int64_t rb, int lane) {
   for (int64_t o = lane; o < rb; o += 32) {
     const int64_t k0 = (o / BL_BLOCK_BYTES) * BL_QK + (o % BL_BLOCK_BYTES);
     uint32_t byte = 0;
 #pragma unroll
     for (int g = 0; g < 4; g++) {
       const int64_t k = k0 + 32 * g;
-      const uint32_t c = k < K ? ternary_code(w[k], s) : (uint32_t)BL_CODE_ZERO;
+      const uint32_t c = k < K ? ternary_code(blc::load_f<DT>(w, k), s) : (uint32_t)BL_CODE_ZERO;
       byte |= c << (2 * g);
     }
     out[o] = (uint8_t)byte;
@@ -37,11 +38,12 @@ __device__ void pack_row(const float *w, int64_t K, float s, uint8_t *out, int64
 }
 
 /* float64 sum of |w| over one row (NaN if the row has a NaN or Inf). */
-__device__ double row_abs_sum(const float *w, int64_t K, int lane, int *nonfinite_flag) {
+template <int DT>
+__device__ double row_abs_sum(const void *w, int64_t K, int lane, int *nonfinite_flag) {
   double s = 0.0;
   bool bad = false;
   for (int64_t k = lane; k < K; k += 32) {
-    const float v = w[k];
+    const float v = blc::load_f<DT>(w, k);
     bad |= !isfinite(v);
     s += fabs((double)v);
   }
@@ -53,14 +55,20 @@ __device__ double row_abs_sum(const float *w, int64_t K, int lane, int *nonfinit
   return s;
 }
 
-__global__ void rows_kernel(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
+template <int DT>
+__device__ __forceinline__ const void *row_ptr(const void *w, int64_t n, int64_t ldw) {
+  return (const char *)w + n * ldw * (DT == BL_F32 ? 4 : 2);
+}
+
+template <int DT>
+__global__ void rows_kernel(const void *w, int64_t N, int64_t K, int64_t ldw, float eps,
                             int per_channel, float *scale, uint8_t *packed, double *row_sums,
                             int *nonfinite_flag) {
   const int lane = threadIdx.x % 32;
   const int64_t n = (int64_t)blockIdx.x * kRowsPerBlock + threadIdx.x / 32;
   if (n >= N) return; /* whole warps exit together */
-  const float *row = w + n * ldw;
-  const double sum = row_abs_sum(row, K, lane, nonfinite_flag);
+  const void *row = row_ptr<DT>(w, n, ldw);
+  const double sum = row_abs_sum<DT>(row, K, lane, nonfinite_flag);
   if (!per_channel) {
     if (lane == 0) row_sums[n] = sum;
     return;
@@ -69,7 +77,7 @@ __global__ void rows_kernel(const float *w, int64_t N, int64_t K, int64_t ldw, f
   s = isnan(s) ? s : fmaxf(s, eps);
   if (lane == 0) scale[n] = s;
   const int64_t rb = bl_packed_row_bytes(K);
-  pack_row(row, K, s, packed + n * rb, rb, lane);
+  pack_row<DT>(row, K, s, packed + n * rb, rb, lane);
 }
 
 /* One block: fixed-order sum of the row sums -> the per-tensor scale. */
@@ -90,13 +98,28 @@ __global__ void finalize_kernel(const double *row_sums, int64_t N, int64_t K, fl
   }
 }
 
-__global__ void pack_kernel(const float *w, int64_t N, int64_t K, int64_t ldw, const float *scale,
+template <int DT>
+__global__ void pack_kernel(const void *w, int64_t N, int64_t K, int64_t ldw, const float *scale,
                             uint8_t *packed) {
   const int lane = threadIdx.x % 32;
   const int64_t n = (int64_t)blockIdx.x * kRowsPerBlock + threadIdx.x / 32;
   if (n >= N) return;
   const int64_t rb = bl_packed_row_bytes(K);
-  pack_row(w + n * ldw, K, scale[0], packed + n * rb, rb, lane);
+  pack_row<DT>(row_ptr<DT>(w, n, ldw), K, scale[0], packed + n * rb, rb, lane);
+}
+
+template <int DT>
+bl_status quantize_weights_dt(const void *w, int64_t N, int64_t K, int64_t ldw, float eps,
+                              int per_channel, float *scale, uint8_t *packed, double *row_sums,
+                              int *flag, int64_t blocks, cudaStream_t stream) {
+  rows_kernel<DT><<<(unsigned)blocks, 32 * kRowsPerBlock, 0, stream>>>(
+      w, N, K, ldw, eps, per_channel, scale, packed, row_sums, flag);
+  if (!per_channel) {
+    finalize_kernel<<<1, 256, 0, stream>>>(row_sums, N, K, eps, scale);
+    pack_kernel<DT><<<(unsigned)blocks, 32 * kRowsPerBlock, 0, stream>>>(w, N, K, ldw, scale,
+                                                                          packed);
+  }
+  return blc::launch_status();
 }
 
 __global__ void unpack_kernel(const uint8_t *packed, int64_t N, int64_t K, int8_t *wq,
@@ -128,23 +151,28 @@ size_t bl_cuda_quantize_weights_workspace_bytes(int64_t N, int64_t K, int per_ch
   return flag_offset(N, per_channel) + 16;
 }
 
-bl_status bl_cuda_quantize_weights(const float *w, int64_t N, int64_t K, int64_t ldw, float eps,
-                                   int per_channel, float *scale, uint8_t *packed,
+bl_status bl_cuda_quantize_weights(const void *w, bl_dtype wdt, int64_t N, int64_t K, int64_t ldw,
+                                   float eps, int per_channel, float *scale, uint8_t *packed,
                                    void *workspace, struct CUstream_st *stream) {
   bl_status st = bl_check_matrix(w && scale && packed && workspace, N, K, ldw);
   if (st != BL_OK) return st;
+  if (!bl_dtype_ok(wdt)) return BL_ERR_ARG;
   const int64_t blocks = blc::ceil_div(N, kRowsPerBlock);
   if (blocks > 0x7fffffff) return BL_ERR_SIZE;
   double *row_sums = (double *)workspace;
   int *flag = (int *)((char *)workspace + flag_offset(N, per_channel));
   if (cudaMemsetAsync(flag, 0, sizeof(int), stream) != cudaSuccess) return BL_ERR_CUDA;
-  rows_kernel<<<(unsigned)blocks, 32 * kRowsPerBlock, 0, stream>>>(
-      w, N, K, ldw, eps, per_channel, scale, packed, row_sums, flag);
-  if (!per_channel) {
-    finalize_kernel<<<1, 256, 0, stream>>>(row_sums, N, K, eps, scale);
-    pack_kernel<<<(unsigned)blocks, 32 * kRowsPerBlock, 0, stream>>>(w, N, K, ldw, scale, packed);
+  switch (wdt) {
+    case BL_F16:
+      return quantize_weights_dt<BL_F16>(w, N, K, ldw, eps, per_channel, scale, packed, row_sums,
+                                         flag, blocks, stream);
+    case BL_BF16:
+      return quantize_weights_dt<BL_BF16>(w, N, K, ldw, eps, per_channel, scale, packed, row_sums,
+                                          flag, blocks, stream);
+    default:
+      return quantize_weights_dt<BL_F32>(w, N, K, ldw, eps, per_channel, scale, packed, row_sums,
+                                         flag, blocks, stream);
   }
-  return blc::launch_status();
 }
 
 bl_status bl_cuda_unpack_weights(const uint8_t *packed, int64_t N, int64_t K, int8_t *wq,

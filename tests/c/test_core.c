@@ -146,31 +146,49 @@ static void test_weights(int isa, int64_t N, int64_t K) {
   for (int pc = 0; pc < 2; pc++) {
     memset(pa, 0xee, (size_t)(N * rb));
     memset(pb, 0x11, (size_t)(N * rb));
-    bl_status ra = bl_quantize_weights_ref(w, N, K, ldw, 1e-5f, pc, sa, pa, 1);
+    bl_status ra = bl_quantize_weights_ref(w, BL_F32, N, K, ldw, 1e-5f, pc, sa, pa, 1);
     bl_isa_set(isa);
-    bl_status rb_ = bl_quantize_weights(w, N, K, ldw, 1e-5f, pc, sb, pb, 2);
+    bl_status rb_ = bl_quantize_weights(w, BL_F32, N, K, ldw, 1e-5f, pc, sb, pb, 2);
     int ok = ra == BL_OK && rb_ == BL_OK && !memcmp(pa, pb, (size_t)(N * rb)) &&
              !memcmp(sa, sb, (size_t)(pc ? N : 1) * 4);
     check(ok, "%s quantize_weights N=%lld K=%lld per_channel=%d", bl_isa_name(isa),
           (long long)N, (long long)K, pc);
   }
-  bl_isa_set(isa);
-  w[(N - 1) * ldw + K - 1] = NAN;
-  int nonfinite_ok = bl_quantize_weights(w, N, K, ldw, 1e-5f, 0, sb, pb, 2) == BL_ERR_NONFINITE;
-  w[(N - 1) * ldw + K - 1] = 0.0f;
-  w[irand((int)N) * ldw + irand((int)K)] = -INFINITY;
-  nonfinite_ok &= bl_quantize_weights(w, N, K, ldw, 1e-5f, 1, sb, pb, 2) == BL_ERR_NONFINITE;
-  check(nonfinite_ok, "%s quantize_weights NaN / -Inf weight -> BL_ERR_NONFINITE", bl_isa_name(isa));
+  /* float16 / bfloat16 weights, read as they are: the same scales and bytes as float32 weights
+   * holding the same values, on ref and on `isa` */
+  uint16_t *h = xmalloc((size_t)(N * ldw) * 2);
+  float *hf = xmalloc((size_t)(N * ldw) * 4);
+  for (int dt = BL_F16; dt <= BL_BF16; dt++) {
+    for (int64_t i = 0; i < N * ldw; i++) {
+      h[i] = dt == BL_F16 ? bl_f32_to_f16(w[i]) : bl_f32_to_bf16(w[i]);
+      hf[i] = dt == BL_F16 ? bl_f16_to_f32(h[i]) : bl_bf16_to_f32(h[i]);
+    }
+    for (int pc = 0; pc < 2; pc++) {
+      uint8_t *pc_ = xmalloc((size_t)(N * rb));
+      float *sc = xmalloc((size_t)N * 4);
+      bl_status r0 = bl_quantize_weights_ref(hf, BL_F32, N, K, ldw, 1e-5f, pc, sa, pa, 1);
+      bl_status r1 = bl_quantize_weights_ref(h, (bl_dtype)dt, N, K, ldw, 1e-5f, pc, sc, pc_, 1);
+      bl_isa_set(isa);
+      bl_status r2 = bl_quantize_weights(h, (bl_dtype)dt, N, K, ldw, 1e-5f, pc, sb, pb, 2);
+      const size_t ns = (size_t)(pc ? N : 1) * 4;
+      check(r0 == BL_OK && r1 == BL_OK && r2 == BL_OK && !memcmp(pa, pb, (size_t)(N * rb)) &&
+                !memcmp(pa, pc_, (size_t)(N * rb)) && !memcmp(sa, sb, ns) && !memcmp(sa, sc, ns),
+            "%s quantize_weights %s weights N=%lld K=%lld per_channel=%d", bl_isa_name(isa),
+            dtn[dt], (long long)N, (long long)K, pc);
+      free(pc_); free(sc);
+    }
+  }
+  free(h); free(hf);
   free(w); free(pa); free(pb); free(sa); free(sb);
 }
 
-/* bl_fake_quant_weights on `isa` vs bl_fake_quant_weights_ref: identical scale and output bits.
- * mode 0: random weights; 1: |w| in {1, 3} (2 at an odd end), so every scale is 2 and w / s hits
- * the rounding ties 0.5 and 1.5; 2: NaN, Inf and -Inf rows (canonical NaN inputs, whose results
- * do not depend on the operand order of a multiplication). Finite modes also check the values
- * against bl_quantize_weights_ref + bl_unpack_weights: wdq = s * w_q with the same scales. */
-static void test_fake_quant(int isa, int64_t N, int64_t K, int mode) {
-  const int64_t ldw = K + irand(3), ldo = K + irand(3);
+/* bl_quantize_weights on `isa` vs bl_quantize_weights_ref on special weights: identical scale and
+ * packed bits. mode 1: |w| in {1, 3} (2 at an odd end), so every scale is 2 and w / s hits the
+ * rounding ties 0.5 and 1.5 (round half to even: 0 and 2 -> clamp 1); 2: NaN, Inf and -Inf
+ * weights: the scale they enter is NaN and its rows pack to zero weights (per channel: only the
+ * bad rows), the others as usual. */
+static void test_weights_special(int isa, int64_t N, int64_t K, int mode) {
+  const int64_t ldw = K + irand(3), rb = bl_packed_row_bytes(K);
   float *w = xmalloc((size_t)(N * ldw) * 4);
   for (int64_t n = 0; n < N; n++)
     for (int64_t k = 0; k < ldw; k++) {
@@ -178,43 +196,41 @@ static void test_fake_quant(int isa, int64_t N, int64_t K, int mode) {
       if (mode == 1) v = (k == K - 1 && K % 2) ? 2.0f : (k % 2 ? 3.0f : 1.0f), v = irand(2) ? v : -v;
       w[n * ldw + k] = v;
     }
+  int bad[3] = {(int)irand((int)N), (int)irand((int)N), (int)N - 1};
   if (mode == 2) {
-    w[irand((int)N) * ldw + irand((int)K)] = NAN;
-    w[irand((int)N) * ldw + irand((int)K)] = -INFINITY;
-    w[(N - 1) * ldw + K - 1] = INFINITY;
+    w[bad[0] * ldw + irand((int)K)] = NAN;
+    w[bad[1] * ldw + irand((int)K)] = -INFINITY;
+    w[bad[2] * ldw + K - 1] = INFINITY;
   }
-  const size_t ob = (size_t)(N * ldo) * 4;
-  float *oa = xmalloc(ob), *obuf = xmalloc(ob), *sa = xmalloc((size_t)N * 4), *sb = xmalloc((size_t)N * 4);
-  float *sq = xmalloc((size_t)N * 4);
-  uint8_t *p = xmalloc((size_t)(N * bl_packed_row_bytes(K)));
+  uint8_t *pa = xmalloc((size_t)(N * rb)), *pb = xmalloc((size_t)(N * rb));
+  float *sa = xmalloc((size_t)N * 4), *sb = xmalloc((size_t)N * 4);
   int8_t *wq = xmalloc((size_t)(N * K));
   for (int pc = 0; pc < 2; pc++) {
-    memset(oa, 0x5c, ob);
-    memset(obuf, 0x5c, ob);
-    bl_status st_a = bl_fake_quant_weights_ref(w, N, K, ldw, 1e-5f, pc, sa, oa, ldo, 1);
+    memset(pa, 0xee, (size_t)(N * rb));
+    memset(pb, 0x11, (size_t)(N * rb));
+    bl_status st_a = bl_quantize_weights_ref(w, BL_F32, N, K, ldw, 1e-5f, pc, sa, pa, 1);
     bl_isa_set(isa);
-    bl_status st_b = bl_fake_quant_weights(w, N, K, ldw, 1e-5f, pc, sb, obuf, ldo, 2);
-    int ok = st_a == BL_OK && st_b == BL_OK && !memcmp(oa, obuf, ob) &&
+    bl_status st_b = bl_quantize_weights(w, BL_F32, N, K, ldw, 1e-5f, pc, sb, pb, 2);
+    int ok = st_a == BL_OK && st_b == BL_OK && !memcmp(pa, pb, (size_t)(N * rb)) &&
              !memcmp(sa, sb, (size_t)(pc ? N : 1) * 4);
-    if (mode == 1)
-      for (int64_t i = 0; i < (pc ? N : 1); i++) ok &= sa[i] == 2.0f;
-    if (mode != 2 && ok) { /* the same scales and codes as the packing path */
-      ok &= bl_quantize_weights_ref(w, N, K, ldw, 1e-5f, pc, sq, p, 1) == BL_OK &&
-            bl_unpack_weights(p, N, K, wq, K) == BL_OK && !memcmp(sa, sq, (size_t)(pc ? N : 1) * 4);
-      for (int64_t n = 0; ok && n < N; n++)
-        for (int64_t k = 0; k < K; k++) ok &= oa[n * ldo + k] == (float)wq[n * K + k] * sa[pc ? n : 0];
-    }
-    if (mode == 2) /* a non-finite row (per channel) or any (per tensor) is all NaN, others finite */
-      for (int64_t n = 0; n < N; n++) {
-        int bad_row = 0, all_nan = 1, any_nan = 0;
-        for (int64_t k = 0; k < K; k++) bad_row |= !isfinite(w[n * ldw + k]);
-        for (int64_t k = 0; k < K; k++) all_nan &= isnan(oa[n * ldo + k]), any_nan |= isnan(oa[n * ldo + k]);
-        ok &= (bad_row || !pc) ? all_nan : !any_nan;
+    ok &= bl_unpack_weights(pa, N, K, wq, K) == BL_OK;
+    for (int64_t n = 0; ok && n < N; n++) {
+      const float s = sa[pc ? n : 0];
+      int row_bad = 0;
+      for (int64_t k = 0; k < K; k++) row_bad |= !isfinite(w[n * ldw + k]);
+      if (mode == 1) ok &= s == 2.0f;
+      if (mode == 2) ok &= (row_bad || !pc) ? isnan(s) : isfinite(s);
+      for (int64_t k = 0; k < K; k++) {
+        const float v = w[n * ldw + k];
+        /* ties: 0.5 -> 0, 1.5 -> 2 -> 1; 1.0 -> 1 */
+        const int want = !isfinite(s) ? 0 : v / s > 0.5f ? 1 : v / s < -0.5f ? -1 : 0;
+        ok &= wq[n * K + k] == want;
       }
-    check(ok, "%s fake_quant_weights N=%lld K=%lld per_channel=%d mode=%d", bl_isa_name(isa),
-          (long long)N, (long long)K, pc, mode);
+    }
+    check(ok, "%s quantize_weights special N=%lld K=%lld per_channel=%d mode=%d",
+          bl_isa_name(isa), (long long)N, (long long)K, pc, mode);
   }
-  free(w); free(oa); free(obuf); free(sa); free(sb); free(sq); free(p); free(wq);
+  free(w); free(pa); free(pb); free(sa); free(sb); free(wq);
 }
 
 static void test_acts(int isa, int64_t M, int64_t K, bl_dtype dt, int per_token, int mode) {
@@ -290,7 +306,7 @@ static void test_linear(int isa, int64_t M, int64_t N, int64_t K, bl_dtype xdt, 
   float *wt = xmalloc((size_t)(N * K) * 4), *ws = xmalloc((size_t)N * 4), *bias = xmalloc((size_t)N * 4);
   for (int64_t i = 0; i < N * K; i++) wt[i] = frand();
   uint8_t *p = xmalloc((size_t)(N * rb));
-  bl_quantize_weights_ref(wt, N, K, K, 1e-5f, pc, ws, p, 1);
+  bl_quantize_weights_ref(wt, BL_F32, N, K, K, 1e-5f, pc, ws, p, 1);
   for (int64_t n = 0; n < N; n++) {
     bias[n] = frand() * 3.0f;
     /* mode 2: scales spanning half's subnormals to overflow */
@@ -311,7 +327,23 @@ static void test_linear(int isa, int64_t M, int64_t N, int64_t K, bl_dtype xdt, 
         "%s linear M=%lld N=%lld K=%lld %s->%s per_channel=%d per_token=%d bias=%d mode=%d, 1 and 2 threads",
         bl_isa_name(isa), (long long)M, (long long)N, (long long)K, dtn[xdt], dtn[ydt], pc, pt,
         has_bias, mode);
+  /* the same through bl_quantize_acts + bl_linear_q (the training forward), with and without
+   * the row sums */
+  const int64_t Kp = bl_padded_k(K);
+  int8_t *xq = xmalloc((size_t)(M * Kp));
+  float *xs = xmalloc((size_t)M * 4);
+  int32_t *rs = xmalloc((size_t)M * 4);
+  const int with_rowsum = irand(2);
+  memset(yc, 0x44, ybytes);
+  bl_status s3 = bl_quantize_acts(x, xdt, M, K, ldx, 1e-5f, pt, xq, Kp, xs, rs, 2);
+  if (s3 == BL_OK)
+    s3 = bl_linear_q(xq, Kp, xs, with_rowsum ? rs : NULL, M, p, N, K, ws, pc, bp, yc, ydt, ldy, 2);
+  check(s3 == BL_OK && !memcmp(ya, yc, ybytes),
+        "%s quantize_acts + linear_q M=%lld N=%lld K=%lld %s->%s rowsum=%d mode=%d == linear",
+        bl_isa_name(isa), (long long)M, (long long)N, (long long)K, dtn[xdt], dtn[ydt],
+        with_rowsum, mode);
   free(x); free(wt); free(ws); free(bias); free(p); free(w1); free(w2); free(ya); free(yb); free(yc);
+  free(xq); free(xs); free(rs);
 }
 
 static void test_bad_args(int isa) {
@@ -324,18 +356,12 @@ static void test_bad_args(int isa) {
   float y[8];
   const char *n = bl_isa_name(isa);
   int ok = 1;
-  ok &= bl_quantize_weights(NULL, 2, 100, 100, 1e-5f, 0, s, p, 1) == BL_ERR_NULL;
-  ok &= bl_quantize_weights(w, -1, 100, 100, 1e-5f, 0, s, p, 1) == BL_ERR_SIZE;
-  ok &= bl_quantize_weights(w, 2, 0, 100, 1e-5f, 0, s, p, 1) == BL_ERR_SIZE;
-  ok &= bl_quantize_weights(w, 2, 100, 99, 1e-5f, 0, s, p, 1) == BL_ERR_STRIDE;
+  ok &= bl_quantize_weights(NULL, BL_F32, 2, 100, 100, 1e-5f, 0, s, p, 1) == BL_ERR_NULL;
+  ok &= bl_quantize_weights(w, BL_F32, -1, 100, 100, 1e-5f, 0, s, p, 1) == BL_ERR_SIZE;
+  ok &= bl_quantize_weights(w, BL_F32, 2, 0, 100, 1e-5f, 0, s, p, 1) == BL_ERR_SIZE;
+  ok &= bl_quantize_weights(w, BL_F32, 2, 100, 99, 1e-5f, 0, s, p, 1) == BL_ERR_STRIDE;
+  ok &= bl_quantize_weights(w, BL_I8, 2, 100, 100, 1e-5f, 0, s, p, 1) == BL_ERR_ARG;
   check(ok, "%s quantize_weights bad arguments -> status codes", n);
-  ok = 1;
-  ok &= bl_fake_quant_weights(w, 2, 100, 100, 1e-5f, 0, s, NULL, 100, 1) == BL_ERR_NULL;
-  ok &= bl_fake_quant_weights(w, 0, 100, 100, 1e-5f, 0, s, y, 100, 1) == BL_ERR_SIZE;
-  ok &= bl_fake_quant_weights(w, 2, -3, 100, 1e-5f, 0, s, y, 100, 1) == BL_ERR_SIZE;
-  ok &= bl_fake_quant_weights(w, 2, 100, 99, 1e-5f, 0, s, y, 100, 1) == BL_ERR_STRIDE;
-  ok &= bl_fake_quant_weights(w, 2, 100, 100, 1e-5f, 0, s, y, 99, 1) == BL_ERR_STRIDE;
-  check(ok, "%s fake_quant_weights bad arguments -> status codes", n);
   ok = 1;
   ok &= bl_quantize_acts(NULL, BL_F32, 2, 100, 100, 1e-5f, 1, q, 128, xs, rs, 1) == BL_ERR_NULL;
   ok &= bl_quantize_acts(w, BL_F32, -2, 100, 100, 1e-5f, 1, q, 128, xs, rs, 1) == BL_ERR_SIZE;
@@ -362,6 +388,15 @@ static void test_bad_args(int isa) {
   ok &= bl_linear(w, BL_F32, 2, 100, 100, p, 2, s, 0, NULL, 1e-5f, 1, y, BL_F32, 1, ws, 1) == BL_ERR_STRIDE;
   ok &= bl_linear(w, BL_F32, 2, 100, 100, p, 2, s, 0, NULL, 1e-5f, 1, y, (bl_dtype)-1, 2, ws, 1) == BL_ERR_ARG;
   check(ok, "%s linear bad arguments -> status codes", n);
+  ok = 1;
+  ok &= bl_linear_q(q, 128, NULL, rs, 2, p, 2, 100, s, 0, NULL, y, BL_F32, 2, 1) == BL_ERR_NULL;
+  ok &= bl_linear_q(q, 128, xs, rs, 2, NULL, 2, 100, s, 0, NULL, y, BL_F32, 2, 1) == BL_ERR_NULL;
+  ok &= bl_linear_q(q, 128, xs, rs, 2, p, 0, 100, s, 0, NULL, y, BL_F32, 2, 1) == BL_ERR_SIZE;
+  ok &= bl_linear_q(q, 127, xs, rs, 2, p, 2, 100, s, 0, NULL, y, BL_F32, 2, 1) == BL_ERR_STRIDE;
+  ok &= bl_linear_q(q, 128, xs, rs, 2, p, 2, 100, s, 0, NULL, y, BL_F32, 1, 1) == BL_ERR_STRIDE;
+  ok &= bl_linear_q(q, 128, xs, rs, 2, p, 2, 100, s, 0, NULL, y, (bl_dtype)3, 2, 1) == BL_ERR_ARG;
+  ok &= bl_linear_q(q, 128, xs, rs, 0, p, 2, 100, s, 0, NULL, y, BL_F32, 2, 1) == BL_OK;
+  check(ok, "%s linear_q bad arguments -> status codes", n);
 }
 
 int main(int argc, char **argv) {
@@ -391,8 +426,8 @@ int main(int argc, char **argv) {
     test_weights(isa, small ? 33 : 300, small ? 2100 : 4096);
     for (int a = 0; a < ns; a++)
       for (int b = 0; b < ns; b++)
-        for (int mode = 0; mode < 3; mode++) test_fake_quant(isa, sizes[a], sizes[b], mode);
-    test_fake_quant(isa, small ? 33 : 300, small ? 2100 : 4096, irand(3));
+        for (int mode = 1; mode < 3; mode++) test_weights_special(isa, sizes[a], sizes[b], mode);
+    test_weights_special(isa, small ? 33 : 300, small ? 2100 : 4096, 1 + irand(2));
     for (int dt = 0; dt < 3; dt++)
       for (int pt = 0; pt < 2; pt++)
         for (int mode = 0; mode < 5; mode++) {
