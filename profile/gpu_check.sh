@@ -7,11 +7,14 @@
 #      python profile/gpu_selfcheck.py {simple,gemv,mma,mma256,auto}
 #   2. plain C core tests              make -C tests/c test
 #   3. GPU benchmark                   python -m bitlinear bench --device cuda
+#      (layer cases, host-time rows, training rows: nn.Linear / BitLinear / torchao if installed;
+#      the JSON is rewritten after each part, so a timeout keeps the parts done)
 #   4. pytest tests/test_cuda.py       (all paths, graphs, torch.compile)
 #   5. compute-sanitizer memcheck of a tiny self-check, if the tool exists
 #   6. CPU pytest suite                (what time is left)
-# and prints a summary with the benchmark table LAST. Logs and JSON go to $OUT (if set) or
-# profile/results/gpu_check/. Exit status: 0 if every step that ran passed.
+# and prints a summary with the benchmark tables (layer cases, host time, training, targets) LAST.
+# Logs and JSON go to $OUT (if set) or profile/results/gpu_check/. Exit status: 0 if every step
+# that ran passed.
 # Usage: bash profile/gpu_check.sh      (from anywhere; PYTHON selects the interpreter)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -86,7 +89,8 @@ done
 if [ -f tests/c/Makefile ]; then  # this CPU may run the AVX-512 VNNI paths our machines lack
   step c_tests 60 make -C tests/c test -j16
 fi
-step bench 150 "$PY" -m bitlinear bench --device cuda --no-progress --out "$RES/gpu_bench.json"
+rm -f "$RES/gpu_bench.json" "$RES/gpu_bench_table.txt"  # no stale table from an earlier run
+step bench 200 "$PY" -m bitlinear bench --device cuda --no-progress --out "$RES/gpu_bench.json"
 [ -f "$RES/gpu_bench.json" ] &&
   "$PY" -m bitlinear bench --render "$RES/gpu_bench.json" >"$RES/gpu_bench_table.txt" 2>&1
 step pytest_cuda 150 "$PY" -m pytest -q -p no:cacheprovider --maxfail=30 tests/test_cuda.py

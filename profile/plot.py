@@ -30,10 +30,23 @@ LABEL = {"bitlinear": "BitLinear deployed (2-bit)", "f32": "nn.Linear float32",
          "int_mm": "torch._int_mm int8", "fake_quant": "BitLinear fake quant (training fwd)"}
 
 
+def _has_layer_results(path: str) -> bool:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return any("median_ms" in r and "K" in r and "threads" in r and "pass" not in r
+               for r in data.get("results", []))
+
+
 def newest_json() -> str:
+    """The newest CPU result with layer rows (training-only or host-only runs have none)."""
     files = sorted(glob.glob(os.path.join(HERE, "results", "*.json")), key=os.path.getmtime)
+    files = [f for f in files if _has_layer_results(f)]
     if not files:
-        sys.exit("plot.py: no JSON in profile/results/; run `python -m bitlinear bench` first")
+        sys.exit("plot.py: no JSON with layer results in profile/results/; run "
+                 "`python -m bitlinear bench` first")
     return files[-1]
 
 

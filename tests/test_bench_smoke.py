@@ -1,4 +1,5 @@
-"""`python -m bitlinear bench --quick` writes valid JSON with every implementation timed."""
+"""`python -m bitlinear bench --quick` writes valid JSON with every implementation timed, training
+and host-time rows included; the GPU suite's logic runs on the CPU with the host clock."""
 import json
 import os
 import subprocess
@@ -34,6 +35,56 @@ def test_bench_quick_writes_json(tmp_path):
     if "transformers" in p.stdout or r["model"] and "results" in r["model"]:
         assert {m["model"] for m in r["model"]["results"]} == {"float", "deployed"}
     assert "speedup vs f32" in p.stdout
+    _check_train(r["train"], ("threads",))
+    assert {x["impl"] for x in r["train"]["records"]} == {"train_f32", "train_bitlinear_f32",
+                                                         "train_bf16", "train_bitlinear_bf16"}
+    _check_host(r["host"]["records"])
+    assert "Training step" in p.stdout and "Host time per call" in p.stdout
+
+
+def _check_train(section, fields):
+    """Every implementation of the section timed (or skipped, with why) in both passes, with its
+    time ratio to nn.Linear of the same dtype at the same point."""
+    from bitlinear.bench import train
+    recs = section["records"]
+    points = {(tuple(x[f] for f in fields), x["K"], x["N"], x["M"]) for x in recs}
+    assert len(recs) == len(points) * len(section["impls"]) * len(train.PASSES)
+    for x in recs:
+        assert x["pass"] in train.PASSES and x["layer"] in ("linear", "bitlinear", "torchao")
+        if "skipped" in x:
+            assert x["impl"] == "train_torchao_bf16" and "torchao" in x["skipped"]
+            continue
+        assert x["median_ms"] > 0 and x["reps"] >= 3 and x["gops"] > 0 and x["copies"] >= 1
+        assert x["time_vs_linear"] > 0
+        if x["layer"] == "linear":
+            assert x["time_vs_linear"] == 1.0
+    fwd = {(x["impl"], x["M"]): x["gops"] * x["median_ms"] for x in recs if x["pass"] == "fwd"
+           and "gops" in x}
+    for x in recs:  # fwd+bwd counts 3 GEMMs
+        if x["pass"] == "fwd+bwd" and "gops" in x:
+            assert abs(x["gops"] * x["median_ms"] / fwd[x["impl"], x["M"]] - 3) < 1e-6
+
+
+def _check_host(recs):
+    assert {(x["case"], x["impl"]) for x in recs} == {(c, i) for c in ("train forward", "no_grad")
+                                                      for i in ("linear", "bitlinear")}
+    for x in recs:
+        assert x["median_ms"] > 0 and x["calls"] >= 1 and x["reps"] >= 3 and x["M"] == 1
+        assert x["time_vs_linear"] > 0
+
+
+def test_bench_impls_select_training_rows_only(tmp_path):
+    """--impls naming training rows only runs just those (no layer sweep, no model case)."""
+    from bitlinear.bench import cli
+    out = tmp_path / "train.json"
+    assert cli.main(["--quick", "--no-progress", "--no-model", "--no-host", "--impls",
+                     "train_f32,train_bitlinear_f32", "--ms", "4", "--shapes", "128x64",
+                     "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["results"] == [] and "host" not in r and r["meta"]["impls"] == []
+    assert r["train"]["impls"] == ["train_f32", "train_bitlinear_f32"]
+    assert {(x["K"], x["N"], x["M"]) for x in r["train"]["records"]} == {(128, 64, 4)}
+    _check_train(r["train"], ("threads",))
 
 
 def test_bench_bad_arguments():
@@ -89,7 +140,59 @@ def test_gpu_suite_logic_on_cpu():
     json.dumps(result)
 
 
+def test_gpu_suite_training_and_host_rows_on_cpu():
+    """The GPU suite's training rows (nn.Linear, BitLinear and torchao bf16; torchao skipped
+    where not installed) and host-time rows, on the CPU with the host clock, and their tables."""
+    from bitlinear.bench import gpu, harness, report, train
+    label = gpu.TRAIN_CASES[0][0]  # a target's case, at a small size
+    recs = gpu.run_train([(label, 16, 128, 64)], gpu.TRAIN_IMPLS, reps=3, mode="wall",
+                         budget_bytes=1 << 20, progress=False, device="cpu")
+    section = {"impls": list(gpu.TRAIN_IMPLS), "records": recs, "timing": "host clock"}
+    _check_train(section, ("label", "mode"))
+    assert all(x["dtype"] == "bf16" for x in recs)
+    assert any(x["copies"] > 1 for x in recs if "copies" in x)  # rotated past the 1 MiB budget
+    if train.torchao_missing():
+        assert {x["skipped"] for x in recs if x["impl"] == "train_torchao_bf16"} == \
+            {train.torchao_missing()}
+    host = gpu.run_host("cpu", quick=True)
+    _check_host(host["records"])
+    meta = dict(harness.common_meta("cuda", gpu.BASELINE), device="cpu", impls=[])
+    tg = harness.check_targets(recs, gpu.TRAIN_TARGETS)
+    assert [t["name"] for t in tg] == [f"{label} forward time / bf16 F.linear",
+                                       f"{label} fwd+bwd time / nn.Linear bf16"]
+    result = {"meta": meta, "results": [], "targets": tg, "host": host, "train": section}
+    txt = report.render(result)
+    assert "Training step" in txt and "Host time per call" in txt and "want <= 1.2" in txt
+    assert "train_bitlinear_bf16" in txt and "no_grad" in txt
+    md = report.render(result, markdown=True)
+    assert "| label | pass | train_bf16 | train_bitlinear_bf16 | train_torchao_bf16 |" in md
+    json.dumps(result)
+
+
 def test_demo_does_not_import_the_benchmark():
     code = "import sys, bitlinear.demo; sys.exit('bitlinear.bench' in sys.modules)"
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env).returncode == 0
+
+
+def test_gpu_run_on_cpu_saves_each_part():
+    """gpu.run, the whole `bench --device cuda` flow, on the CPU with the host clock: layer, host and
+    training sections, the result saved after each part, the table of every part."""
+    import argparse
+
+    from bitlinear.bench import cli, gpu, report
+    sub = argparse.ArgumentParser().add_subparsers()
+    args = cli.add_parser(sub).parse_args(["--device", "cuda", "--shapes", "128x64", "--ms", "24",
+                                           "--no-progress"])
+    saved = []
+    args.save = lambda r: saved.append(json.loads(json.dumps(r)))
+    r = gpu.run(args, device="cpu")
+    assert [sorted(k for k in ("results", "host", "train") if s.get(k)) for s in saved] == [
+        ["results"], ["host", "results"], ["host", "results", "train"],
+        ["host", "results", "train"]]  # the optional baselines (torchao) in a last part
+    assert {x["impl"] for x in r["results"]} >= {"bitlinear", "bf16", "int_mm"}
+    assert all(x["mode"] == "wall" for x in r["results"] + r["train"]["records"])
+    _check_train(r["train"], ("label", "mode"))
+    _check_host(r["host"]["records"])
+    txt = report.render(r)
+    assert "128x64 M=24" in txt and "Training step" in txt and "Host time per call" in txt

@@ -35,8 +35,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "bench", help="benchmark deployed BitLinear against torch linear layers",
         description="Time deployed BitLinear against float32/bfloat16 nn.Linear, torch's int8 paths and "
                     "the fake-quant forward over batch sizes M, in one process (--device cuda: against "
-                    "cuBLAS bf16 and torch._int_mm). Writes JSON and prints a table of median "
-                    "latencies with speedups vs the baseline (f32 nn.Linear; on CUDA bf16).")
+                    "cuBLAS bf16 and torch._int_mm); then training rows (a BitLinear train step "
+                    "against nn.Linear of the same dtype; on CUDA also torchao's bitnet_training "
+                    "where installed) and host-time rows (per call of a 64x64 layer). Writes JSON and "
+                    "prints tables of median latencies with speedups vs the baseline (f32 nn.Linear; "
+                    "on CUDA bf16) or, for training and host time, time / nn.Linear's.")
     p.add_argument("--quick", action="store_true",
                    help="tiny shapes and few reps (a smoke test, seconds); CUDA: the 4 headline cases")
     p.add_argument("--shapes", type=_shapes, default=None,
@@ -46,7 +49,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_ints, default=None,
                    help=f"CPU thread counts, default all cores and 1 ({os.cpu_count()},1)")
     p.add_argument("--impls", type=lambda s: [v for v in s.split(",") if v], default=None,
-                   help="a subset of the suite's implementations (see docs/benchmarks.md)")
+                   help="a subset of the suite's implementations, layer sweep and training rows "
+                        "(train_*) alike; a part none of them names is not run (see docs/benchmarks.md)")
     p.add_argument("--reps", type=int, default=30,
                    help="timed runs per point (median), default 30 (CUDA: at least 30)")
     p.add_argument("--max-seconds", type=float, default=2.0,
@@ -57,6 +61,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="time one weight copy repeatedly (default: cycle through copies totalling "
                         "4x the last-level cache (CUDA: 2x L2), so weights stream from memory)")
     p.add_argument("--no-model", action="store_true", help="skip the transformers Llama case")
+    p.add_argument("--no-train", action="store_true",
+                   help="skip the training rows (default: CPU 4096x4096 at M=8,512 on all cores, "
+                        "or --shapes/--ms/--threads; CUDA: two prefill-sized cases, or the "
+                        "--shapes x --ms grid)")
+    p.add_argument("--no-host", action="store_true",
+                   help="skip the host-time rows (per call of a 64x64 layer at M=1)")
     p.add_argument("--no-hw", action="store_true",
                    help="skip measuring hardware limits (CPU: int8 peak / read bandwidth with "
                         "profile/hw.py; CUDA: copy bandwidth)")
@@ -85,7 +95,7 @@ def run_cli(args) -> int:
         from . import gpu as suite
     else:
         from . import cpu as suite
-    why = suite.IMPLS.check(args.impls or [])
+    why = harness.check_names(args.impls or [], *suite.REGISTRIES)
     if why:
         print(f"bench: {why}", file=sys.stderr)
         return 2
@@ -93,12 +103,13 @@ def run_cli(args) -> int:
             or any(t < 1 for t in args.threads or []):
         print("bench: sizes and thread counts must be >= 1", file=sys.stderr)
         return 2
-    result = suite.run(args)
-    if isinstance(result, int):
-        return result
     name = "-".join(n for n in ("cuda" if args.device == "cuda" else "", "quick" if args.quick else "")
                     if n) or "cpu"
     out = args.out or harness.default_out(name)
+    args.save = lambda partial: harness.write(partial, out)  # a suite may save after each part
+    result = suite.run(args)
+    if isinstance(result, int):
+        return result
     harness.write(result, out)
     print(report.render(result))
     print(f"\nwrote {out}")

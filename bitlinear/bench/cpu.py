@@ -1,5 +1,7 @@
 """The CPU suite: deployed BitLinear against torch's own linear layers, side by side in one process,
-over batch sizes M at BitNet-sized shapes and thread counts, plus a transformers Llama model case.
+over batch sizes M at BitNet-sized shapes and thread counts, plus training rows and host-time rows
+(bench/train.py: TRAIN_IMPLS at TRAIN_SHAPES x TRAIN_MS, all cores; the host rows on 1 thread) and
+a transformers Llama model case.
 Entry point: `python -m bitlinear bench` (bitlinear/bench/cli.py); see docs/benchmarks.md.
 
 Implementations (IMPLS, all without bias, like BitNet's projections; columns in this order):
@@ -19,14 +21,17 @@ import json
 import os
 import platform
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from .harness import Impl, Progress, Registry, add_fractions, add_speedups, common_meta, point
-from .timing import Rotation, last_level_cache_bytes, summarize, time_fn
+from . import train
+from .harness import (Impl, Progress, Registry, add_fractions, add_speedups, check_targets,
+                      common_meta, point)
+from .timing import last_level_cache_bytes, summarize, time_fn
 
 SHAPES: Tuple[Tuple[int, int], ...] = ((4096, 4096), (2560, 6912), (6912, 2560))
 MS: Tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -34,8 +39,21 @@ QUICK_SHAPES = ((256, 384), (384, 256))
 QUICK_MS = (1, 8, 64)
 BASELINE = "f32"
 NEVER_SKIPPED = (BASELINE, "bitlinear")
+# training rows (bench/train.py): default shapes and batch sizes, at all cores
+TRAIN_IMPLS = ("train_f32", "train_bitlinear_f32", "train_bf16", "train_bitlinear_bf16")
+TRAIN_SHAPES = ((4096, 4096),)
+TRAIN_MS = (8, 512)
+QUICK_TRAIN_SHAPES = ((256, 384),)
+QUICK_TRAIN_MS = (8,)
+# host-time rows: (calls per loop, loops), default and --quick
+HOST_LOOPS = {False: (1000, 15), True: (100, 5)}
+# (name, record match, field, op, want): the CPU's training targets
+TARGETS = [(f"train K=N=4096 M={m} threads=2 fwd+bwd time / nn.Linear f32",
+            {"K": 4096, "N": 4096, "M": m, "threads": 2, "impl": "train_bitlinear_f32",
+             "pass": "fwd+bwd"}, "time_vs_linear", "<=", 1.5) for m in (8, 512)]
 
 IMPLS = Registry()
+REGISTRIES = (IMPLS, train.TRAIN)  # what --impls selects from
 
 
 def _module(m: nn.Module, dtype=torch.float32, nbytes: Optional[int] = None, note: str = "") -> Impl:
@@ -143,6 +161,16 @@ def load_hw(path: str) -> Dict[int, dict]:
     return {int(t): lim for t, lim in data.items()}
 
 
+@contextmanager
+def keep_threads():
+    """Restores torch's thread count on exit (the suite sets it per point)."""
+    prev = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
 def run_layer_suite(shapes: Sequence[Tuple[int, int]], ms: Sequence[int], threads: Sequence[int],
                     impls: Sequence[str], reps: int = 30, max_seconds: float = 2.0, min_reps: int = 5,
                     progress: bool = True, hw_limits: Optional[Dict[int, dict]] = None,
@@ -160,28 +188,24 @@ def run_layer_suite(shapes: Sequence[Tuple[int, int]], ms: Sequence[int], thread
     hw_limits = hw_limits or {}
     unavailable = IMPLS.unavailable()
     records: List[dict] = []
-    prev_threads = torch.get_num_threads()
     if cold_bytes is None:
         cold_bytes = 4 * last_level_cache_bytes()
-    try:
-        with Progress(len(shapes) * len(threads) * len(ms) * len(impls), progress) as bar:
-            for K, N in shapes:
-                torch.manual_seed(seed)
-                built = IMPLS.build(impls, nn.Linear(K, N, bias=False))
-                rot = {name: Rotation(impl.weights, impl.nbytes, cold_bytes) for name, impl in built.items()}
-                for t in threads:
-                    torch.set_num_threads(t)
-                    last: Dict[str, Tuple[int, float]] = {}
-                    for M in sorted(ms):
-                        x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed + M))
-                        for name in impls:
-                            bar.at(f"K={K} N={N} t={t} M={M} {name}")
-                            records.append(_time_point(name, built.get(name), rot.get(name), x, K, N,
-                                                       t, last, hw_limits.get(t, {}), unavailable,
-                                                       reps, max_seconds, min_reps, max_call_seconds))
-                            bar.done()
-    finally:
-        torch.set_num_threads(prev_threads)
+    with keep_threads(), Progress(len(shapes) * len(threads) * len(ms) * len(impls), progress) as bar:
+        for K, N in shapes:
+            torch.manual_seed(seed)
+            built = IMPLS.build(impls, nn.Linear(K, N, bias=False))
+            rot = {name: impl.rotation(cold_bytes) for name, impl in built.items()}
+            for t in threads:
+                torch.set_num_threads(t)
+                last: Dict[str, Tuple[int, float]] = {}
+                for M in sorted(ms):
+                    x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed + M))
+                    for name in impls:
+                        bar.at(f"K={K} N={N} t={t} M={M} {name}")
+                        records.append(_time_point(name, built.get(name), rot.get(name), x, K, N,
+                                                   t, last, hw_limits.get(t, {}), unavailable,
+                                                   reps, max_seconds, min_reps, max_call_seconds))
+                        bar.done()
     add_speedups(records, BASELINE, ("K", "N", "threads", "M"))
     return records
 
@@ -205,6 +229,43 @@ def _time_point(name, impl, rot, x, K, N, t, last, lim, unavailable, reps, max_s
         last[name] = (M, tm["min_s"])
         rec["copies"] = len(rot)
     return rec
+
+
+# ------------------------------------------------------------------- training and host time
+def run_train_suite(shapes: Sequence[Tuple[int, int]], ms: Sequence[int], threads: Sequence[int],
+                    impls: Sequence[str] = TRAIN_IMPLS, reps: int = 30, max_seconds: float = 2.0,
+                    min_reps: int = 5, progress: bool = True,
+                    cold_bytes: Optional[int] = None) -> List[dict]:
+    """The training rows (bench/train.py): a record per (shape, threads, M, impl, pass), wall
+    clock with the layer sweep's caps; weights rotate over cold_bytes (default 4x the LLC)."""
+    if cold_bytes is None:
+        cold_bytes = 4 * last_level_cache_bytes()
+
+    def timer(step, _copies):
+        return time_fn(step, reps=reps, warmup=3, max_seconds=max_seconds, min_reps=min_reps)
+    records: List[dict] = []
+    with keep_threads(), Progress(len(shapes) * len(threads) * len(ms), progress) as bar:
+        for K, N in shapes:
+            built, rots, why = train.build(impls, K, N, "cpu", cold_bytes)
+            for t in threads:
+                torch.set_num_threads(t)
+                for M in sorted(ms):
+                    bar.at(f"train K={K} N={N} t={t} M={M}")
+                    records += train.time_point(impls, built, rots, why, M, K, N, {"threads": t},
+                                                timer, "cpu")
+                    bar.done()
+    train.add_ratios(records, ("threads",))
+    return records
+
+
+def run_host(quick: bool = False) -> dict:
+    """The host-time rows on 1 thread, float32 (bench/train.py host_rows)."""
+    calls, loops = HOST_LOOPS[quick]
+    with keep_threads():
+        torch.set_num_threads(1)
+        records = train.host_rows("cpu", torch.float32, calls, loops, {"threads": 1})
+    return {"records": records, "calls": calls, "loops": loops,
+            "timing": f"host wall clock per call: median of {loops} loops of {calls} calls, 1 thread"}
 
 
 # ---------------------------------------------------------------- model level (transformers Llama)
@@ -241,15 +302,12 @@ def run_model_suite(quick: bool, threads: Sequence[int], prompt_len: Optional[in
            "prompt_len": prompt_len, "decode_steps": decode_steps, "batch": 1,
            "bytes": {"float": model_size_bytes(float_model), "deployed": model_size_bytes(bit_model)},
            "results": []}
-    prev = torch.get_num_threads()
-    try:
+    with keep_threads():
         for t in threads:
             torch.set_num_threads(t)
             for name, model in (("float", float_model), ("deployed", bit_model)):
                 out["results"].append(dict(threads=t, model=name,
                                            **_time_llama(model, ids, decode_steps, reps)))
-    finally:
-        torch.set_num_threads(prev)
     return out
 
 
@@ -305,15 +363,32 @@ def run(args) -> dict:
     ms = args.ms or list(QUICK_MS if quick else MS)
     cores = os.cpu_count() or 1
     threads = args.threads or ([cores] if quick else sorted({cores, 1}, reverse=True))
-    impls = args.impls or IMPLS.names()
+    impls = IMPLS.select(args.impls)
+    train_impls = [] if args.no_train else train.TRAIN.select(args.impls, TRAIN_IMPLS)
     reps = 5 if quick else args.reps
+    max_seconds = 0.5 if quick else args.max_seconds
     meta = common_meta("cpu", BASELINE)
-    hw, hw_meta = hardware(args, threads)
+    hw, hw_meta = hardware(args, threads) if impls else ({}, {})
     cold_bytes = 0 if args.warm_cache else 4 * last_level_cache_bytes()
-    records = run_layer_suite(shapes, ms, threads, impls, reps=reps,
-                              max_seconds=0.5 if quick else args.max_seconds,
+    records = run_layer_suite(shapes, ms, threads, impls, reps=reps, max_seconds=max_seconds,
                               progress=not args.no_progress, hw_limits=hw,
-                              max_call_seconds=args.max_call_seconds, cold_bytes=cold_bytes)
+                              max_call_seconds=args.max_call_seconds,
+                              cold_bytes=cold_bytes) if impls else []
+    result = {"meta": meta, "results": records}
+    if train_impls:
+        t_shapes = args.shapes or list(QUICK_TRAIN_SHAPES if quick else TRAIN_SHAPES)
+        t_ms = args.ms or list(QUICK_TRAIN_MS if quick else TRAIN_MS)
+        t_threads = args.threads or [cores]
+        result["train"] = {
+            "impls": train_impls, "shapes": [list(s) for s in t_shapes], "ms": t_ms,
+            "threads": t_threads,
+            "timing": "wall clock, median of reps after 3 warm-up runs (capped as the layer sweep); "
+                      "grads set to None before each call",
+            "records": run_train_suite(t_shapes, t_ms, t_threads, train_impls, reps, max_seconds,
+                                       progress=not args.no_progress, cold_bytes=cold_bytes)}
+    if not args.no_host:
+        result["host"] = run_host(quick)
+    result["targets"] = check_targets(result.get("train", {}).get("records", []), TARGETS)
     model = None
     if not args.no_model:
         try:
@@ -324,7 +399,9 @@ def run(args) -> dict:
         "machine": machine_name(), "cpu_path": bitlinear.cpu_isa(),
         "quantized_engine": torch.backends.quantized.engine,
         "impls_unavailable": IMPLS.unavailable(),
-        "quick": quick, "shapes": [list(s) for s in shapes], "ms": ms, "threads": threads, "impls": impls,
+        "quick": quick, "impls": impls,  # the layer sweep's (none run: empty)
+        "shapes": [list(s) for s in shapes] if impls else [], "ms": ms if impls else [],
+        "threads": threads,
         "reps": reps, "max_seconds": args.max_seconds,
         "hw": {str(t): v for t, v in hw.items()}, **hw_meta,
         "timing": "wall clock, median of reps after 3 warm-up runs, torch.inference_mode",
@@ -332,4 +409,5 @@ def run(args) -> dict:
                  f"cold: calls cycle through weight copies totalling >= 4 x "
                  f"{last_level_cache_bytes() >> 20} MiB last-level cache",
     })
-    return {"meta": meta, "results": records, "model": model}
+    result["model"] = model
+    return result

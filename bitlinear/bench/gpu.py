@@ -14,6 +14,12 @@ written; weight GB/s counts the packed (or bf16) weight bytes read per call.
 
 Implementations (IMPLS): bitlinear, bf16 (the baseline of every ratio), int_mm, and tuning variants
 of the bitlinear path (environment overrides of its GEMM choice, listed below the table).
+
+Then host-time rows (bench/train.py: per call of a 64x64 bf16 layer, synchronize only around each
+loop of calls) and training rows (bench/train.py, TRAIN_IMPLS at TRAIN_CASES: nn.Linear, BitLinear
+and, where `import torchao` works, torchao's bitnet_training, all bf16; CUDA events around one call
+after a synchronize, TRAIN_MODE, since a train step is not graph-captured). With `args.save` (the
+CLI's), the result file is rewritten after each section, so a run cut short keeps what it measured.
 """
 from __future__ import annotations
 
@@ -24,8 +30,10 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .harness import Impl, Progress, Registry, add_fractions, add_speedups, common_meta, point
-from .timing import Rotation, gpu_l2_bytes, time_cuda_eager, time_cuda_graph, time_fn
+from . import train
+from .harness import (Impl, Progress, Registry, add_fractions, add_speedups, check_targets,
+                      common_meta, point)
+from .timing import gpu_l2_bytes, time_cuda_eager, time_cuda_graph, time_fn
 
 BASELINE = "bf16"
 L2_FACTOR = 2  # rotated weight copies hold at least this many L2 caches
@@ -52,6 +60,18 @@ TARGETS = [(lbl, key, want, what) for lbl in ("decode 8192->28672", "decode 2867
                                    ("frac_copy_bw", 0.6, "weight BW / copy BW"))] + [
     ("prefill 8192x8192", "speedup_vs_bf16", 1.2, "M=4096 speedup vs bf16")]
 
+# training rows: (label, M, K, N), implementations, timing mode and targets (name, record match,
+# field, op, want) on the time ratio to nn.Linear bf16 (fwd: F.linear)
+TRAIN_CASES: List[Tuple[str, int, int, int]] = [("train 4096x4096x4096", 4096, 4096, 4096),
+                                                ("train 8192x4096x11008", 8192, 4096, 11008)]
+TRAIN_IMPLS = ("train_bf16", "train_bitlinear_bf16", "train_torchao_bf16")
+TRAIN_MODE = "eager"
+TRAIN_TARGETS = [(f"{lbl} {what}", {"label": lbl, "impl": "train_bitlinear_bf16", "pass": p},
+                  "time_vs_linear", "<=", want) for lbl, *_ in TRAIN_CASES
+                 for p, want, what in (("fwd", 0.8, "forward time / bf16 F.linear"),
+                                       ("fwd+bwd", 1.2, "fwd+bwd time / nn.Linear bf16"))]
+HOST_LOOPS = {False: (1000, 15), True: (200, 5)}  # (calls per loop, loops), default and --quick
+
 
 class Case:
     """The inputs of one shape: bf16 x, ternary weights quantized and packed, the same in bf16."""
@@ -68,6 +88,7 @@ class Case:
 
 
 IMPLS = Registry()
+REGISTRIES = (IMPLS, train.TRAIN)  # what --impls selects from
 
 
 def _bitlinear_impl(c: Case, env: Optional[dict] = None) -> Impl:
@@ -132,7 +153,7 @@ def bench_case(label: str, M: int, K: int, N: int, impls: Sequence[str], reps: i
     out = []
     for name, impl in built.items():
         if id(impl.weights) not in rots:
-            rots[id(impl.weights)] = Rotation(impl.weights, impl.nbytes, budget_bytes)
+            rots[id(impl.weights)] = impl.rotation(budget_bytes)
         rot = rots[id(impl.weights)]
         step = impl.step(rot, c.x)
         for mode in modes:
@@ -147,16 +168,16 @@ def bench_case(label: str, M: int, K: int, N: int, impls: Sequence[str], reps: i
     return out
 
 
-def run_suite(cases: Sequence[Tuple[str, int, int, int]], impls: Sequence[str], reps: int = 30,
-              modes: Sequence[str] = DEFAULT_MODES, budget_bytes: Optional[int] = None,
-              copy_gbs: Optional[float] = None, progress: bool = True,
-              device: str = "cuda") -> List[dict]:
+def _per_case(cases: Sequence[Tuple[str, int, int, int]], progress: bool, device: str, run_case,
+              head) -> List[dict]:
+    """run_case(label, M, K, N) -> records, for each case under a progress bar; a case that fails is
+    reported and left out (the others still run); head(records) picks the records logged."""
     records: List[dict] = []
     with Progress(len(cases), progress) as bar:
         for label, M, K, N in cases:
             bar.at(label)
             try:
-                recs = bench_case(label, M, K, N, impls, reps, modes, budget_bytes, copy_gbs, device)
+                recs = run_case(label, M, K, N)
             except Exception as e:  # keep the other shapes
                 print(f"{label}: FAILED {type(e).__name__}: {e}", file=sys.stderr)
                 continue
@@ -164,21 +185,58 @@ def run_suite(cases: Sequence[Tuple[str, int, int, int]], impls: Sequence[str], 
                 if device == "cuda":  # the case's weight copies are gone: give their memory back
                     torch.cuda.empty_cache()
             records += recs
-            head = [r for r in recs if r["mode"] == modes[0] and r["impl"] in ("bitlinear", BASELINE)]
-            bar.log(f"{label}: " + ", ".join(f"{r['impl']} {r['median_ms'] * 1e3:.1f} us" for r in head))
+            bar.log(f"{label}: " + ", ".join(
+                " ".join(filter(None, (r["impl"], r.get("pass"), f"{r['median_ms'] * 1e3:.1f} us")))
+                for r in head(recs) if "median_ms" in r))
             bar.done()
+    return records
+
+
+def run_suite(cases: Sequence[Tuple[str, int, int, int]], impls: Sequence[str], reps: int = 30,
+              modes: Sequence[str] = DEFAULT_MODES, budget_bytes: Optional[int] = None,
+              copy_gbs: Optional[float] = None, progress: bool = True,
+              device: str = "cuda") -> List[dict]:
+    records = _per_case(
+        cases, progress, device,
+        lambda label, M, K, N: bench_case(label, M, K, N, impls, reps, modes, budget_bytes,
+                                          copy_gbs, device),
+        lambda recs: [r for r in recs if r["mode"] == modes[0] and r["impl"] in ("bitlinear", BASELINE)])
     add_speedups(records, BASELINE, ("label", "M", "K", "N", "mode"))
     return records
 
 
+def run_train(cases: Sequence[Tuple[str, int, int, int]], impls: Sequence[str] = TRAIN_IMPLS,
+              reps: int = 30, mode: str = TRAIN_MODE, budget_bytes: Optional[int] = None,
+              progress: bool = True, device: str = "cuda") -> List[dict]:
+    """The training rows (bench/train.py) at each case, timed in `mode`."""
+    if budget_bytes is None:
+        budget_bytes = L2_FACTOR * gpu_l2_bytes()
+
+    def run_case(label, M, K, N):
+        built, rots, why = train.build(impls, K, N, device, budget_bytes)
+        return train.time_point(impls, built, rots, why, M, K, N, {"label": label, "mode": mode},
+                                lambda step, n_rot: MODES[mode](step, n_rot, reps), device)
+    records = _per_case(cases, progress, device, run_case,
+                        lambda recs: [r for r in recs if r["pass"] == "fwd+bwd"])
+    train.add_ratios(records, ("label", "mode"))
+    return records
+
+
+def run_host(device: str = "cuda", quick: bool = False) -> dict:
+    """The host-time rows in bf16 (bench/train.py host_rows), synchronized around each loop."""
+    calls, loops = HOST_LOOPS[quick]
+    sync = torch.cuda.synchronize if device == "cuda" else None
+    return {"records": train.host_rows(device, torch.bfloat16, calls, loops, sync=sync),
+            "calls": calls, "loops": loops,
+            "timing": f"host wall clock per call: median of {loops} loops of {calls} calls"
+                      + (", torch.cuda.synchronize around each loop" if sync else "")}
+
+
 def targets(records: List[dict], mode: str) -> list:
-    out = []
-    for label, key, want, what in TARGETS:
-        r = next((r for r in records if (r["label"], r["impl"], r["mode"]) == (label, "bitlinear", mode)
-                  and key in r), None)
-        if r is not None:
-            out.append({"name": f"{label} {what}", "value": r[key], "want": want, "ok": r[key] >= want})
-    return out
+    """The layer targets (TARGETS) on the bitlinear records of `mode`."""
+    return check_targets(records, [(f"{label} {what}", {"label": label, "impl": "bitlinear",
+                                                        "mode": mode}, key, ">=", want)
+                                   for label, key, want, what in TARGETS])
 
 
 def cuda_missing() -> str:
@@ -189,25 +247,34 @@ def cuda_missing() -> str:
     return "" if bitlinear.HAS_CUDA_KERNELS else "this build has no CUDA kernels"
 
 
-def run(args):
-    """The suite for `python -m bitlinear bench --device cuda`: the result dict, or an exit code."""
-    if cuda_missing():
+def run(args, device: str = "cuda"):
+    """The suite for `python -m bitlinear bench --device cuda`: the result dict, or an exit code.
+    device "cpu": the same logic on the CPU, timed with the host clock ("wall"), a 1 MiB rotation
+    budget and no copy bandwidth (the tests run it; its times say nothing about a GPU)."""
+    cuda = device == "cuda"
+    if cuda and cuda_missing():
         print(f"bench --device cuda: {cuda_missing()}", file=sys.stderr)
         return 2
+    modes, train_mode = (DEFAULT_MODES, TRAIN_MODE) if cuda else (("wall",), "wall")
+    l2 = gpu_l2_bytes() if cuda else 1 << 19
     reps = max(30, args.reps)
     if args.shapes or args.ms:
         cases = [(f"{K}x{N} M={m}", m, K, N) for K, N in args.shapes or [(4096, 4096)]
                  for m in args.ms or [1]]
+        train_cases = cases
     else:
         cases = SHAPES[:4] if args.quick else SHAPES
-    impls = args.impls or IMPLS.names()
+        train_cases = TRAIN_CASES[:1] if args.quick else TRAIN_CASES
+    impls = IMPLS.select(args.impls)
+    train_impls = [] if args.no_train else train.TRAIN.select(args.impls, TRAIN_IMPLS)
+    budget = 0 if args.warm_cache else L2_FACTOR * l2
+    save = getattr(args, "save", None) or (lambda result: None)
     meta = common_meta("cuda", BASELINE)
-    copy = {} if args.no_hw else copy_bandwidth(reps)
-    records = run_suite(cases, impls, reps, DEFAULT_MODES, 0 if args.warm_cache else None,
-                        copy.get("copy_gbs"), not args.no_progress)
+    copy = {} if args.no_hw or not impls or not cuda else copy_bandwidth(reps)
     meta.update({
-        "device": torch.cuda.get_device_name(), "cuda": torch.version.cuda, "quick": args.quick,
-        "cases": [list(c) for c in cases], "modes": list(DEFAULT_MODES), "reps": reps,
+        "device": torch.cuda.get_device_name() if cuda else "cpu (host clock)",
+        "cuda": torch.version.cuda, "quick": args.quick,
+        "cases": [list(c) for c in cases], "modes": list(modes), "reps": reps,
         "impls": [n for n in impls if not IMPLS.entries[n].variant_of],
         "impls_unavailable": IMPLS.unavailable(),
         "hw": {"device": copy} if copy else {},
@@ -216,9 +283,34 @@ def run(args):
                   "CUDA graph, eager: one call after a synchronize",
         "cache": "warm (one weight copy)" if args.warm_cache else
                  f"cold: calls cycle through weight copies totalling >= {L2_FACTOR} x "
-                 f"{gpu_l2_bytes() >> 20} MiB L2",
+                 f"{l2 / 2**20:g} MiB L2",
     })
-    return {"meta": meta, "results": records, "targets": targets(records, DEFAULT_MODES[0])}
+    result = {"meta": meta, "results": [], "targets": []}
+    if impls:
+        result["results"] = run_suite(cases, impls, reps, modes, budget, copy.get("copy_gbs"),
+                                      not args.no_progress, device)
+        result["targets"] = targets(result["results"], modes[0])
+        save(result)
+    if not args.no_host:
+        result["host"] = run_host(device, args.quick)
+        save(result)
+    if train_impls:
+        sec = result["train"] = {
+            "impls": train_impls, "cases": [list(c) for c in train_cases], "records": [],
+            "timing": (f"CUDA events, {train_mode}: one call after a synchronize" if cuda else
+                       "host clock") + f", median of {reps}; grads set to None before each call"}
+        layer_targets = result["targets"]
+        # the optional baselines (torchao: its Triton GEMM autotunes on its first call per shape)
+        # in a second pass, so that a run cut short during them keeps the others
+        optional = [n for n in train_impls if train.TRAIN.entries[n].requires]
+        for part in ([n for n in train_impls if n not in optional], optional):
+            if part:
+                sec["records"] += run_train(train_cases, part, reps, train_mode, budget,
+                                            not args.no_progress, device)
+                train.add_ratios(sec["records"], ("label", "mode"))
+                result["targets"] = layer_targets + check_targets(sec["records"], TRAIN_TARGETS)
+                save(result)
+    return result
 
 
 def main(argv=None) -> int:

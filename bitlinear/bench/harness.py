@@ -6,12 +6,14 @@ one shape (the CPU suite: an nn.Linear; the GPU suite: a case with quantized and
 returns an Impl, or None where it does not apply. Adding a row to a suite's table is one
 `@IMPLS.register("name")` function in bitlinear/bench/cpu.py or gpu.py.
 
-Record schema (the JSON's "results"; bitlinear/bench/report.py and profile/plot.py read it):
+Record schema (the JSON's "results", and the "records" of its "train" and "host" sections;
+bitlinear/bench/report.py and profile/plot.py read it):
   K, N, M, impl                          the point (CPU also threads; GPU also label and mode)
   median_ms, min_ms, p90_ms, reps        seconds per call, as milliseconds
   tokens_per_s, gops                     M / time, 2 M N K / time
   static_bytes, weight_gbs               bytes one call reads as weights, and that per second
   speedup_vs_<baseline>                  baseline time / this time, at the same point
+  time_vs_linear                         train and host rows: this time / nn.Linear's (same dtype)
   copies                                 weight copies the calls cycle through (timing.Rotation)
   frac_int8_peak, frac_read_bw,          fractions of measured hardware limits, where known
   frac_copy_bw
@@ -37,6 +39,11 @@ class Impl:
     dtype: Any = None                # input dtype; None: the input as given
     note: str = ""
     env: Dict[str, str] = field(default_factory=dict)  # set around each call (kernel variants)
+    clone: Optional[Callable[[Any], Any]] = None       # copies `weights` (default copy.deepcopy)
+
+    def rotation(self, budget_bytes: int) -> Rotation:
+        """Copies of the weights holding at least budget_bytes (timing.Rotation)."""
+        return Rotation(self.weights, self.nbytes, budget_bytes, clone=self.clone)
 
     def step(self, rotation: Rotation, x) -> Callable[[], Any]:
         """A zero-argument call on the next weight copy each time, the thing the timers time."""
@@ -96,29 +103,56 @@ class Registry:
                 out[e.name] = why
         return out
 
-    def check(self, names: Sequence[str]) -> str:
-        """'' if every name is registered, else an error message."""
-        bad = [n for n in names if n not in self.entries]
-        return f"unknown implementation {bad[0]!r}; known: {', '.join(self.entries)}" if bad else ""
-
-    def build(self, names: Sequence[str], *args) -> Dict[str, Impl]:
-        """The usable, applicable implementations among `names` for one shape."""
+    def build(self, names: Sequence[str], *args,
+              errors: Optional[Dict[str, str]] = None) -> Dict[str, Impl]:
+        """The usable, applicable implementations among `names` for one shape. With `errors`, a
+        builder that raises is left out and why is put there (else the exception propagates)."""
         out = {}
         for n in names:
             e = self.entries[n]
             if e.requires and e.requires():
                 continue
-            impl = e.build(*args)
+            try:
+                impl = e.build(*args)
+            except Exception as ex:
+                if errors is None:
+                    raise
+                errors[n] = f"{type(ex).__name__}: {ex}"
+                continue
             if impl is not None:
                 out[n] = impl
         return out
 
+    def select(self, names: Optional[Sequence[str]], default: Optional[Sequence[str]] = None
+               ) -> List[str]:
+        """This registry's names among `names` (a --impls list spanning several registries), or
+        `default` (else all) when no names are given."""
+        if names:
+            return [n for n in names if n in self.entries]
+        return list(self.entries if default is None else default)
 
-def point(tm: dict, K: int, N: int, M: int, impl: Impl) -> dict:
-    """The timing fields of a record, from a timing.* result."""
+
+def check_names(names: Sequence[str], *registries: Registry) -> str:
+    """'' if every name is in one of the registries, else an error message."""
+    known = [n for r in registries for n in r.entries]
+    bad = [n for n in names if n not in known]
+    return f"unknown implementation {bad[0]!r}; known: {', '.join(known)}" if bad else ""
+
+
+def times(tm: dict) -> dict:
+    """median_ms, min_ms, p90_ms and reps (and calls, where timed in loops) of a timing.* result."""
+    out = {"median_ms": tm["median_s"] * 1e3, "min_ms": tm["min_s"] * 1e3,
+           "p90_ms": tm["p90_s"] * 1e3, "reps": tm["reps"]}
+    if "calls" in tm:
+        out["calls"] = tm["calls"]
+    return out
+
+
+def point(tm: dict, K: int, N: int, M: int, impl: Impl, ops: float = 2.0) -> dict:
+    """The timing fields of a record, from a timing.* result; `ops` per multiply-add of M N K
+    (2: a forward GEMM, 6: forward + backward)."""
     s = tm["median_s"]
-    rec = {"median_ms": s * 1e3, "min_ms": tm["min_s"] * 1e3, "p90_ms": tm["p90_s"] * 1e3,
-           "reps": tm["reps"], "tokens_per_s": M / s, "gops": 2.0 * M * N * K / s / 1e9,
+    rec = {**times(tm), "tokens_per_s": M / s, "gops": ops * M * N * K / s / 1e9,
            "static_bytes": impl.nbytes, "weight_gbs": impl.nbytes / s / 1e9}
     if impl.note:
         rec["note"] = impl.note
@@ -135,14 +169,43 @@ def add_fractions(rec: dict, limits: dict, integer: bool, bandwidth: bool = True
             rec[key] = rec["weight_gbs"] / limits[lim]
 
 
-def add_speedups(records: List[dict], baseline: str, keys: Sequence[str]) -> None:
-    """speedup_vs_<baseline> on every timed record: the baseline's time at the same `keys`."""
+def _with_baseline(records: List[dict], baseline: str, keys: Sequence[str], impl_key: str):
+    """(record, the baseline's median_ms at the same `keys`) for every timed record that has one;
+    the baseline is the record whose `impl_key` field is `baseline`."""
     base = {tuple(r.get(k) for k in keys): r["median_ms"] for r in records
-            if r["impl"] == baseline and "median_ms" in r}
+            if r.get(impl_key) == baseline and "median_ms" in r}
     for r in records:
         b = base.get(tuple(r.get(k) for k in keys))
         if b is not None and "median_ms" in r:
-            r[f"speedup_vs_{baseline}"] = b / r["median_ms"]
+            yield r, b
+
+
+def add_speedups(records: List[dict], baseline: str, keys: Sequence[str]) -> None:
+    """speedup_vs_<baseline> on every timed record: the baseline's time at the same `keys` / its."""
+    for r, b in _with_baseline(records, baseline, keys, "impl"):
+        r[f"speedup_vs_{baseline}"] = b / r["median_ms"]
+
+
+def add_time_ratios(records: List[dict], baseline: str, keys: Sequence[str],
+                    impl_key: str = "impl") -> None:
+    """time_vs_<baseline> on every timed record: its time / the baseline's at the same `keys`
+    (lower is better; the train and host rows, whose targets are time ratios)."""
+    for r, b in _with_baseline(records, baseline, keys, impl_key):
+        r[f"time_vs_{baseline}"] = r["median_ms"] / b
+
+
+def check_targets(records: List[dict], specs) -> List[dict]:
+    """specs: (name, {field: value} a record must match, record field, ">=" or "<=", want). One
+    {name, value, op, want, ok} per spec that a record with the field matches."""
+    out = []
+    for name, match, key, op, want in specs:
+        r = next((r for r in records if key in r and all(r.get(k) == v for k, v in match.items())),
+                 None)
+        if r is not None:
+            v = r[key]
+            out.append({"name": name, "value": v, "op": op, "want": want,
+                        "ok": v >= want if op == ">=" else v <= want})
+    return out
 
 
 def loadavg():

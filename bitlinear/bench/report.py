@@ -3,8 +3,9 @@ markdown. `python -m bitlinear bench --render FILE [--markdown]`.
 
 A table per group of records (LAYOUTS: CPU per shape and thread count, GPU per timing mode), a row
 per batch size M (CPU) or case (GPU), a column per implementation, cells "median (speedup vs the
-baseline)"; then notes: hardware limits, weight streaming rates, static memory, tuning variants,
-targets, the model case.
+baseline)"; then notes: hardware limits, weight streaming rates, tuning variants; the host-time
+and training tables (SECTIONS: cells "median (time / nn.Linear's)"); targets, static memory, the
+model case.
 """
 from __future__ import annotations
 
@@ -15,17 +16,32 @@ from typing import Dict, List, Sequence, Tuple
 @dataclass(frozen=True)
 class Layout:
     group: Tuple[str, ...]          # record fields: one table per distinct value
-    row: str                        # record field: one row per distinct value
+    row: Tuple[str, ...]            # record fields: one row per distinct value, a column each
     unit: str                       # "ms" or "us"
     extras: Tuple[Tuple[str, str, str], ...] = ()  # (record field of bitlinear, column, format)
     notes: bool = False             # per table: bitlinear's weight streaming at M=1, best GOPS
 
 
 LAYOUTS: Dict[str, Layout] = {
-    "cpu": Layout(group=("K", "N", "threads"), row="M", unit="ms", notes=True),
-    "cuda": Layout(group=("mode",), row="label", unit="us",
+    "cpu": Layout(group=("K", "N", "threads"), row=("M",), unit="ms", notes=True),
+    "cuda": Layout(group=("mode",), row=("label",), unit="us",
                    extras=(("weight_gbs", "wGB/s", "{:.0f}"), ("frac_copy_bw", "%copy", "{:.0%}"))),
 }
+# the result's "host" and "train" sections (bench/train.py): suite -> layout, and what they are
+SECTIONS: Dict[str, Dict[str, Layout]] = {
+    "host": dict.fromkeys(("cpu", "cuda"), Layout(group=(), row=("case",), unit="us")),
+    "train": {"cpu": Layout(group=("K", "N", "threads"), row=("M", "pass"), unit="ms"),
+              "cuda": Layout(group=(), row=("label", "pass"), unit="us")},
+}
+SECTION_TEXT = {
+    "host": "Host time per call of a {K}x{N} layer at M=1 ({dtype}, nn.Linear's default bias), "
+            "weights hot: \"train forward\" with grad enabled and the weight requiring grad "
+            "(BitLinear in training mode), \"no_grad\" under torch.no_grad() (BitLinear deployed); "
+            "{timing}.",
+    "train": "Training step of one layer (no bias): fwd = the forward alone as in training, "
+             "fwd+bwd = y = layer(x); y.backward(g) with x requiring grad; {timing}.",
+}
+RATIO = "time_vs_linear"  # the sections' ratio: time / nn.Linear's (same dtype), lower is better
 MODES = {"graph": "CUDA graph replays (GPU time per call)",
          "eager": "eager (one call after a synchronize, launch included)",
          "wall": "host wall clock per call"}
@@ -68,6 +84,46 @@ def _hw_lines(meta: dict) -> List[str]:
     return out
 
 
+def _tables(recs: List[dict], lay: Layout, impls: Sequence[str], ratio_key: str) -> List[object]:
+    """A table per group (lay.group) of `recs`, a row per lay.row, a column per implementation."""
+    doc: List[object] = []
+    groups: Dict[tuple, List[dict]] = {}
+    for r in recs:
+        groups.setdefault(tuple(r.get(k) for k in lay.group), []).append(r)
+    for gkey, rows in groups.items():
+        index = {(tuple(r[k] for k in lay.row), r["impl"]): r for r in rows}
+        row_keys = list(dict.fromkeys(tuple(r[k] for k in lay.row) for r in rows))
+        header = list(lay.row) + list(impls) + [col for _, col, _ in lay.extras]
+        body = []
+        for rk in row_keys:
+            line = [str(v) for v in rk] + [_cell(index.get((rk, name)), lay.unit, ratio_key)
+                                           for name in impls]
+            ours = index.get((rk, "bitlinear"), {})
+            line += [fmt.format(ours[f]) if f in ours else "" for f, _, fmt in lay.extras]
+            body.append(line)
+        doc.append((_title(lay.group, gkey), header, body))
+        if lay.notes and _streaming_note(rows):
+            doc.append(_streaming_note(rows))
+    return doc
+
+
+def _section(result: dict, name: str, suite: str) -> List[object]:
+    """The host-time or training tables of a result, if it has them."""
+    sec = result.get(name)
+    if not sec or not sec.get("records"):
+        return []
+    recs, lay = sec["records"], SECTIONS[name][suite]
+    r0 = recs[0]
+    impls = sec.get("impls") or list(dict.fromkeys(r["impl"] for r in recs))
+    doc: List[object] = [SECTION_TEXT[name].format(timing=sec.get("timing", ""), **r0)
+                         + f" Cells: median {lay.unit} per call (time / nn.Linear's of the same "
+                           f"dtype: lower is better)."]
+    doc += _tables(recs, lay, impls, RATIO)
+    why = {r["impl"]: f"{k}: {r[k]}" for r in recs for k in ("skipped", "error") if k in r}
+    doc += [f"- {n}: {w}" for n, w in why.items()]
+    return doc
+
+
 def _streaming_note(rows: List[dict]) -> str:
     bl1 = next((r for r in rows if (r["M"], r["impl"]) == (1, "bitlinear") and "weight_gbs" in r), None)
     if bl1 is None:
@@ -95,42 +151,27 @@ def build(result: dict) -> List[object]:
         head.append(f"CUDA {meta['cuda']}")
     head += [meta.get("date", ""), f"load average {meta.get('loadavg_before')} before, "
                                    f"{meta.get('loadavg_after')} after"]
-    doc: List[object] = ["; ".join(p for p in head if p) + ".\n"
-                         f"Cells: median {lay.unit} per call (speedup vs {baseline}); "
-                         f"{meta.get('cache', '')}."]
-    doc += _hw_lines(meta)
-
-    impls = meta["impls"]
+    doc: List[object] = ["; ".join(p for p in head if p) + "."]
     grid = [r for r in recs if "variant_of" not in r]
-    groups: Dict[tuple, List[dict]] = {}
-    for r in grid:
-        groups.setdefault(tuple(r.get(k) for k in lay.group), []).append(r)
-    for gkey, rows in groups.items():
-        index = {(r[lay.row], r["impl"]): r for r in rows}
-        row_keys = list(dict.fromkeys(r[lay.row] for r in rows))
-        header = [lay.row] + list(impls) + [col for _, col, _ in lay.extras]
-        body = []
-        for rk in row_keys:
-            line = [str(rk)] + [_cell(index.get((rk, name)), lay.unit, speedup_key) for name in impls]
-            ours = index.get((rk, "bitlinear"), {})
-            line += [fmt.format(ours[f]) if f in ours else "" for f, _, fmt in lay.extras]
-            body.append(line)
-        doc.append((_title(lay.group, gkey), header, body))
-        if lay.notes and _streaming_note(rows):
-            doc.append(_streaming_note(rows))
+    if grid:
+        doc[0] += (f"\nCells: median {lay.unit} per call (speedup vs {baseline}); "
+                   f"{meta.get('cache', '')}.")
+    doc += _hw_lines(meta)
+    doc += _tables(grid, lay, meta["impls"], speedup_key)
 
     variants = [r for r in recs if "variant_of" in r and "median_ms" in r]
     if variants:
         doc.append("Variants of the bitlinear path (vs its default):")
         for r in variants:
             base = next((b for b in grid if b["impl"] == r["variant_of"] and "median_ms" in b
-                         and all(b.get(k) == r.get(k) for k in (lay.row, *lay.group))), None)
+                         and all(b.get(k) == r.get(k) for k in (*lay.row, *lay.group))), None)
             ratio = f" ({base['median_ms'] / r['median_ms']:.2f}x the default)" if base else ""
-            doc.append(f"- {r.get(lay.row)} {r['impl']} {r.get('mode', '')}: "
-                       f"{_num(r['median_ms'] * SCALE[lay.unit])} {lay.unit}{ratio}")
-    for t in result.get("targets") or []:
-        doc.append(f"target {t['name']}: {t['value']:.2f} (want >= {t['want']}) "
-                   f"{'PASS' if t['ok'] else 'MISS'}")
+            doc.append(f"- {' '.join(str(r.get(k)) for k in lay.row)} {r['impl']} "
+                       f"{r.get('mode', '')}: {_num(r['median_ms'] * SCALE[lay.unit])} {lay.unit}{ratio}")
+    suite = meta.get("suite", "cpu")
+    doc += _section(result, "host", suite) + _section(result, "train", suite)
+    doc += [f"- target {t['name']}: {t['value']:.2f} (want {t.get('op', '>=')} {t['want']}) "
+            f"{'PASS' if t['ok'] else 'MISS'}" for t in result.get("targets") or []]
 
     shapes = meta.get("shapes")
     mem = {r["impl"]: r["static_bytes"] for r in recs

@@ -4,6 +4,8 @@
   time_cuda_eager    CUDA events around one call after a sync: what a Python caller sees
   time_cuda_graph    CUDA events around the replay of a graph of consecutive calls: GPU time per
                      call, without launch gaps
+  time_calls         host time per call of loops of many back-to-back calls (a sync, e.g.
+                     torch.cuda.synchronize, only around each loop): the per-call overhead
   Rotation           copies of a layer's weights, used in turn so that every call reads its weights
                      from memory, not from a cache the previous call warmed
 
@@ -13,11 +15,11 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Optional
 
 from .._timing import summarize, time_fn
 
-__all__ = ["time_fn", "time_cuda_eager", "time_cuda_graph", "Rotation", "summarize",
+__all__ = ["time_fn", "time_cuda_eager", "time_cuda_graph", "time_calls", "Rotation", "summarize",
            "last_level_cache_bytes", "gpu_l2_bytes"]
 
 MIN_CALLS_PER_GRAPH = 8
@@ -48,14 +50,16 @@ def gpu_l2_bytes() -> int:
 
 
 class Rotation:
-    """`weights` and deep copies of it, enough that together they hold at least `budget_bytes`
-    (at most `cap`; budget 0: the weights alone, a warm cache). bind(fn) gives a call that runs
-    fn on the next copy each time, so consecutive calls, also inside a CUDA graph, stream their
-    weights from memory as the layers of a model too large for the cache do."""
+    """`weights` and copies of it (copy.deepcopy, or `clone`), enough that together they hold at
+    least `budget_bytes` (at most `cap`; budget 0: the weights alone, a warm cache). bind(fn) gives
+    a call that runs fn on the next copy each time, so consecutive calls, also inside a CUDA graph,
+    stream their weights from memory as the layers of a model too large for the cache do."""
 
-    def __init__(self, weights: Any, nbytes: int, budget_bytes: int, cap: int = 64):
+    def __init__(self, weights: Any, nbytes: int, budget_bytes: int, cap: int = 64,
+                 clone: Optional[Callable[[Any], Any]] = None):
         n = max(1, min(cap, math.ceil(budget_bytes / max(nbytes, 1))))
-        self.copies: List[Any] = [weights] + [copy.deepcopy(weights) for _ in range(n - 1)]
+        clone = clone or copy.deepcopy
+        self.copies: List[Any] = [weights] + [clone(weights) for _ in range(n - 1)]
 
     def __len__(self) -> int:
         return len(self.copies)
@@ -120,3 +124,19 @@ def time_cuda_graph(fn: Callable[[], object], n_rot: int = 1, reps: int = 30, wa
         samples.append(a.elapsed_time(b) * 1e-3 / inner)
     del g
     return summarize(samples)
+
+
+def time_calls(fn: Callable[[], object], calls: int = 1000, loops: int = 15,
+               sync: Optional[Callable[[], object]] = None) -> dict:
+    """Host time per call: `loops` timed loops (after one warm-up loop) of `calls` back-to-back
+    calls each, `sync` (torch.cuda.synchronize on a GPU) only at the start and end of each loop.
+    The times are per call (loop time / calls); "reps" counts loops and "calls" is recorded."""
+    def loop():
+        if sync is not None:
+            sync()
+        for _ in range(calls):
+            fn()
+        if sync is not None:
+            sync()
+    tm = time_fn(loop, reps=loops, warmup=1)
+    return {**{k: v / calls if k.endswith("_s") else v for k, v in tm.items()}, "calls": calls}
