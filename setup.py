@@ -162,9 +162,17 @@ def main():
             from concurrent.futures import ThreadPoolExecutor
 
             todo = [cmd for cmd, needed, _ in jobs if needed]
+            for tool in {cmd[0] for cmd in todo}:  # one clear line instead of a pool traceback
+                if shutil.which(tool) is None:
+                    raise SystemExit(f"bitlinear: compiler {tool!r} not found (set CC / NVCC, or "
+                                     "install it; BITLINEAR_FORCE_CPU=1 skips CUDA)")
             workers = max(1, int(os.environ.get("MAX_JOBS", os.cpu_count() or 1)))
             with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(self._run, todo))
+                futures = [pool.submit(self._run, cmd) for cmd in todo]
+            for cmd, fut in zip(todo, futures):
+                if fut.exception() is not None:
+                    raise SystemExit(f"bitlinear: compiling {cmd[-3]} failed ({fut.exception()}); "
+                                     "the compiler's output is above")
             return [str(obj) for _, _, obj in jobs]
 
     cxx_flags = [

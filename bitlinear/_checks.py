@@ -10,8 +10,6 @@ defence against direct `torch.ops.bitlinear.*` calls, but their errors are not t
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -23,16 +21,31 @@ def _desc(t) -> str:
     return type(t).__name__
 
 
-def positive_int(value, name: str, who: str = "bitlinear") -> int:
+MAX_IN_FEATURES = 16777215  # reference.MAX_IN_FEATURES: |acc| <= 128 K fits int32
+MIN_EPS = 127 * 2.0 ** -126  # reference.MIN_EPS: every scale is a positive normal float32
+MAX_EPS = 3.4028234663852886e38  # float32 max
+
+
+def positive_int(value, name: str, who: str = "bitlinear", maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{who}: {name} must be an int >= 1, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{who}: {name} must be at most {maximum} (int32 accumulators of "
+                         f"128 * {name} would overflow), got {value}")
     return value
 
 
+def in_features(value, who: str = "bitlinear") -> int:
+    return positive_int(value, "in_features", who, MAX_IN_FEATURES)
+
+
 def eps(value, who: str = "bitlinear") -> float:
+    """eps floors the scales: max(amax, eps) / 127 and max(mean|w|, eps) must be positive normal
+    float32 numbers, so eps is finite and at least 127 * 2^-126 (~1.5e-36)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{who}: eps must be a positive finite float, got {value!r}")
+            or not (MIN_EPS <= value <= MAX_EPS):
+        raise ValueError(f"{who}: eps must be a finite float >= {MIN_EPS:.3g} (so every scale is "
+                         f"a positive normal float32), got {value!r}")
     return float(value)
 
 
@@ -77,19 +90,19 @@ def same_device(**tensors) -> None:
                              f"{items[0][1].device}")
 
 
-def packed(w_packed, in_features: int, out_features: int | None = None) -> None:
-    """uint8 [out_features, packed_row_bytes(in_features)], contiguous."""
+def packed(w_packed, K: int, out_features: int | None = None) -> None:
+    """uint8 [out_features, packed_row_bytes(K)] for in_features K, contiguous."""
     from .reference import packed_row_bytes
 
-    positive_int(in_features, "in_features")
-    rb = packed_row_bytes(in_features)
+    K = in_features(K)
+    rb = packed_row_bytes(K)
     ok = (isinstance(w_packed, torch.Tensor) and w_packed.dtype == torch.uint8
           and w_packed.dim() == 2 and w_packed.shape[1] == rb and w_packed.shape[0] >= 1
           and (out_features is None or w_packed.shape[0] == out_features))
     if not ok:
         n = out_features if out_features is not None else "out_features"
         raise ValueError(f"bitlinear: w_packed must be uint8 of shape ({n}, {rb}) for "
-                         f"in_features={in_features}, got {_desc(w_packed)}")
+                         f"in_features={K}, got {_desc(w_packed)}")
     if not w_packed.is_contiguous():
         raise ValueError("bitlinear: w_packed must be contiguous")
 
@@ -108,6 +121,16 @@ def deployed_buffers(w_scale, w_packed, bias, in_features: int, out_features: in
         raise ValueError(f"bitlinear: bias must be contiguous float32 of shape ({n},), "
                          f"got {_desc(bias)}")
     same_device(w_packed=w_packed, w_scale=w_scale, bias=bias)
+    valid_codes(w_packed)
+
+
+def valid_codes(w_packed) -> None:
+    """Every 2-bit code is 0, 1 or 2 (w + 1); 3 is not part of the format."""
+    if w_packed.device.type == "meta":
+        return
+    if bool((w_packed & (w_packed >> 1) & 0x55).any()):
+        raise ValueError("bitlinear: w_packed holds the invalid 2-bit code 3 (the format has "
+                         "0, 1, 2 = weight - 1): corrupted or not a bitlinear buffer")
 
 
 def quantized_acts(x_q, in_features: int) -> None:

@@ -273,6 +273,18 @@ def save_deployed(model: nn.Module, path, metadata: Optional[Dict[str, str]] = N
     save_file(tensors, str(path), metadata=meta)
 
 
+def _metadata_json(meta: dict, key: str, path) -> dict:
+    """A JSON object stored under `key` in a safetensors header, with an error that names it."""
+    try:
+        value = json.loads(meta.get(key, "{}"))
+    except ValueError as e:
+        raise ValueError(f"{path}: metadata '{key}' is not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: metadata '{key}' must be a JSON object, got "
+                         f"{type(value).__name__}")
+    return value
+
+
 def load_deployed(model: nn.Module, path, strict: bool = True) -> nn.Module:
     """Load a file written by save_deployed into `model`, which must already have the same structure
     (built, converted and deployed the same way). Raises FormatVersionError if the file's packed
@@ -292,8 +304,12 @@ def load_deployed(model: nn.Module, path, strict: bool = True) -> nn.Module:
     device = next((t.device for t in model.state_dict().values() if isinstance(t, torch.Tensor)),
                   torch.device("cpu"))
     sd = load_file(str(path), device=str(device))
-    for k, src in json.loads(meta.get(_ALIAS_METADATA_KEY, "{}")).items():
+    aliases = _metadata_json(meta, _ALIAS_METADATA_KEY, path)
+    for k, src in aliases.items():
+        if src not in sd:
+            raise ValueError(f"{path}: metadata '{_ALIAS_METADATA_KEY}' names a tensor {src!r} "
+                             "that the file does not hold")
         sd[k] = sd[src]
-    sd.update(json.loads(meta.get(_EXTRA_METADATA_KEY, "{}")))
+    sd.update(_metadata_json(meta, _EXTRA_METADATA_KEY, path))
     model.load_state_dict(sd, strict=strict)
     return model

@@ -24,7 +24,7 @@ class BitLinear(nn.Module):
         """quant_type: "ai8pc_wpt" (default), "ai8pt_wpt" or "ai8pc_wpc"; or the readable form
         act_scale="per_token" | "per_tensor" and weight_scale="per_tensor" | "per_channel"."""
         super().__init__()
-        self.in_features = _checks.positive_int(in_features, "in_features", "BitLinear")
+        self.in_features = _checks.in_features(in_features, "BitLinear")
         self.out_features = _checks.positive_int(out_features, "out_features", "BitLinear")
         self.eps = _checks.eps(eps, "BitLinear")
         self.spec = ref.resolve_quant_spec(quant_type, act_scale, weight_scale)

@@ -19,10 +19,23 @@ from . import reference as ref
 _lib = torch.library.Library("bitlinear", "DEF")
 
 
+def _one_device(fake):
+    """The fake kernel, refusing tensors on several devices. The dispatcher runs it for any call
+    with a meta tensor among its arguments, so without this a meta buffer next to a CPU input
+    would return uninitialised memory instead of an error."""
+    def checked(*args, **kwargs):
+        devices = {a.device for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)}
+        if len(devices) > 1:
+            raise ValueError("bitlinear: every tensor argument must be on one device, got "
+                             + ", ".join(sorted(map(str, devices))))
+        return fake(*args, **kwargs)
+    return checked
+
+
 def _define(schema: str, fake, default) -> None:
     name = schema.split("(", 1)[0]
     _lib.define(schema)
-    torch.library.register_fake(f"bitlinear::{name}", fake, lib=_lib)
+    torch.library.register_fake(f"bitlinear::{name}", _one_device(fake), lib=_lib)
     _lib.impl(name, default, "CompositeExplicitAutograd")  # torch.library's "default" kernel
 
 

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 FORMAT_VERSION = 1  # packed weight layout version (docs/packed_format.md); equals BL_FORMAT_VERSION
 QK = 128  # weights per block along K
 BLOCK_BYTES = 32  # 128 weights x 2 bits
+MAX_IN_FEATURES = 16777215  # |acc| <= 128 K must fit int32 (BL_MAX_K)
+MIN_EPS = 127 * 2.0 ** -126  # every scale is a positive normal float32 (BL_MIN_EPS)
 
 
 @dataclass(frozen=True)
@@ -140,11 +142,12 @@ def pack_ternary(wq: torch.Tensor) -> torch.Tensor:
 
 
 def unpack_weights(w_packed: torch.Tensor, K: int) -> torch.Tensor:
-    """uint8 [N, Kp/4] -> int8 [N, K] in {-1,0,1}."""
+    """uint8 [N, Kp/4] -> int8 [N, K] in {-1,0,1}. The invalid code 3 reads as 2 (weight +1), as
+    in every kernel (docs/packed_format.md)."""
     N = w_packed.shape[0]
     b = w_packed.reshape(N, -1, 1, 32)
     shifts = torch.tensor([0, 2, 4, 6], dtype=torch.uint8, device=w_packed.device).reshape(1, 1, 4, 1)
-    codes = (b >> shifts) & 3  # [n, block, s, j]
+    codes = ((b >> shifts) & 3).clamp_(max=2)  # [n, block, s, j]
     return (codes.reshape(N, -1)[:, :K].to(torch.int8) - 1).contiguous()
 
 
@@ -182,7 +185,11 @@ def quantize_acts(x: torch.Tensor, eps: float, per_token: bool):
 
 # ---------------------------------------------------------------------------- GEMM + epilogue
 def gemm_acc(x_q: torch.Tensor, w_packed: torch.Tensor, K: int) -> torch.Tensor:
-    """Exact int32 accumulators x_q[:, :K] @ w_q^T (float64 products are exact at these sizes)."""
+    """Exact int32 accumulators x_q[:, :K] @ w_q^T (float64 products are exact at these sizes).
+    K is at most MAX_IN_FEATURES, so they fit int32, as in the kernels."""
+    if K > MAX_IN_FEATURES:
+        raise ValueError(f"in_features={K} exceeds {MAX_IN_FEATURES}: int32 accumulators could "
+                         "overflow")
     wq = unpack_weights(w_packed, K)
     return (x_q[:, :K].to(torch.float64) @ wq.to(torch.float64).T).to(torch.int32)
 

@@ -23,6 +23,9 @@
  *   of 32 bytes (row stride Kp/4 bytes, rows contiguous). Code c = w + 1 in {0,1,2}.
  *   In block b, byte j (0..31) holds the values at k = 128*b + 32*s + j in bits
  *   [2s, 2s+1] for s = 0..3. Padding positions hold code 1 (weight 0).
+ *   Code 3 is invalid (never written). Every kernel, CPU and CUDA, reads it as code 2
+ *   (weight +1), so any byte pattern gives the same result on every path without overflow;
+ *   deploy() and checkpoint loading reject buffers that contain it.
  */
 #ifndef BITLINEAR_H
 #define BITLINEAR_H
@@ -38,6 +41,13 @@ extern "C" {
 #define BL_QK 128           /* weights per block along K */
 #define BL_BLOCK_BYTES 32   /* bytes per block: 128 x 2 bits */
 #define BL_CODE_ZERO 1      /* code of a zero weight (and of padding) */
+/* Largest K (in_features): |acc| <= 128 K must fit int32, so every GEMM entry point refuses more
+ * (BL_ERR_SIZE). */
+#define BL_MAX_K 16777215
+/* Smallest eps: every scale max(amax, eps) / 127 and max(mean, eps) must be a positive normal
+ * float (127 * FLT_MIN); eps must also be finite. Entry points that take eps refuse others
+ * (BL_ERR_ARG). */
+#define BL_MIN_EPS (127.0f * 1.17549435082228750797e-38f)
 
 /* Marks the inline helpers of this header and of bl_checks.h that CUDA device code uses too. */
 #if defined(__CUDACC__)

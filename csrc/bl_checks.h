@@ -6,6 +6,8 @@
 
 #include "bitlinear.h"
 
+#include <float.h>
+
 /* rows x cols with leading dimension ld: sizes in [0, 2^40], ld >= cols. */
 static inline bl_status bl_check_dims(int64_t rows, int64_t cols, int64_t ld) {
   if (rows < 0 || cols < 0) return BL_ERR_SIZE;
@@ -24,12 +26,18 @@ static inline bl_status bl_check_matrix(int ptrs_ok, int64_t N, int64_t K, int64
   return bl_check_dims(N, K, ld);
 }
 
+/* An eps whose scales are positive normal floats (BL_MIN_EPS <= eps <= FLT_MAX; not NaN). */
+static inline bl_status bl_check_eps(float eps) {
+  return eps >= BL_MIN_EPS && eps <= FLT_MAX ? BL_OK : BL_ERR_ARG;
+}
+
 /* bl_quantize_acts / bl_cuda_quantize_acts (M may be 0). */
 static inline bl_status bl_check_acts(const void *x, bl_dtype dt, int64_t M, int64_t K,
                                       int64_t ldx, const int8_t *xq, int64_t ldq,
-                                      const float *scale) {
+                                      const float *scale, float eps) {
   if (M > 0 && (!x || !xq || !scale)) return BL_ERR_NULL;
-  if (K < 1) return BL_ERR_SIZE;
+  if (K < 1 || K > BL_MAX_K) return BL_ERR_SIZE;
+  if (bl_check_eps(eps) != BL_OK) return BL_ERR_ARG;
   if (!bl_dtype_ok(dt)) return BL_ERR_ARG;
   bl_status st = bl_check_dims(M, K, ldx);
   if (st != BL_OK) return st;
@@ -42,7 +50,7 @@ static inline bl_status bl_check_gemm(const int8_t *xq, int64_t ldq, const uint8
                                       int64_t M, int64_t N, int64_t K, const int32_t *acc,
                                       int64_t ldacc) {
   if (M > 0 && (!xq || !packed || !acc)) return BL_ERR_NULL;
-  if (N < 1 || K < 1) return BL_ERR_SIZE;
+  if (N < 1 || K < 1 || K > BL_MAX_K) return BL_ERR_SIZE;
   bl_status st = bl_check_dims(M, N, ldacc);
   if (st != BL_OK) return st;
   if (ldq < bl_padded_k(K)) return BL_ERR_STRIDE;

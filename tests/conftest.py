@@ -1,5 +1,6 @@
 """Shared fixtures. Every test draws fresh random inputs: the seed changes per run and is printed
-in the header so a failure can be replayed with BITLINEAR_TEST_SEED=<seed>."""
+in the header and again at the end of the run (visible with -q), so a failure can be replayed with
+BITLINEAR_TEST_SEED=<seed>."""
 import os
 import random
 import zlib
@@ -12,6 +13,12 @@ SEED = int(os.environ.get("BITLINEAR_TEST_SEED", random.SystemRandom().randrange
 
 def pytest_report_header(config):
     return f"bitlinear test seed: {SEED} (replay with BITLINEAR_TEST_SEED={SEED})"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The seed again at the end: -q hides the header, and a failure is replayed from it."""
+    terminalreporter.write_line(f"bitlinear test seed: {SEED} "
+                                f"(replay with BITLINEAR_TEST_SEED={SEED})")
 
 
 @pytest.fixture

@@ -274,3 +274,37 @@ def test_native_op_errors_name_the_problem():
     r = subprocess.run([sys.executable, "-c", _ERRORS_SCRIPT], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stdout, r.stderr[-2000:])
+
+
+@pytest.mark.parametrize("pattern", ["ff", "random", "every_byte"])
+@pytest.mark.parametrize("M,K,N", [(1, 301, 7), (2, 2101, 5), (3, 129, 3), (5, 4229, 9),
+                                   (17, 1000, 13), (1, 4096, 33)])
+def test_invalid_codes_read_as_plus_one(isa, gen, pattern, M, K, N):
+    """Code 3 is not part of the format; the raw ops read it as code 2 (weight +1) on every path,
+    equal to the reference bit for bit, without int16 overflow (AVX2's vpmaddubsw sums)."""
+    rb = ref.packed_row_bytes(K)
+    if pattern == "ff":
+        p = torch.full((N, rb), 0xFF, dtype=torch.uint8)
+    elif pattern == "random":
+        p = torch.randint(0, 256, (N, rb), generator=gen, dtype=torch.uint8)
+    else:
+        p = (torch.arange(N * rb) * 37 % 256).to(torch.uint8).reshape(N, rb)
+    wq = torch.ops.bitlinear.unpack_weights(p, K, None)
+    codes = torch.stack([(p >> (2 * s)) & 3 for s in range(4)], 1)  # [N, s, bytes]
+    codes = codes.reshape(N, 4, -1, 32).permute(0, 2, 1, 3).reshape(N, -1)[:, :K]
+    assert torch.equal(wq, codes.clamp(max=2).to(torch.int8) - 1)
+    assert torch.equal(wq, ref.unpack_weights(p, K))
+    assert torch.equal(torch.ops.bitlinear.unpack_weights(p, K, torch.float32), wq.float())
+    for xmode in ("random", -128, 127):
+        xq = (torch.randint(-128, 128, (M, ref.padded_k(K)), generator=gen, dtype=torch.int8)
+              if xmode == "random" else torch.full((M, ref.padded_k(K)), xmode, dtype=torch.int8))
+        xq[:, K:] = 0
+        acc = torch.ops.bitlinear.gemm_acc(xq, p, K)
+        assert torch.equal(acc, ref.gemm_acc(xq, p, K)), xmode
+        if pattern == "ff":  # weight +1 everywhere
+            assert torch.equal(acc, xq.sum(1, dtype=torch.int32)[:, None].expand(M, N))
+    s = torch.rand(N, generator=gen) + 0.01
+    b = rand(gen, N)
+    for x in (rand(gen, M, K), torch.full((M, K), -1.0), torch.ones(M, K)):
+        y = torch.ops.bitlinear.linear(x, s, p, b, 1e-6, K, True)
+        assert torch.equal(y, ref.linear(x, s, p, b, 1e-6, K, True))

@@ -36,8 +36,19 @@ void check_same_device(const Tensor& a, const Tensor& b, const char* an, const c
                   " must be on the same device");
 }
 
+// An eps whose scales are positive normal floats (bitlinear.h: BL_MIN_EPS).
+void check_eps(double eps) {
+  STD_TORCH_CHECK(eps >= BL_MIN_EPS && eps <= 3.4028234663852886e38, "bitlinear: eps must be a "
+                  "finite float >= 127 * FLT_MIN (", BL_MIN_EPS, "), got ", eps);
+}
+
+void check_in_features(int64_t K) {
+  STD_TORCH_CHECK(K >= 1 && K <= BL_MAX_K, "bitlinear: in_features must be in [1, ", BL_MAX_K,
+                  "] (int32 accumulators), got ", K);
+}
+
 void check_packed(const Tensor& packed, int64_t K) {
-  STD_TORCH_CHECK(K >= 1, "bitlinear: in_features must be >= 1, got ", K);
+  check_in_features(K);
   STD_TORCH_CHECK(packed.scalar_type() == ST::Byte, "bitlinear: w_packed must be uint8");
   const bool two_d = packed.dim() == 2;
   STD_TORCH_CHECK(two_d && packed.size(0) >= 1 && packed.size(1) == bl_packed_row_bytes(K),
@@ -52,13 +63,14 @@ const float* check_scale_bias(const Tensor& w_scale, const Tensor& w_packed,
                               const std::optional<Tensor>& bias, int64_t N) {
   check_same_device(w_scale, w_packed, "w_scale", "w_packed");
   STD_TORCH_CHECK(w_scale.scalar_type() == ST::Float && w_scale.is_contiguous() &&
-                      (w_scale.numel() == 1 || w_scale.numel() == N),
-                  "bitlinear: w_scale must be a contiguous float32 tensor of 1 or ", N,
+                      w_scale.dim() == 1 && (w_scale.numel() == 1 || w_scale.numel() == N),
+                  "bitlinear: w_scale must be a contiguous 1-D float32 tensor of 1 or ", N,
                   " elements, got ", w_scale.numel());
   if (!bias.has_value() || !bias->defined()) return nullptr;
   check_same_device(*bias, w_packed, "bias", "w_packed");
-  STD_TORCH_CHECK(bias->scalar_type() == ST::Float && bias->is_contiguous() && bias->numel() == N,
-                  "bitlinear: bias must be a contiguous float32 tensor of ", N, " elements");
+  STD_TORCH_CHECK(bias->scalar_type() == ST::Float && bias->is_contiguous() && bias->dim() == 1 &&
+                      bias->numel() == N,
+                  "bitlinear: bias must be a contiguous 1-D float32 tensor of ", N, " elements");
   return bias->const_data_ptr<float>();
 }
 
@@ -80,11 +92,13 @@ std::pair<Tensor, int64_t> as_rows(const Tensor& x, int64_t K) {
 
 }  // namespace
 
-WeightsFrame weights_frame(const Tensor& weight, bool per_channel) {
+WeightsFrame weights_frame(const Tensor& weight, bool per_channel, double eps) {
+  check_eps(eps);
   STD_TORCH_CHECK(weight.dim() == 2, "bitlinear: weight must be 2-D [out_features, in_features]");
   const bl_dtype dt = float_dtype(weight, "weight");
   const int64_t N = weight.size(0), K = weight.size(1);
   STD_TORCH_CHECK(N >= 1 && K >= 1, "bitlinear: weight must be non-empty, got ", N, "x", K);
+  check_in_features(K);
   auto [w, ldw] = as_rows(weight, K);  // half-precision weights are read as they are
   Tensor scale = empty_like_device({per_channel ? N : 1}, ST::Float, w);
   return {w, dt, N, K, ldw, scale, empty_like_device({N, bl_packed_row_bytes(K)}, ST::Byte, w)};
@@ -97,11 +111,12 @@ UnpackFrame unpack_frame(const Tensor& w_packed, int64_t K, std::optional<ST> dt
   return {N, K, wq, dtype.has_value() ? float_dtype(wq, "dtype") : BL_I8};
 }
 
-ActsFrame acts_frame(const Tensor& x) {
+ActsFrame acts_frame(const Tensor& x, double eps) {
+  check_eps(eps);
   STD_TORCH_CHECK(x.dim() == 2, "bitlinear: quantize_acts expects a 2-D input [M, K]");
   const bl_dtype dt = float_dtype(x, "x");
   const int64_t M = x.size(0), K = x.size(1);
-  STD_TORCH_CHECK(K >= 1, "bitlinear: the input's last dimension must be >= 1");
+  check_in_features(K);
   auto [xr, ldx] = as_rows(x, K);
   return {xr, dt, M, K, ldx, empty_like_device({M, bl_padded_k(K)}, ST::Char, x),
           empty_like_device({M}, ST::Float, x), empty_like_device({M}, ST::Int, x)};
@@ -115,7 +130,8 @@ GemmFrame gemm_frame(const Tensor& xq, const Tensor& w_packed, int64_t K) {
 }
 
 LinearFrame linear_frame(const Tensor& x, const Tensor& w_scale, const Tensor& w_packed,
-                         const std::optional<Tensor>& bias, int64_t K) {
+                         const std::optional<Tensor>& bias, int64_t K, double eps) {
+  check_eps(eps);
   const bl_dtype dt = float_dtype(x, "x");
   check_packed(w_packed, K);
   const int64_t N = w_packed.size(0);
@@ -158,16 +174,16 @@ LinearQFrame linear_q_frame(const Tensor& xq, const Tensor& x_scale, const Tenso
 }
 
 TrainFrame train_frame(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
-                       bool per_channel) {
+                       bool per_channel, double eps) {
   float_dtype(x, "x");
-  WeightsFrame w = weights_frame(weight, per_channel);
+  WeightsFrame w = weights_frame(weight, per_channel, eps);
   const int64_t K = w.K, N = w.N;
   STD_TORCH_CHECK(x.dim() >= 1 && x.size(x.dim() - 1) == K, "bitlinear: expected input with last "
                   "dimension in_features=", K, ", got ", x.dim() >= 1 ? x.size(x.dim() - 1) : 0);
   check_same_device(x, weight, "x", "weight");
   const int64_t M = x.numel() / K;
   Tensor x2 = torch::stable::reshape(x.is_contiguous() ? x : torch::stable::contiguous(x), {M, K});
-  ActsFrame a = acts_frame(x2);
+  ActsFrame a = acts_frame(x2, eps);
   Tensor b;
   const float* bias_ptr = nullptr;
   if (bias.has_value() && bias->defined()) {

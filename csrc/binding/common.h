@@ -46,7 +46,7 @@ struct WeightsFrame {  // quantize_weights
   Tensor scale;        // float32 [N] or [1]
   Tensor packed;       // uint8 [N, Kp/4]
 };
-WeightsFrame weights_frame(const Tensor& weight, bool per_channel);
+WeightsFrame weights_frame(const Tensor& weight, bool per_channel, double eps);
 
 struct UnpackFrame {
   int64_t N, K;
@@ -61,7 +61,7 @@ struct ActsFrame {
   int64_t M, K, ldx;
   Tensor xq, scale, rowsum;  // int8 [M, Kp], float32 [M], int32 [M]
 };
-ActsFrame acts_frame(const Tensor& x);
+ActsFrame acts_frame(const Tensor& x, double eps);
 
 struct GemmFrame {
   int64_t M, N, K;
@@ -78,7 +78,7 @@ struct LinearFrame {
   Tensor y;  // x's dtype, [..., N]
 };
 LinearFrame linear_frame(const Tensor& x, const Tensor& w_scale, const Tensor& w_packed,
-                         const std::optional<Tensor>& bias, int64_t K);
+                         const std::optional<Tensor>& bias, int64_t K, double eps);
 
 struct LinearQFrame {  // linear_q: GEMM + epilogue from quantized activations
   int64_t M, N, K;
@@ -99,6 +99,6 @@ struct TrainFrame {  // linear_train: quantize_weights + quantize_acts + linear_
   Tensor y;  // x's dtype, [..., N]
 };
 TrainFrame train_frame(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
-                       bool per_channel);
+                       bool per_channel, double eps);
 
 }  // namespace blb

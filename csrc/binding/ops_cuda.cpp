@@ -60,7 +60,7 @@ void gemm_epilogue(const Tensor& xq, const Tensor& x_scale, const Tensor& x_rows
 
 std::tuple<Tensor, Tensor> quantize_weights(Tensor weight, double eps, bool per_channel) {
   Guard guard(weight.get_device_index());
-  WeightsFrame f = weights_frame(weight, per_channel);
+  WeightsFrame f = weights_frame(weight, per_channel, eps);
   quantize(f, eps, per_channel);
   return {f.scale, f.packed};
 }
@@ -77,7 +77,7 @@ Tensor unpack_weights(Tensor w_packed, int64_t K, std::optional<ST> dtype) {
 
 std::tuple<Tensor, Tensor, Tensor> quantize_acts(Tensor x, double eps, bool per_token) {
   Guard guard(x.get_device_index());
-  ActsFrame f = acts_frame(x);
+  ActsFrame f = acts_frame(x, eps);
   quantize(f, eps, per_token);
   return {f.xq, f.scale, f.rowsum};
 }
@@ -99,7 +99,7 @@ Tensor gemm_acc(Tensor xq, Tensor w_packed, int64_t K) {
 Tensor linear(Tensor x, Tensor w_scale, Tensor w_packed, std::optional<Tensor> bias, double eps,
               int64_t K, bool per_token) {
   Guard guard(x.get_device_index());
-  LinearFrame f = linear_frame(x, w_scale, w_packed, bias, K);
+  LinearFrame f = linear_frame(x, w_scale, w_packed, bias, K, eps);
   if (f.M == 0) return f.y;
   const size_t wsb = bl_cuda_linear_workspace_bytes(f.M, f.N, f.K);
   Tensor ws = workspace(wsb, x);
@@ -126,7 +126,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> linear_train(Tensor x, Tensor
                                                                  double eps, bool per_token,
                                                                  bool per_channel) {
   Guard guard(x.get_device_index());
-  TrainFrame f = train_frame(x, weight, bias, per_channel);
+  TrainFrame f = train_frame(x, weight, bias, per_channel, eps);
   quantize(f.w, eps, per_channel);
   quantize(f.a, eps, per_token);
   gemm_epilogue(f.a.xq, f.a.scale, f.a.rowsum, f.w.scale, f.w.packed, f.bias_ptr,

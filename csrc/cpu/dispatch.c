@@ -166,7 +166,7 @@ bl_status bl_quantize_weights(const void *w, bl_dtype wdt, int64_t N, int64_t K,
     return bl_quantize_weights_ref(w, wdt, N, K, ldw, eps, per_channel, scale, packed, nthreads);
   bl_status st = bl_check_matrix(w && scale && packed, N, K, ldw);
   if (st != BL_OK) return st;
-  if (!bl_dtype_ok(wdt)) return BL_ERR_ARG;
+  if (!bl_dtype_ok(wdt) || bl_check_eps(eps) != BL_OK) return BL_ERR_ARG;
   bl_cpu_kernels kt;
   kernels_for(isa, &kt);
   return bl_quantize_weights_k(&kt, w, wdt, N, K, ldw, eps, per_channel, scale, packed, nthreads);
@@ -179,7 +179,7 @@ bl_status bl_quantize_acts(const void *x, bl_dtype dt, int64_t M, int64_t K, int
   if (isa == BL_ISA_REF)
     return bl_quantize_acts_ref(x, dt, M, K, ldx, eps, per_token, xq, ldq, scale, rowsum,
                                 nthreads);
-  bl_status st = bl_check_acts(x, dt, M, K, ldx, xq, ldq, scale);
+  bl_status st = bl_check_acts(x, dt, M, K, ldx, xq, ldq, scale, eps);
   if (st != BL_OK || M == 0) return st;
   bl_cpu_kernels kt;
   kernels_for(isa, &kt);
@@ -247,8 +247,8 @@ bl_status bl_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t l
                     const float *bias, float eps, int per_token, void *y, bl_dtype ydt,
                     int64_t ldy, void *workspace, int nthreads) {
   if (M > 0 && (!x || !packed || !wscale || !y || !workspace)) return BL_ERR_NULL;
-  if (N < 1 || K < 1 || M < 0) return BL_ERR_SIZE;
-  if (!bl_dtype_ok(xdt) || !bl_dtype_ok(ydt)) return BL_ERR_ARG;
+  if (N < 1 || K < 1 || K > BL_MAX_K || M < 0) return BL_ERR_SIZE;
+  if (!bl_dtype_ok(xdt) || !bl_dtype_ok(ydt) || bl_check_eps(eps) != BL_OK) return BL_ERR_ARG;
   bl_status st = bl_check_dims(M, K, ldx);
   if (st == BL_OK) st = bl_check_dims(M, N, ldy);
   if (st != BL_OK) return st;

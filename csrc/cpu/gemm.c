@@ -1,12 +1,14 @@
 /* gemm.c - portable drivers shared by every SIMD path: activation quantization and the blocked,
  * threaded packed GEMM with its fused epilogue (the weight drivers are in weights.c). The
  * innermost loops come from a bl_cpu_kernels table (kernels.h); everything here is plain C. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, CLOCK_THREAD_CPUTIME_ID under -std=c11 */
 #include "kernels.h"
 #include "internal.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define NB_MAX 256               /* widest weight panel (columns of y) per task */
 #define MB_ROWS 64               /* rows of x per task */
@@ -141,15 +143,66 @@ static void run_task(const plan *p, const sink *o, int64_t t) {
 /* Fewer threads for tiny products: a fork/join costs about as much as this many MACs. */
 #define MIN_MACS_PER_THREAD (1 << 19)
 
+/* ---------------------------------------------------------------- oversubscription
+ * When other processes keep the cores busy, a thread of the team gets descheduled and the join
+ * waits for it: a 0.1 ms GEMV then took 6-8 ms with 2 threads against 0.1 ms with 1. A region whose
+ * wall time is far above the CPU time its busiest thread got was waiting for the OS, so the next
+ * calls run on one thread, for a window that doubles while the load lasts (up to 4096 calls) and
+ * resets after a parallel call that runs clean. Results never depend on the thread count (each
+ * output is computed by exactly one tile). */
+static int solo_calls;  /* calls left to run on one thread */
+static int solo_window = 16;
+
+static double wall_seconds(void) { return omp_get_wtime(); }
+
+static double thread_cpu_seconds(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int take_solo_call(void) {
+  int left = __atomic_load_n(&solo_calls, __ATOMIC_RELAXED);
+  while (left > 0)
+    if (__atomic_compare_exchange_n(&solo_calls, &left, left - 1, 0, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED))
+      return 1;
+  return 0;
+}
+
+static void note_parallel_run(double wall, double busiest_cpu) {
+  int window = __atomic_load_n(&solo_window, __ATOMIC_RELAXED);
+  if (wall > 4.0 * busiest_cpu + 200e-6) { /* waited for a descheduled thread */
+    __atomic_store_n(&solo_calls, window, __ATOMIC_RELAXED);
+    __atomic_store_n(&solo_window, window < 4096 ? 2 * window : 4096, __ATOMIC_RELAXED);
+  } else if (window != 16) {
+    __atomic_store_n(&solo_window, 16, __ATOMIC_RELAXED);
+  }
+}
+
 static void run_plan(const plan *p, const sink *o, int nthreads) {
   const int64_t tasks = p->tasks_n * p->tasks_m;
   const double macs = (double)p->M * (double)p->N * (double)(p->nblk * BL_QK);
   int nt = tasks < nthreads ? (int)tasks : nthreads;
   while (nt > 1 && macs < (double)nt * MIN_MACS_PER_THREAD) nt--;
-  /* dynamic: a thread the OS delays does not hold up the others (each output is still computed
-   * by exactly one tile, so the results do not depend on the schedule) */
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-  for (int64_t t = 0; t < tasks; t++) run_task(p, o, t);
+  if (nt > 1 && take_solo_call()) nt = 1;
+  if (nt == 1) {
+    for (int64_t t = 0; t < tasks; t++) run_task(p, o, t);
+    return;
+  }
+  double busiest = 0.0;
+  const double w0 = wall_seconds();
+  /* dynamic: a thread the OS delays holds up only the task it is on */
+#pragma omp parallel num_threads(nt)
+  {
+    const double c0 = thread_cpu_seconds();
+#pragma omp for schedule(dynamic, 1) nowait
+    for (int64_t t = 0; t < tasks; t++) run_task(p, o, t);
+    const double c = thread_cpu_seconds() - c0;
+#pragma omp critical(bl_busiest)
+    busiest = c > busiest ? c : busiest;
+  }
+  note_parallel_run(wall_seconds() - w0, busiest);
 }
 
 static void make_plan(plan *p, const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,

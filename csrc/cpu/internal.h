@@ -6,8 +6,14 @@
 #include "../bl_checks.h" /* bl_check_* argument checks (shared with CUDA) */
 
 #include <math.h>
+#include <omp.h>
 
-static inline int bl_nthreads(int n) { return n < 1 ? 1 : n; }
+/* The thread count of a parallel region: at least 1, at most the processors OpenMP sees (a huge
+ * request, e.g. 100000, would exhaust libgomp; more threads than processors never help). */
+static inline int bl_nthreads(int n) {
+  const int procs = omp_get_num_procs();
+  return n < 1 ? 1 : n > procs ? (procs > 0 ? procs : 1) : n;
+}
 
 /* max(v, lo) with torch.clamp(min=) semantics: NaN stays NaN (fmaxf would drop it). */
 static inline float bl_clamp_min_nan(float v, float lo) { return v != v ? v : fmaxf(v, lo); }

@@ -2,7 +2,9 @@
  * One 32-byte block broadcast to both halves of a zmm gives two subgroups per vpdpbusd:
  * low half masked with 0x03 (subgroup 0, k = 128b + j), high half with 0x0C (subgroup 1, code
  * times 4), so the x operand is 64 contiguous bytes. The high lanes are divided by 4 (exact)
- * at the end. The rest of the path (absmax, quantization, epilogue) is the AVX2 one. */
+ * at the end. The invalid code 3 reads as 2 (docs/packed_format.md): an unsigned byte min clamps
+ * the masked codes to 2 (low half) and 8 (high half). The rest of the path (absmax,
+ * quantization, epilogue) is the AVX2 one. */
 #if defined(__x86_64__)
 #include "simd_x86.h"
 
@@ -15,9 +17,59 @@ BL_INLINE int32_t hsum_zmm(__m512i v) {
   return bl_hsum8(_mm256_add_epi32(lo, hi));
 }
 
+/* BL_PIN (simd_x86.h) with the register class "x" (zmm0-15): with "v" gcc copies some of the
+ * eight GEMV accumulators through another register at every pin. Away in the SIMDe test build
+ * (tests/c/emu/immintrin.h), as BL_PIN. */
+#if defined(BL_EMU_IMMINTRIN_H)
+#define PIN_X(v) ((void)0)
+#else
+#define PIN_X(v) __asm__("" : "+x"(v))
+#endif
+
+/* One row of x (GEMV): no shifts. The broadcast block masked with 0x03 | 0x0C (low | high half)
+ * holds the codes of subgroups 0 | 1 times 1 | 4, masked with 0x30 | 0xC0 those of subgroups
+ * 2 | 3 times 16 | 64; an unsigned byte min against 2 times those scales reads code 3 as 2. Two
+ * accumulators per weight row are scaled back (exact shifts) into int32 totals once per chunk: a
+ * chunk of 64 blocks keeps every lane within 64 x 4 x 128 x 128 = 2^22. */
+BL_INLINE void tile1_body(const int8_t *x, const uint8_t *w, int64_t rb, int64_t nblk,
+                          int32_t *out, const int NR) {
+  const __m512i m01 = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x0c), 1);
+  const __m512i m23 = _mm512_inserti64x4(_mm512_set1_epi8(0x30), _mm256_set1_epi8((char)0xc0), 1);
+  const __m512i max01 = _mm512_inserti64x4(_mm512_set1_epi8(2), _mm256_set1_epi8(8), 1);
+  const __m512i max23 = _mm512_inserti64x4(_mm512_set1_epi8(32), _mm256_set1_epi8((char)128), 1);
+  __m256i acc[BL_MAX_NR];
+  for (int j = 0; j < NR; j++) acc[j] = _mm256_setzero_si256();
+  for (int64_t b0 = 0; b0 < nblk; b0 += CHUNK_BLOCKS) {
+    const int64_t b1 = b0 + CHUNK_BLOCKS < nblk ? b0 + CHUNK_BLOCKS : nblk;
+    __m512i a01[BL_MAX_NR], a23[BL_MAX_NR];
+    for (int j = 0; j < NR; j++) a01[j] = a23[j] = _mm512_setzero_si512();
+    for (int64_t b = b0; b < b1; b++) {
+      const __m512i x01 = _mm512_loadu_si512((const void *)(x + b * BL_QK));
+      const __m512i x23 = _mm512_loadu_si512((const void *)(x + b * BL_QK + 64));
+      for (int j = 0; j < NR; j++) {
+        const __m512i t = _mm512_broadcast_i64x4(
+            _mm256_loadu_si256((const __m256i *)(w + j * rb + b * BL_BLOCK_BYTES)));
+        a01[j] = _mm512_dpbusd_epi32(a01[j], _mm512_min_epu8(_mm512_and_si512(t, m01), max01), x01);
+        a23[j] = _mm512_dpbusd_epi32(a23[j], _mm512_min_epu8(_mm512_and_si512(t, m23), max23), x23);
+        PIN_X(a01[j]);
+        PIN_X(a23[j]);
+      }
+    }
+    for (int j = 0; j < NR; j++) {
+      __m256i s = _mm256_add_epi32(_mm512_castsi512_si256(a01[j]),
+                                   _mm256_srai_epi32(_mm512_extracti64x4_epi64(a01[j], 1), 2));
+      s = _mm256_add_epi32(s, _mm256_srai_epi32(_mm512_castsi512_si256(a23[j]), 4));
+      s = _mm256_add_epi32(s, _mm256_srai_epi32(_mm512_extracti64x4_epi64(a23[j], 1), 6));
+      acc[j] = _mm256_add_epi32(acc[j], s);
+    }
+  }
+  for (int j = 0; j < NR; j++) out[j] = bl_hsum8(acc[j]);
+}
+
 BL_INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb, int64_t nblk,
                          int32_t *out, int64_t ldo, const int MR, const int NR) {
   const __m512i mask = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x0c), 1);
+  const __m512i cmax = _mm512_inserti64x4(_mm512_set1_epi8(2), _mm256_set1_epi8(8), 1);
   __m512i acc[BL_MAX_MR][BL_MAX_NR];
   for (int i = 0; i < MR; i++)
     for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_si512();
@@ -33,8 +85,8 @@ BL_INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t
       __m512i c01[BL_MAX_NR], c23[BL_MAX_NR];
       for (int j = 0; j < NR; j++) {
         __m512i t = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wb + j * rb)));
-        c01[j] = _mm512_and_si512(t, mask);
-        c23[j] = _mm512_and_si512(_mm512_srli_epi16(t, 4), mask);
+        c01[j] = _mm512_min_epu8(_mm512_and_si512(t, mask), cmax);
+        c23[j] = _mm512_min_epu8(_mm512_and_si512(_mm512_srli_epi16(t, 4), mask), cmax);
       }
       for (int i = 0; i < MR; i++) {
         const __m512i x01 = _mm512_loadu_si512((const void *)(xb + i * ldq));
@@ -53,7 +105,15 @@ BL_INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t
     for (int j = 0; j < NR; j++) out[i * ldo + j] = hsum_zmm(acc[i][j]);
 }
 
-BL_DEF_TILES(tile_body, 4)
+/* Tiles of one row (GEMV) take tile1_body, the others tile_body. */
+BL_INLINE void tile_any(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb, int64_t nblk,
+                        int32_t *out, int64_t ldo, const int MR, const int NR) {
+  if (MR == 1)
+    tile1_body(x, w, rb, nblk, out, NR);
+  else
+    tile_body(x, ldq, w, rb, nblk, out, ldo, MR, NR);
+}
+BL_DEF_TILES(tile_any, 4)
 
 void bl_kernels_avx512vnni(bl_cpu_kernels *k) {
   k->mr = 4;

@@ -8,13 +8,14 @@
 #define TILE256_STEP(a, c, x) _mm256_dpbusd_avx_epi32(a, c, x)
 #define TILE256_FLUSH(acc, a) _mm256_add_epi32(acc, a)
 #define TILE256_PREFETCH 0
+#define TILE256_LUT_DECODE (MR == 1) /* GEMV: lookups; tiles of rows: mask + min (measured) */
 #include "tile256_x86.h"
 
 BL_DEF_TILES(tile256_body, 3)
 
 void bl_kernels_avxvnni(bl_cpu_kernels *k) {
   k->mr = 4;
-  k->nr = 3; /* 12 accumulators + 3 codes + 1 x = the 16 ymm registers */
+  k->nr = 3; /* 12 accumulators + 1 code vector + constants: the 16 ymm registers */
   k->nr1 = 0;
   BL_SET_TILES(k, 3);
 }

@@ -18,7 +18,7 @@ bl_status bl_quantize_weights_ref(const void *w, bl_dtype wdt, int64_t N, int64_
   (void)nthreads;
   bl_status st = bl_check_matrix(w && scale && packed, N, K, ldw);
   if (st != BL_OK) return st;
-  if (!bl_dtype_ok(wdt)) return BL_ERR_ARG;
+  if (!bl_dtype_ok(wdt) || bl_check_eps(eps) != BL_OK) return BL_ERR_ARG;
   double *sums = (double *)malloc((size_t)N * sizeof(double));
   float *row = (float *)malloc((size_t)K * sizeof(float));
   if (!sums || !row) {
@@ -79,7 +79,7 @@ float bl_row_amax_ref(const void *x, bl_dtype dt, int64_t K) {
 bl_status bl_quantize_acts_ref(const void *x, bl_dtype dt, int64_t M, int64_t K, int64_t ldx,
                                float eps, int per_token, int8_t *xq, int64_t ldq, float *scale,
                                int32_t *rowsum, int nthreads) {
-  bl_status st = bl_check_acts(x, dt, M, K, ldx, xq, ldq, scale);
+  bl_status st = bl_check_acts(x, dt, M, K, ldx, xq, ldq, scale, eps);
   if (st != BL_OK || M == 0) return st;
   const size_t es = dt == BL_F32 ? 4 : 2;
   const int64_t Kp = bl_padded_k(K);
@@ -118,8 +118,10 @@ bl_status bl_gemm_acc_ref(const int8_t *xq, int64_t ldq, const uint8_t *packed, 
       for (int64_t b = 0; b < nb; b++)
         for (int j = 0; j < 32; j++) {
           uint8_t byte = w[b * BL_BLOCK_BYTES + j];
-          for (int g = 0; g < 4; g++)
-            s += (int32_t)x[b * BL_QK + 32 * g + j] * (((byte >> (2 * g)) & 3) - 1);
+          for (int g = 0; g < 4; g++) {
+            const int c = (byte >> (2 * g)) & 3; /* the invalid code 3 reads as 2 (weight +1) */
+            s += (int32_t)x[b * BL_QK + 32 * g + j] * ((c < 2 ? c : 2) - 1);
+          }
         }
       acc[m * ldacc + n] = s;
     }

@@ -19,13 +19,15 @@ void bl_pack_row(const float *w, int64_t K, float s, uint8_t *out) {
   }
 }
 
-/* Codes of row `p` (rb bytes) minus 1 into v[0..Kp): one shift and mask per block quarter, so
- * the compiler vectorises it. */
+/* Codes of row `p` (rb bytes) minus 1 into v[0..Kp): one shift, mask and min per block quarter,
+ * so the compiler vectorises it. The invalid code 3 reads as 2 (weight +1), as in every kernel. */
 static void decode_row(const uint8_t *p, int64_t rb, int8_t *v) {
   for (int64_t b = 0; b < rb / BL_BLOCK_BYTES; b++)
     for (int s = 0; s < 4; s++)
-      for (int j = 0; j < BL_BLOCK_BYTES; j++)
-        v[b * BL_QK + 32 * s + j] = (int8_t)(((p[b * BL_BLOCK_BYTES + j] >> (2 * s)) & 3) - 1);
+      for (int j = 0; j < BL_BLOCK_BYTES; j++) {
+        const uint8_t c = (uint8_t)((p[b * BL_BLOCK_BYTES + j] >> (2 * s)) & 3);
+        v[b * BL_QK + 32 * s + j] = (int8_t)((c < 2 ? c : 2) - 1);
+      }
 }
 
 bl_status bl_unpack_weights(const uint8_t *packed, int64_t N, int64_t K, int8_t *wq, int64_t ldq) {

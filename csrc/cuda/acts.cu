@@ -150,7 +150,7 @@ size_t bl_cuda_quantize_acts_workspace_bytes(int64_t M, int64_t K, int per_token
 bl_status bl_cuda_quantize_acts(const void *x, bl_dtype dt, int64_t M, int64_t K, int64_t ldx,
                                 float eps, int per_token, int8_t *xq, int64_t ldq, float *scale,
                                 int32_t *rowsum, void *workspace, struct CUstream_st *stream) {
-  bl_status st = bl_check_acts(x, dt, M, K, ldx, xq, ldq, scale);
+  bl_status st = bl_check_acts(x, dt, M, K, ldx, xq, ldq, scale, eps);
   if (st != BL_OK || M == 0) return st;
   if (!per_token && !workspace) return BL_ERR_NULL;
   return blc::quantize_acts(x, dt, M, K, ldx, eps, per_token, xq, ldq, scale, rowsum,

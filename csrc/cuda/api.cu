@@ -146,8 +146,8 @@ bl_status bl_cuda_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int6
                          int64_t ldy, void *workspace, size_t workspace_bytes,
                          struct CUstream_st *stream) {
   if (M > 0 && (!x || !packed || !wscale || !y || !workspace)) return BL_ERR_NULL;
-  if (N < 1 || K < 1) return BL_ERR_SIZE;
-  if (!bl_dtype_ok(xdt) || !bl_dtype_ok(ydt)) return BL_ERR_ARG;
+  if (N < 1 || K < 1 || K > BL_MAX_K) return BL_ERR_SIZE;
+  if (!bl_dtype_ok(xdt) || !bl_dtype_ok(ydt) || bl_check_eps(eps) != BL_OK) return BL_ERR_ARG;
   bl_status st = bl_check_dims(M, K, ldx);
   if (st != BL_OK) return st;
   if ((st = bl_check_dims(M, N, ldy)) != BL_OK) return st;

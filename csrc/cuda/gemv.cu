@@ -3,7 +3,10 @@
  * Each warp owns kRows weight rows; each lane streams 16-byte chunks of them (coalesced, two
  * chunks per row in flight) and decodes them in registers: for the 32-bit word holding bytes
  * j..j+3 of a block, (word >> 2s) & 0x03030303 are the u8 codes of k = 128b + 32s + j..j+3,
- * which __dp4a multiplies with four int8 activations. sum(c * x) = dot(w, x) + rowsum(x), so
+ * which __dp4a multiplies with four int8 activations. The invalid code 3 reads as 2 (weight +1,
+ * docs/packed_format.md): each loaded word is clamped once, before its four shifts, with
+ * clamp_codes (2 instructions per word; __vminu4 on the masked codes lowers to ~9 on sm_80/90).
+ * sum(c * x) = dot(w, x) + rowsum(x), so
  * the row sum is subtracted once at the end. Tokens are processed in groups of up to MT with
  * the decoded weights reused from registers. When N is small the K range is split over
  * gridDim.y; the int32 partials are exact and are added in a fixed order by reduce_kernel.
@@ -28,6 +31,12 @@ __device__ __forceinline__ uint32_t word(const uint4 &v, int i) {
   return i == 0 ? v.x : (i == 1 ? v.y : (i == 2 ? v.z : v.w));
 }
 
+/* Every 2-bit code of a packed word with code 3 turned into 2: the high bit of a field clears its
+ * low bit (3 -> 2; 0, 1, 2 unchanged). */
+__device__ __forceinline__ uint32_t clamp_codes(uint32_t w) {
+  return w & ~((w >> 1) & 0x55555555u);
+}
+
 /* Adds the chunk c (16 bytes of each of the kRows rows, i.e. 64 values of k) for MT tokens. */
 template <int MT>
 __device__ __forceinline__ void accumulate_chunk(const uint4 (&w)[kRows], int64_t c,
@@ -37,9 +46,11 @@ __device__ __forceinline__ void accumulate_chunk(const uint4 (&w)[kRows], int64_
 #pragma unroll
   for (int r = 0; r < kRows; r++)
 #pragma unroll
-    for (int s = 0; s < 4; s++)
+    for (int i = 0; i < 4; i++) {
+      const uint32_t wc = clamp_codes(word(w[r], i));
 #pragma unroll
-      for (int i = 0; i < 4; i++) codes[r][s][i] = (word(w[r], i) >> (2 * s)) & 0x03030303u;
+      for (int s = 0; s < 4; s++) codes[r][s][i] = (wc >> (2 * s)) & 0x03030303u;
+    }
   const int64_t kbase = (c / 2) * BL_QK + (c % 2) * 16;
 #pragma unroll
   for (int m = 0; m < MT; m++) {

@@ -6,7 +6,9 @@
  * to shared memory by a 3-stage cp.async pipeline; rows past M or N are zero-filled. The
  * weights stay packed in shared memory: a B fragment register (k = 4t..4t+3 of one 32-k step)
  * is the packed word at byte 4t of the row, shifted by 2*step, masked, minus 1 per byte
- * (__vsub4), so no row sum is needed. Padded row strides (144 and 48 bytes) keep ldmatrix and
+ * (__vsub4), so no row sum is needed. The invalid code 3 reads as 2 (weight +1): each packed word
+ * is clamped once per k-tile (clamp_codes, 2 instructions), before its four shifts. Padded row
+ * strides (144 and 48 bytes) keep ldmatrix and
  * the packed-word loads free of bank conflicts. K needs no tail: Kp is a multiple of 128.
  */
 #include <stdlib.h>
@@ -32,6 +34,12 @@ struct Tile {
   static constexpr int kSmemBytes = kStages * kStageBytes; /* 73728 or 92160 */
   static constexpr int kBChunks = kBN * 2 / kThreads;      /* 16-byte B chunks per thread */
 };
+
+/* Every 2-bit code of a packed word with code 3 turned into 2: the high bit of a field clears its
+ * low bit (3 -> 2; 0, 1, 2 unchanged). */
+__device__ __forceinline__ uint32_t clamp_codes(uint32_t w) {
+  return w & ~((w >> 1) & 0x55555555u);
+}
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p) {
   return (uint32_t)__cvta_generic_to_shared(p);
@@ -136,8 +144,8 @@ __global__ void __launch_bounds__(kThreads, WN == 32 ? 2 : 1)
 #pragma unroll
     for (int j = 0; j < T::kNT; j++) {
       const uint8_t *brow = sb + (warp_n * WN + j * 8 + g) * kBStride;
-      bw[j][0] = *reinterpret_cast<const uint32_t *>(brow + 4 * t);
-      bw[j][1] = *reinterpret_cast<const uint32_t *>(brow + 16 + 4 * t);
+      bw[j][0] = clamp_codes(*reinterpret_cast<const uint32_t *>(brow + 4 * t));
+      bw[j][1] = clamp_codes(*reinterpret_cast<const uint32_t *>(brow + 16 + 4 * t));
     }
     const uint32_t a_addr =
         smem_u32(sa + (warp_m * 64 + (lane % 16)) * kAStride + (lane / 16) * 16);

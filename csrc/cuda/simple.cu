@@ -1,6 +1,7 @@
 /* simple.cu - the plain fallback GEMM: one thread per output, the same loop as the C
- * reference (w = c - 1, no row sum). Slow; used for unaligned inputs and, with
- * BITLINEAR_CUDA_SIMPLE=1, to tell a fault of the fast paths from one elsewhere. */
+ * reference (w = min(c, 2) - 1: the invalid code 3 reads as +1; no row sum). Slow; used for
+ * unaligned inputs and, with BITLINEAR_CUDA_SIMPLE=1, to tell a fault of the fast paths from
+ * one elsewhere. */
 #include "common.cuh"
 
 namespace {
@@ -21,7 +22,7 @@ __global__ void simple_gemm_kernel(const int8_t *xq, int64_t ldq, const uint8_t 
         const uint32_t byte = w[b * BL_BLOCK_BYTES + j];
 #pragma unroll
         for (int g = 0; g < 4; g++)
-          s += (int32_t)x[b * BL_QK + 32 * g + j] * ((int32_t)((byte >> (2 * g)) & 3u) - 1);
+          s += (int32_t)x[b * BL_QK + 32 * g + j] * ((int32_t)min((byte >> (2 * g)) & 3u, 2u) - 1);
       }
     blc::store_out<OUT>(ep.y, m * ep.ldy + n, s, OUT == blc::kOutAcc ? 0.0f : ep.xscale[m],
                         ep.wscale, ep.w_per_channel, ep.bias, n);

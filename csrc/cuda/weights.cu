@@ -131,7 +131,7 @@ __global__ void unpack_kernel(const uint8_t *packed, int64_t N, int64_t K, int8_
     const int64_t n = i / K, k = i % K;
     const int64_t b = k / BL_QK, r = k % BL_QK;
     const uint32_t c = (packed[n * rb + b * BL_BLOCK_BYTES + (r % 32)] >> (2 * (r / 32))) & 3u;
-    wq[n * ldq + k] = (int8_t)((int)c - 1);
+    wq[n * ldq + k] = (int8_t)((int)min(c, 2u) - 1); /* the invalid code 3 reads as 2 */
   }
 }
 
@@ -156,7 +156,7 @@ bl_status bl_cuda_quantize_weights(const void *w, bl_dtype wdt, int64_t N, int64
                                    void *workspace, struct CUstream_st *stream) {
   bl_status st = bl_check_matrix(w && scale && packed && workspace, N, K, ldw);
   if (st != BL_OK) return st;
-  if (!bl_dtype_ok(wdt)) return BL_ERR_ARG;
+  if (!bl_dtype_ok(wdt) || bl_check_eps(eps) != BL_OK) return BL_ERR_ARG;
   const int64_t blocks = blc::ceil_div(N, kRowsPerBlock);
   if (blocks > 0x7fffffff) return BL_ERR_SIZE;
   double *row_sums = (double *)workspace;

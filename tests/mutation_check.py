@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Mutation check of the C tests: plants small bugs in the AVX2 kernels, one at a time, in a copy
+of csrc/ and tests/c/, and asserts that the plain C tests (`make -C tests/c test`: test_core and
+test_directed, fixed default seed) catch every one of them.
+
+    python3 tests/mutation_check.py [--keep] [--only NAME]
+
+Exit status 0 when the unmutated copy passes and every mutation fails the tests; 1 otherwise
+(a mutation the tests miss, a baseline failure, or a mutation whose source pattern no longer
+matches: update the pattern here when the kernel changes). Skipped (exit 0) where the AVX2 path
+cannot run (not x86-64, or no AVX2). Needs make and a C compiler, as the C tests do.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+AVX2 = "csrc/cpu/isa_avx2.c"
+
+# (name, file, regex that must match exactly once, replacement, what it breaks)
+MUTATIONS = [
+    ("a-weight-round-half-up", AVX2,
+     r"_mm256_round_ps\(_mm256_div_ps\(_mm256_loadu_ps\(w \+ 8 \* i\), s\),\s*"
+     r"_MM_FROUND_TO_NEAREST_INT \| _MM_FROUND_NO_EXC\)",
+     "_mm256_floor_ps(_mm256_add_ps(_mm256_div_ps(_mm256_loadu_ps(w + 8 * i), s), "
+     "_mm256_set1_ps(0.5f)))",
+     "weight ternarization in the AVX2 packing: floor(w / s + 0.5) instead of round half to even"),
+    ("b-bf16-round-half-up", AVX2,
+     r"_mm256_add_epi32\(r7fff, _mm256_and_si256\(_mm256_srli_epi32\(bits, 16\), one\)\)",
+     "_mm256_add_epi32(r7fff, one)",
+     "the AVX2 epilogue's bfloat16 rounding: half up instead of half to even"),
+    ("c-gemv-flush-doubled", AVX2,
+     r"#define FLUSH_BLOCKS_X4 8\b",
+     "#define FLUSH_BLOCKS_X4 16",
+     "the AVX2 GEMV tile's int16 flush interval doubled (8 -> 16 blocks): int16 overflow"),
+    # extras: the same kinds of slip elsewhere in the AVX2 file
+    ("d-act-round-half-up", AVX2,
+     r"_mm256_round_ps\(_mm256_div_ps\(v, s\), _MM_FROUND_TO_NEAREST_INT \| _MM_FROUND_NO_EXC\)",
+     "_mm256_floor_ps(_mm256_add_ps(_mm256_div_ps(v, s), _mm256_set1_ps(0.5f)))",
+     "activation quantization in AVX2: floor(x / s + 0.5) instead of round half to even"),
+    ("e-f16-round-toward-zero", AVX2,
+     r"_mm256_cvtps_ph\(v, _MM_FROUND_TO_NEAREST_INT\)",
+     "_mm256_cvtps_ph(v, _MM_FROUND_TO_ZERO)",
+     "the AVX2 epilogue's float16 rounding: toward zero instead of to nearest even"),
+    ("f-tile-chunk-doubled", AVX2,
+     r"#define TILE256_CHUNK_BLOCKS 16\b",
+     "#define TILE256_CHUNK_BLOCKS 32",
+     "the AVX2 tile's int16 chunk doubled (16 -> 32 blocks): int16 overflow"),
+]
+
+
+def run(cmd, cwd, env=None):
+    return subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+
+
+def run_tests(tdir: Path, env) -> tuple[int, dict]:
+    """Runs test_core and test_directed (both, even if the first fails): (failed programs,
+    {program: FAIL lines})."""
+    cc = os.environ.get("CC", "cc")
+    arch = subprocess.run([cc, "-dumpmachine"], stdout=subprocess.PIPE, text=True).stdout.split("-")[0]
+    bad, fails = 0, {}
+    for prog in ("test_core", "test_directed"):
+        r = run([str(tdir / "build" / arch / prog)], tdir, env)
+        fails[prog] = [l for l in r.stdout.splitlines() if l.startswith("FAIL")]
+        bad += r.returncode != 0
+    return bad, fails
+
+
+def has_avx2() -> bool:
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        return " avx2 " in " " + Path("/proc/cpuinfo").read_text().replace("\n", " ") + " "
+    except OSError:
+        return False
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    ap.add_argument("--only", help="run only the mutation with this name")
+    args = ap.parse_args()
+    if not has_avx2():
+        print("mutation check skipped: the AVX2 path cannot run on this machine")
+        return 0
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    env.pop("BL_TEST_SEED", None)  # the tests' fixed default seed
+    t_start = time.time()
+    tmp = Path(tempfile.mkdtemp(prefix="bitlinear-mutation-"))
+    try:
+        shutil.copytree(ROOT / "csrc", tmp / "csrc")
+        shutil.copytree(ROOT / "tests" / "c", tmp / "tests" / "c",
+                        ignore=shutil.ignore_patterns("build", "*.o"))
+        tdir = tmp / "tests" / "c"
+        make = ["make", "-s", "-j2", "-C", str(tdir)]
+
+        r = run(make + ["all"], tmp, env)
+        if r.returncode != 0:
+            print(r.stdout[-4000:])
+            print("mutation check: the unmutated copy does not build")
+            return 1
+        bad, fails = run_tests(tdir, env)
+        if bad:
+            print("\n".join(l for f in fails.values() for l in f)[:4000])
+            print("mutation check: the unmutated copy fails the C tests")
+            return 1
+        print(f"baseline: the C tests pass on the unmutated copy ({time.time() - t_start:.0f} s)")
+
+        missed, broken = [], []
+        for name, rel, pattern, repl, what in MUTATIONS:
+            if args.only and name != args.only:
+                continue
+            t0 = time.time()
+            path = tmp / rel
+            src = path.read_text()
+            new, n = re.subn(pattern, repl, src)
+            if n != 1:
+                print(f"  {name}: pattern matched {n} times in {rel} (update tests/mutation_check.py)")
+                broken.append(name)
+                continue
+            path.write_text(new)
+            try:
+                r = run(make + ["all"], tmp, env)
+                if r.returncode != 0:
+                    print(r.stdout[-3000:])
+                    print(f"  {name}: the mutated source does not build")
+                    broken.append(name)
+                    continue
+                bad, fails = run_tests(tdir, env)
+                dt = time.time() - t0
+                if bad:
+                    counts = ", ".join(f"{p} {len(f)}" for p, f in fails.items())
+                    print(f"CAUGHT  {name}: {what} (failing checks: {counts}; {dt:.0f} s)")
+                    for l in [l for f in fails.values() for l in f[:2]]:
+                        print(f"          {l}")
+                else:
+                    print(f"MISSED  {name}: {what} ({dt:.0f} s)")
+                    missed.append(name)
+            finally:
+                path.write_text(src)
+        total = time.time() - t_start
+        if missed or broken:
+            print(f"mutation check FAILED: missed {missed or 'none'}, not applicable {broken or 'none'}"
+                  f" ({total:.0f} s)")
+            return 1
+        print(f"mutation check: every mutation caught ({total:.0f} s)")
+        return 0
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
