@@ -1,5 +1,5 @@
 """`python -m bitlinear demo --quick`: trains, deploys, and the deployed model answers like the
-fake-quant model."""
+training-mode model (the same bits since training runs the deployed kernels)."""
 import json
 import os
 import subprocess
