@@ -9,6 +9,7 @@ from ._ext import HAS_BITLINEAR, HAS_CUDA_KERNELS
 from ._info import __version__, collect_info
 from .isa import available_cpu_isas, cpu_isa, set_cpu_isa, use_cpu_isa
 from .nn import BitLinear
+from ._fast import fast_path_enabled, set_fast_path
 from .convert import (ConvertConfig, convert, deploy, load_deployed, model_size_bytes,
                       save_deployed, size_report)
 from .reference import ACT_SCALES, FORMAT_VERSION, QUANT_TYPES, WEIGHT_SCALES
@@ -17,6 +18,7 @@ __all__ = [
     "BitLinear", "ConvertConfig", "convert", "deploy", "save_deployed", "load_deployed",
     "model_size_bytes", "size_report", "HAS_BITLINEAR", "HAS_CUDA_KERNELS", "QUANT_TYPES", "ACT_SCALES",
     "WEIGHT_SCALES", "FORMAT_VERSION",
-    "available_cpu_isas", "cpu_isa", "set_cpu_isa", "use_cpu_isa", "collect_info", "ops",
+    "available_cpu_isas", "cpu_isa", "set_cpu_isa", "use_cpu_isa", "set_fast_path",
+    "fast_path_enabled", "collect_info", "ops",
     "__version__",
 ]

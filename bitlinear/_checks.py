@@ -107,9 +107,10 @@ def packed(w_packed, K: int, out_features: int | None = None) -> None:
         raise ValueError("bitlinear: w_packed must be contiguous")
 
 
-def deployed_buffers(w_scale, w_packed, bias, in_features: int, out_features: int | None = None
-                     ) -> None:
-    """The buffers of a deployed layer: packed weights, float32 scale(s) and bias, one device."""
+def deployed_buffers(w_scale, w_packed, bias, in_features: int, out_features: int | None = None,
+                     codes: bool = True) -> None:
+    """The buffers of a deployed layer: packed weights, float32 scale(s) and bias, one device;
+    with ``codes``, also a pass over the packed bytes for the invalid code 3."""
     packed(w_packed, in_features, out_features)
     n = w_packed.shape[0]
     if not isinstance(w_scale, torch.Tensor) or w_scale.dtype != torch.float32 \
@@ -121,7 +122,8 @@ def deployed_buffers(w_scale, w_packed, bias, in_features: int, out_features: in
         raise ValueError(f"bitlinear: bias must be contiguous float32 of shape ({n},), "
                          f"got {_desc(bias)}")
     same_device(w_packed=w_packed, w_scale=w_scale, bias=bias)
-    valid_codes(w_packed)
+    if codes:
+        valid_codes(w_packed)
 
 
 def valid_codes(w_packed) -> None:

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from . import _checks, ops
+from . import _checks, _fast, ops
 from . import reference as ref
 
 
@@ -71,6 +71,11 @@ class BitLinear(nn.Module):
                                                     self.spec.act_per_token,
                                                     self.spec.weight_per_channel)[0]
         # The buffers were validated at deploy() / load: only the input is checked per call.
+        # Plain eager calls take one native call on raw pointers (bitlinear/_fast.py), the rest
+        # (compile, tracing, subclasses, modes, odd inputs) the op; the results are identical.
+        y = _fast.linear(self, x)
+        if y is not None:
+            return y
         _checks.layer_input(x, self.in_features, self.w_packed.device, "BitLinear", "input")
         if x.requires_grad and torch.is_grad_enabled():
             raise RuntimeError("BitLinear: a deployed layer is inference-only and has no gradient; "

@@ -66,8 +66,10 @@ def _check_train(section, fields):
 
 
 def _check_host(recs):
-    assert {(x["case"], x["impl"]) for x in recs} == {(c, i) for c in ("train forward", "no_grad")
+    from bitlinear.bench.train import HOST_CASES
+    assert {(x["case"], x["impl"]) for x in recs} == {(c, i) for c in HOST_CASES
                                                       for i in ("linear", "bitlinear")}
+    assert set(HOST_CASES) == {"train forward", "no_grad", "no_grad, op path"}
     for x in recs:
         assert x["median_ms"] > 0 and x["calls"] >= 1 and x["reps"] >= 3 and x["M"] == 1
         assert x["time_vs_linear"] > 0

@@ -36,7 +36,9 @@ SECTIONS: Dict[str, Dict[str, Layout]] = {
 SECTION_TEXT = {
     "host": "Host time per call of a {K}x{N} layer at M=1 ({dtype}, nn.Linear's default bias), "
             "weights hot: \"train forward\" with grad enabled and the weight requiring grad "
-            "(BitLinear in training mode), \"no_grad\" under torch.no_grad() (BitLinear deployed); "
+            "(BitLinear in training mode), \"no_grad\" under torch.no_grad() (BitLinear deployed, "
+            "its eager fast path), \"no_grad, op path\" the same with the fast path off (every "
+            "call through torch.ops.bitlinear.linear); "
             "{timing}.",
     "train": "Training step of one layer (no bias): fwd = the forward alone as in training, "
              "fwd+bwd = y = layer(x); y.backward(g) with x requiring grad; {timing}.",

@@ -15,7 +15,8 @@ with <dt> f32 or bf16. Weights rotate over fresh copies as in the layer sweep (t
 Host time (host_rows): per call of a 64x64 layer (nn.Linear's default bias) at M = 1, weights hot,
 many calls in a loop with a synchronize only around the loop (timing.time_calls): nn.Linear against
 BitLinear's training-mode forward (grad enabled, weight requiring grad), and nn.Linear against the
-deployed BitLinear under torch.no_grad().
+deployed BitLinear under torch.no_grad(): through its eager fast path ("no_grad", what a plain eager
+call takes) and with it off ("no_grad, op path": every call through torch.ops.bitlinear.linear).
 """
 from __future__ import annotations
 
@@ -151,24 +152,34 @@ def add_ratios(records: List[dict], fields: Sequence[str]) -> None:
 
 # ----------------------------------------------------------------------------------- host time
 HOST_SIZE = 64
-HOST_CASES = ("train forward", "no_grad")   # row labels of the host table
+HOST_CASES = ("train forward", "no_grad", "no_grad, op path")   # row labels of the host table
 
 
 def host_rows(device, dtype, calls: int, loops: int, fields: Optional[dict] = None,
               sync: Optional[Callable[[], object]] = None) -> List[dict]:
     """Host time per call, nn.Linear against BitLinear (see the module doc)."""
+    from .._fast import fast_path_enabled, set_fast_path
     from ..nn import BitLinear
     torch.manual_seed(0)
     lin = nn.Linear(HOST_SIZE, HOST_SIZE, device=device, dtype=dtype)
     layers = {("train forward", BASELINE): lin,
               ("train forward", "bitlinear"): BitLinear.from_linear(lin).train(),
               ("no_grad", BASELINE): lin,
-              ("no_grad", "bitlinear"): BitLinear.from_linear(lin).deploy()}
+              ("no_grad", "bitlinear"): BitLinear.from_linear(lin).deploy(),
+              ("no_grad, op path", BASELINE): lin,
+              ("no_grad, op path", "bitlinear"): BitLinear.from_linear(lin).deploy()}
     x = torch.randn(1, HOST_SIZE, device=device, dtype=dtype)
     out = []
     for (case, name), m in layers.items():
-        with torch.set_grad_enabled(case == "train forward"):
-            tm = time_calls(lambda m=m: m(x), calls, loops, sync)
+        # "op path": the deployed layer with its eager fast path off (bitlinear/_fast.py), every
+        # call through torch.ops.bitlinear.linear as under torch.compile
+        fast = fast_path_enabled()
+        set_fast_path(fast and case != "no_grad, op path")
+        try:
+            with torch.set_grad_enabled(case == "train forward"):
+                tm = time_calls(lambda m=m: m(x), calls, loops, sync)
+        finally:
+            set_fast_path(fast)
         out.append({**(fields or {}), "case": case, "impl": name, "K": HOST_SIZE, "N": HOST_SIZE,
                     "M": 1, "dtype": dtype_name(dtype), **times(tm)})
     add_time_ratios(out, BASELINE, (*(fields or {}), "case"))

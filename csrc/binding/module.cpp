@@ -6,6 +6,7 @@
 #include "bitlinear.h"
 
 extern "C" PyObject* bl_legacy_getattr(PyObject* module, PyObject* name);  // legacy.cpp
+extern "C" PyMethodDef bl_fastpath_methods[];                              // fastpath.cpp
 
 namespace {
 
@@ -78,4 +79,11 @@ PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_bitlinear",
 }  // extern "C"
 }  // namespace
 
-extern "C" PyMODINIT_FUNC PyInit__bitlinear(void) { return PyModule_Create(&module_def); }
+extern "C" PyMODINIT_FUNC PyInit__bitlinear(void) {
+  PyObject* m = PyModule_Create(&module_def);
+  if (m && PyModule_AddFunctions(m, bl_fastpath_methods) != 0) {
+    Py_DECREF(m);
+    return nullptr;
+  }
+  return m;
+}

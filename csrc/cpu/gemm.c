@@ -11,34 +11,76 @@
 #include <time.h>
 
 #define NB_MAX 256               /* widest weight panel (columns of y) per task */
+#ifndef STATIC_SMALL
+#define STATIC_SMALL 1
+#endif
 #define MB_ROWS 64               /* rows of x per task */
 #define PANEL_BYTES (192 * 1024) /* packed weight panel kept in L2 */
 
 static size_t dtype_size(bl_dtype dt) { return dt == BL_F32 ? 4 : 2; }
 
 /* ---------------------------------------------------------------- activations */
+typedef struct {
+  const char *x;
+  bl_dtype dt;
+  size_t es;
+  int64_t K, Kp, ldx, ldq;
+  float eps;
+  int8_t *xq;
+  float *scale;
+  int32_t *rowsum;
+  bl_amax_fn amax;
+  bl_quant_row_fn quant;
+} act_job;
+
+static inline const void *act_row(const act_job *j, int64_t i) {
+  return j->x + (size_t)(i * j->ldx) * j->es;
+}
+
+/* per token: absmax, then quantize + row sum while the row is in cache */
+static inline void act_token_row(const act_job *j, int64_t i) {
+  const void *row = act_row(j, i);
+  j->scale[i] = bl_act_scale(j->amax(row, j->dt, j->K), j->eps);
+  int32_t s = j->quant(row, j->dt, j->K, j->scale[i], j->xq + i * j->ldq, j->Kp);
+  if (j->rowsum) j->rowsum[i] = s;
+}
+
+static inline void act_amax_row(const act_job *j, int64_t i) {
+  j->scale[i] = j->amax(act_row(j, i), j->dt, j->K);
+}
+
+static inline void act_tensor_row(const act_job *j, int64_t i, float s_all) {
+  j->scale[i] = s_all;
+  int32_t s = j->quant(act_row(j, i), j->dt, j->K, s_all, j->xq + i * j->ldq, j->Kp);
+  if (j->rowsum) j->rowsum[i] = s;
+}
+
 void bl_quantize_acts_k(const bl_cpu_kernels *kt, const void *x, bl_dtype dt, int64_t M,
                         int64_t K, int64_t ldx, float eps, int per_token, int8_t *xq,
                         int64_t ldq, float *scale, int32_t *rowsum, int nthreads) {
-  const size_t es = dtype_size(dt);
-  const int64_t Kp = bl_padded_k(K);
-  bl_amax_fn amax = kt->amax ? kt->amax : bl_row_amax_ref;
-  bl_quant_row_fn quant = kt->quant_row ? kt->quant_row : bl_quantize_row_ref;
-  /* a fork/join costs more than quantizing a few short rows */
+  const act_job j = {(const char *)x, dt, dtype_size(dt), K, bl_padded_k(K), ldx, ldq, eps, xq,
+                     scale, rowsum, kt->amax ? kt->amax : bl_row_amax_ref,
+                     kt->quant_row ? kt->quant_row : bl_quantize_row_ref};
+  /* A fork/join costs more than quantizing a few short rows; one thread runs no parallel region
+   * at all (entering one with a single thread still costs libgomp's team setup, about a
+   * microsecond: the whole of a small layer's decode call). */
   const int nt = M > 1 && (double)M * (double)K >= 65536.0 ? bl_nthreads(nthreads) : 1;
-  if (per_token) { /* one loop per row: absmax, then quantize + row sum while it is in cache */
+  if (per_token) {
+    if (nt > 1) {
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t i = 0; i < M; i++) {
-      const void *row = (const char *)x + (size_t)(i * ldx) * es;
-      scale[i] = bl_act_scale(amax(row, dt, K), eps);
-      int32_t s = quant(row, dt, K, scale[i], xq + i * ldq, Kp);
-      if (rowsum) rowsum[i] = s;
+      for (int64_t i = 0; i < M; i++) act_token_row(&j, i);
+    } else {
+      for (int64_t i = 0; i < M; i++) act_token_row(&j, i);
     }
     return;
   }
   /* per tensor: row maxima in parallel (scale[] is the scratch), one deterministic reduction */
+  if (nt > 1) {
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t i = 0; i < M; i++) scale[i] = amax((const char *)x + (size_t)(i * ldx) * es, dt, K);
+    for (int64_t i = 0; i < M; i++) act_amax_row(&j, i);
+  } else {
+    for (int64_t i = 0; i < M; i++) act_amax_row(&j, i);
+  }
   float m = 0.0f;
   for (int64_t i = 0; i < M; i++) {
     float r = scale[i];
@@ -46,11 +88,11 @@ void bl_quantize_acts_k(const bl_cpu_kernels *kt, const void *x, bl_dtype dt, in
     if (m != m) break;
   }
   const float s_all = bl_act_scale(m, eps);
+  if (nt > 1) {
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t i = 0; i < M; i++) {
-    scale[i] = s_all;
-    int32_t s = quant((const char *)x + (size_t)(i * ldx) * es, dt, K, s_all, xq + i * ldq, Kp);
-    if (rowsum) rowsum[i] = s;
+    for (int64_t i = 0; i < M; i++) act_tensor_row(&j, i, s_all);
+  } else {
+    for (int64_t i = 0; i < M; i++) act_tensor_row(&j, i, s_all);
   }
 }
 

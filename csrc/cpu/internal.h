@@ -11,8 +11,17 @@
 /* The thread count of a parallel region: at least 1, at most the processors OpenMP sees (a huge
  * request, e.g. 100000, would exhaust libgomp; more threads than processors never help). */
 static inline int bl_nthreads(int n) {
-  const int procs = omp_get_num_procs();
-  return n < 1 ? 1 : n > procs ? (procs > 0 ? procs : 1) : n;
+  /* omp_get_num_procs is a sched_getaffinity system call in libgomp: read once (per file), not
+   * on every call (a decode call of a small layer lasts about a microsecond). */
+  static int procs_cached;
+  if (n <= 1) return 1;
+  int procs = __atomic_load_n(&procs_cached, __ATOMIC_RELAXED);
+  if (procs <= 0) {
+    procs = omp_get_num_procs();
+    if (procs <= 0) procs = 1;
+    __atomic_store_n(&procs_cached, procs, __ATOMIC_RELAXED);
+  }
+  return n > procs ? procs : n;
 }
 
 /* max(v, lo) with torch.clamp(min=) semantics: NaN stays NaN (fmaxf would drop it). */

@@ -1,0 +1,170 @@
+// fastpath.cpp - `_bitlinear.linear_cpu` / `_bitlinear.linear_cuda`: the deployed forward on raw
+// pointers, for BitLinear's eager fast path (bitlinear/_fast.py). No torch headers and no tensor
+// objects: the caller (Python) has checked the tensors (dtype, device, shape, contiguity) and
+// keeps them alive for the call, so a call costs about one C function call instead of a
+// dispatcher round trip through the stable ABI. The C core still checks every size and pointer
+// and returns a status, raised here as RuntimeError naming it. Python's limited API only.
+#include <Python.h>
+
+#include <cstdint>
+#include <cstdlib>
+
+#include "bitlinear.h"
+
+namespace {
+
+// Arguments in order; pointers and sizes travel as Python ints.
+bool ll(PyObject* const* args, Py_ssize_t i, long long* out) {
+  *out = PyLong_AsLongLong(args[i]);
+  return !(*out == -1 && PyErr_Occurred());
+}
+
+bool ptr(PyObject* const* args, Py_ssize_t i, void** out) {
+  *out = PyLong_AsVoidPtr(args[i]);
+  return !(*out == nullptr && PyErr_Occurred());
+}
+
+PyObject* status_error(bl_status s, const char* where) {
+  PyErr_Format(PyExc_RuntimeError, "bitlinear: %s failed: %s", where, bl_status_str(s));
+  return nullptr;
+}
+
+// Small calls keep the GIL (releasing it costs more than they run); large ones release it.
+constexpr double kReleaseGilMacs = 1 << 20;
+
+// CPU scratch for the quantized activations: a per-thread buffer reused while small (decode),
+// a fresh allocation for large batches so no thread keeps megabytes after a prefill.
+constexpr size_t kKeepScratch = 1 << 20;
+
+struct Scratch {
+  void* p = nullptr;
+  size_t n = 0;
+  ~Scratch() { std::free(p); }
+};
+
+void* scratch(size_t bytes, bool* owned) {
+  static thread_local Scratch s;
+  *owned = false;
+  bytes = (bytes + 63) & ~size_t(63);
+  if (bytes > kKeepScratch) {
+    *owned = true;
+    return std::aligned_alloc(64, bytes);
+  }
+  if (s.n < bytes) {
+    std::free(s.p);
+    s.p = std::aligned_alloc(64, kKeepScratch);
+    s.n = s.p ? kKeepScratch : 0;
+  }
+  return s.p;
+}
+
+enum { kX, kXdt, kM, kK, kLdx, kPacked, kN, kWscale, kPerCh, kBias, kEps, kPerTok, kY, kNargs };
+
+struct Call {
+  void *x, *packed, *wscale, *bias, *y;
+  long long xdt, M, K, ldx, N, per_ch, per_tok;
+  double eps;
+};
+
+bool parse(PyObject* const* args, Py_ssize_t nargs, Py_ssize_t want, const char* name, Call* c) {
+  if (nargs != want) {
+    PyErr_Format(PyExc_TypeError, "bitlinear: %s takes %d arguments, got %d", name, (int)want,
+                 (int)nargs);
+    return false;
+  }
+  if (!ptr(args, kX, &c->x) || !ll(args, kXdt, &c->xdt) || !ll(args, kM, &c->M) ||
+      !ll(args, kK, &c->K) || !ll(args, kLdx, &c->ldx) || !ptr(args, kPacked, &c->packed) ||
+      !ll(args, kN, &c->N) || !ptr(args, kWscale, &c->wscale) || !ll(args, kPerCh, &c->per_ch) ||
+      !ptr(args, kBias, &c->bias) || !ll(args, kPerTok, &c->per_tok) || !ptr(args, kY, &c->y))
+    return false;
+  c->eps = PyFloat_AsDouble(args[kEps]);
+  if (c->eps == -1.0 && PyErr_Occurred()) return false;
+  if (c->xdt < BL_F32 || c->xdt > BL_BF16) {
+    PyErr_SetString(PyExc_ValueError, "bitlinear: input dtype code out of range");
+    return false;
+  }
+  return true;
+}
+
+extern "C" {
+
+// linear_cpu(x, xdt, M, K, ldx, w_packed, N, w_scale, per_channel, bias, eps, per_token, y,
+//            nthreads): y [M, N] (row stride N) in x's dtype.
+PyObject* py_linear_cpu(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  Call c;
+  if (!parse(args, nargs, kNargs + 1, "linear_cpu", &c)) return nullptr;
+  long long nthreads;
+  if (!ll(args, kNargs, &nthreads)) return nullptr;
+  if (c.M <= 0) Py_RETURN_NONE;
+  const size_t ws_bytes = bl_linear_workspace_bytes(c.M, c.K);
+  bool owned;
+  void* ws = scratch(ws_bytes, &owned);
+  if (!ws) return PyErr_NoMemory();
+  const bool release = (double)c.M * (double)c.N * (double)c.K >= kReleaseGilMacs;
+  bl_status s;
+  PyThreadState* ts = release ? PyEval_SaveThread() : nullptr;
+  s = bl_linear(c.x, (bl_dtype)c.xdt, c.M, c.K, c.ldx, (const uint8_t*)c.packed, c.N,
+                (const float*)c.wscale, (int)c.per_ch, (const float*)c.bias, (float)c.eps,
+                (int)c.per_tok, c.y, (bl_dtype)c.xdt, c.N, ws, (int)nthreads);
+  if (ts) PyEval_RestoreThread(ts);
+  if (owned) std::free(ws);
+  if (s != BL_OK) return status_error(s, "linear (CPU)");
+  Py_RETURN_NONE;
+}
+
+// linear_cuda(x, xdt, M, K, ldx, w_packed, N, w_scale, per_channel, bias, eps, per_token, y,
+//             workspace, workspace_bytes, stream): asynchronous on `stream` (a cudaStream_t as an
+//             int, 0 the legacy default stream); workspace: device memory of at least
+//             linear_cuda_workspace_bytes(M, N, K) bytes.
+PyObject* py_linear_cuda(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  Call c;
+  if (!parse(args, nargs, kNargs + 3, "linear_cuda", &c)) return nullptr;
+  void *ws, *stream;
+  long long ws_bytes;
+  if (!ptr(args, kNargs, &ws) || !ll(args, kNargs + 1, &ws_bytes) ||
+      !ptr(args, kNargs + 2, &stream))
+    return nullptr;
+  if (c.M <= 0) Py_RETURN_NONE;
+  if (ws_bytes < 0) {
+    PyErr_SetString(PyExc_ValueError, "bitlinear: negative workspace size");
+    return nullptr;
+  }
+#ifdef BITLINEAR_WITH_CUDA
+  const bl_status s = bl_cuda_linear(
+      c.x, (bl_dtype)c.xdt, c.M, c.K, c.ldx, (const uint8_t*)c.packed, c.N, (const float*)c.wscale,
+      (int)c.per_ch, (const float*)c.bias, (float)c.eps, (int)c.per_tok, c.y, (bl_dtype)c.xdt, c.N,
+      ws, (size_t)ws_bytes, (struct CUstream_st*)stream);
+  if (s != BL_OK) return status_error(s, "linear (CUDA)");
+  Py_RETURN_NONE;
+#else
+  return status_error(BL_ERR_NO_CUDA, "linear (CUDA)");
+#endif
+}
+
+PyObject* py_linear_cuda_workspace_bytes(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  long long M, N, K;
+  if (nargs != 3) {
+    PyErr_SetString(PyExc_TypeError, "bitlinear: linear_cuda_workspace_bytes takes (M, N, K)");
+    return nullptr;
+  }
+  if (!ll(args, 0, &M) || !ll(args, 1, &N) || !ll(args, 2, &K)) return nullptr;
+#ifdef BITLINEAR_WITH_CUDA
+  return PyLong_FromSize_t(bl_cuda_linear_workspace_bytes(M, N, K));
+#else
+  return PyLong_FromSize_t(0);
+#endif
+}
+
+}  // extern "C"
+}  // namespace
+
+// The method-table entries (module.cpp appends them).
+extern "C" PyMethodDef bl_fastpath_methods[];
+PyMethodDef bl_fastpath_methods[] = {
+    {"linear_cpu", (PyCFunction)(void (*)(void))py_linear_cpu, METH_FASTCALL,
+     "Deployed forward on raw CPU pointers (BitLinear's eager fast path)."},
+    {"linear_cuda", (PyCFunction)(void (*)(void))py_linear_cuda, METH_FASTCALL,
+     "Deployed forward on raw CUDA pointers, asynchronous on the given stream."},
+    {"linear_cuda_workspace_bytes", (PyCFunction)(void (*)(void))py_linear_cuda_workspace_bytes,
+     METH_FASTCALL, "Device workspace bytes linear_cuda needs for (M, N, K)."},
+    {nullptr, nullptr, 0, nullptr}};
