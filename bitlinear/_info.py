@@ -30,6 +30,13 @@ def collect_info() -> dict:
         info["cpu_path_best"] = isa.best_cpu_isa()
         info["cpu_paths_supported"] = isa.available_cpu_isas()
         info["cpu_paths_compiled"] = isa.compiled_cpu_isas()
+        # what small M (decode) runs on that path: no lookup-table GEMV (issue 12: measured at
+        # parity with the AVX2 GEMV and 1.7x slower than AVX-512 VNNI's, docs/benchmarks.md)
+        path = info["cpu_path"]
+        prefetch = ", software prefetch 8 KiB ahead" if path != "neon_dot" else ""
+        info["cpu_decode"] = ("plain C loops (reference path)" if path == "ref" else
+                              f"{path} dot-product GEMV tiles; M <= 4: one contiguous weight range "
+                              f"per thread{prefetch}")
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name()
     return info

@@ -45,6 +45,13 @@ TRAIN_SHAPES = ((4096, 4096),)
 TRAIN_MS = (8, 512)
 QUICK_TRAIN_SHAPES = ((256, 384),)
 QUICK_TRAIN_MS = (8,)
+# decode rows (run_decode_suite): deployed BitLinear alone at small M, weights hot and cold, on the
+# default CPU path and forced AVX2 where that differs; the DRAM floor is the packed bytes over the
+# measured read bandwidth (profile/hw.py)
+DECODE_SHAPES = ((4096, 4096), (2560, 6912), (6912, 2560), (3200, 8640), (1000, 3001))
+DECODE_MS = (1, 2, 4, 8, 16)
+QUICK_DECODE_SHAPES = ((256, 384),)
+QUICK_DECODE_MS = (1, 2)
 # host-time rows: (calls per loop, loops), default and --quick
 HOST_LOOPS = {False: (1000, 15), True: (100, 5)}
 # (name, record match, field, op, want): the CPU's training targets
@@ -231,6 +238,100 @@ def _time_point(name, impl, rot, x, K, N, t, last, lim, unavailable, reps, max_s
     return rec
 
 
+# ------------------------------------------------------------------- decode (hot / cold / floor)
+def decode_paths() -> List[str]:
+    """The CPU paths the decode rows time: the one in use, and avx2 where it is another one."""
+    from .. import isa
+    cur = isa.cpu_isa()
+    if cur == "pytorch-fallback":
+        return []
+    return [cur] + (["avx2"] if cur != "avx2" and "avx2" in isa.available_cpu_isas() else [])
+
+
+def run_decode_suite(shapes: Sequence[Tuple[int, int]], ms: Sequence[int], threads: Sequence[int],
+                     paths: Sequence[str], hw_limits: Optional[Dict[int, dict]] = None,
+                     reps: int = 50, max_seconds: float = 1.0, cold_bytes: Optional[int] = None,
+                     progress: bool = True, seed: int = 0) -> List[dict]:
+    """Deployed BitLinear alone at small M: a record per (shape, path, threads, M, cache) with cache
+    "hot" (one weight copy, called again and again) or "cold" (calls cycle through copies totalling
+    cold_bytes, default 4x the last-level cache, so the weights stream from DRAM), and at M = 1
+    floor_us = packed weight bytes / the read bandwidth profile/hw.py measured at that thread count
+    (hw_limits; none without it) and cold_vs_floor."""
+    from .. import isa
+    from ..nn import BitLinear
+    from .timing import Rotation
+
+    hw_limits = hw_limits or {}
+    if cold_bytes is None:
+        cold_bytes = 4 * last_level_cache_bytes()
+    records: List[dict] = []
+    total = len(shapes) * len(paths) * len(threads) * len(ms) * 2
+    with keep_threads(), Progress(total, progress) as bar:
+        for K, N in shapes:
+            torch.manual_seed(seed)
+            layer = BitLinear.from_linear(nn.Linear(K, N, bias=False)).deploy().eval()
+            wbytes = layer.w_packed.numel()
+            rots = {"hot": Rotation(layer, wbytes, 0),
+                    "cold": Rotation(layer, wbytes, cold_bytes, cap=4096)}
+            for path in paths:
+                with isa.use_cpu_isa(path):
+                    for t in threads:
+                        torch.set_num_threads(t)
+                        bw = hw_limits.get(t, {}).get("read_bw_gbs")
+                        for M in ms:
+                            x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed + M))
+                            for cache, rot in rots.items():
+                                bar.at(f"decode K={K} N={N} {path} t={t} M={M} {cache}")
+                                call = rot.bind(lambda m: m(x))
+                                with torch.inference_mode():
+                                    tm = time_fn(call, reps=max(reps, 3 * len(rot)), warmup=3,
+                                                 max_seconds=max_seconds, min_reps=min(reps, 20))
+                                rec = {"K": K, "N": N, "M": M, "threads": t, "path": path,
+                                       "cache": cache, "copies": len(rot), "weight_bytes": wbytes,
+                                       "median_us": tm["median_s"] * 1e6,
+                                       "min_us": tm["min_s"] * 1e6, "reps": tm["reps"],
+                                       "us_per_token": tm["median_s"] * 1e6 / M,
+                                       "weight_gbs": wbytes / tm["median_s"] / 1e9}
+                                if bw and M == 1:
+                                    rec["floor_us"] = wbytes / (bw * 1e9) * 1e6
+                                    rec["read_bw_gbs"] = bw
+                                    if cache == "cold":
+                                        rec["cold_vs_floor"] = rec["median_us"] / rec["floor_us"]
+                                records.append(rec)
+                                bar.done()
+    return records
+
+
+def render_decode(section: dict) -> str:
+    """The decode rows as a markdown table: a row per (shape, path, threads), the M = 1 hot and
+    cold medians with the DRAM floor, then the median per token (cold) at each other M."""
+    recs = section.get("records", [])
+    if not recs:
+        return ""
+    ms = sorted({r["M"] for r in recs})
+    others = [m for m in ms if m != 1]
+    head = ["K x N", "path", "threads", "M=1 hot", "M=1 cold", "DRAM floor", "cold/floor"]
+    head += [f"M={m} hot/cold (per token)" for m in others]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    keyf = lambda r: (r["K"], r["N"], r["path"], r["threads"])
+    groups: Dict[tuple, Dict[tuple, dict]] = {}
+    for r in recs:
+        groups.setdefault(keyf(r), {})[(r["M"], r["cache"])] = r
+    us = lambda v: f"{v:.0f} us" if v >= 10 else f"{v:.1f} us"
+    for (K, N, path, t), g in groups.items():
+        hot, cold = g.get((1, "hot")), g.get((1, "cold"))
+        row = [f"{K}x{N}", path, str(t), us(hot["median_us"]) if hot else "-",
+               us(cold["median_us"]) if cold else "-"]
+        floor = (cold or hot or {}).get("floor_us")
+        row.append(us(floor) if floor else "n/a")
+        row.append(f"{cold['cold_vs_floor']:.2f}x" if cold and "cold_vs_floor" in cold else "n/a")
+        for m in others:
+            h, c = g.get((m, "hot")), g.get((m, "cold"))
+            row.append(" / ".join(us(r["us_per_token"]) if r else "-" for r in (h, c)))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join([section.get("title", "Decode"), ""] + lines + ["", section.get("note", "")])
+
+
 # ------------------------------------------------------------------- training and host time
 def run_train_suite(shapes: Sequence[Tuple[int, int]], ms: Sequence[int], threads: Sequence[int],
                     impls: Sequence[str] = TRAIN_IMPLS, reps: int = 30, max_seconds: float = 2.0,
@@ -375,6 +476,22 @@ def run(args) -> dict:
                               max_call_seconds=args.max_call_seconds,
                               cold_bytes=cold_bytes) if impls else []
     result = {"meta": meta, "results": records}
+    if "bitlinear" in impls and not getattr(args, "no_decode", False):
+        d_shapes = args.shapes or list(QUICK_DECODE_SHAPES if quick else DECODE_SHAPES)
+        d_ms = [m for m in (args.ms or []) if m <= 16] or list(QUICK_DECODE_MS if quick else DECODE_MS)
+        d_threads = args.threads or [cores]
+        paths = decode_paths()
+        llc = last_level_cache_bytes()
+        result["decode"] = {
+            "shapes": [list(s) for s in d_shapes], "ms": d_ms, "threads": d_threads, "paths": paths,
+            "title": f"Decode: deployed BitLinear alone, median per call; hot = one weight copy, "
+                     f"cold = calls cycle through copies totalling >= 4 x {llc >> 20} MiB LLC",
+            "note": "DRAM floor: packed weight bytes / read bandwidth measured by profile/hw.py at "
+                    "that thread count. Other M: median per token, hot / cold.",
+            "records": run_decode_suite(d_shapes, d_ms, d_threads, paths, hw_limits=hw,
+                                        reps=reps, max_seconds=max_seconds,
+                                        progress=not args.no_progress)}
+        print(render_decode(result["decode"]))
     if train_impls:
         t_shapes = args.shapes or list(QUICK_TRAIN_SHAPES if quick else TRAIN_SHAPES)
         t_ms = args.ms or list(QUICK_TRAIN_MS if quick else TRAIN_MS)

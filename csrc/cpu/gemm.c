@@ -11,9 +11,11 @@
 #include <time.h>
 
 #define NB_MAX 256               /* widest weight panel (columns of y) per task */
-#ifndef STATIC_SMALL
-#define STATIC_SMALL 1
-#endif
+/* Up to this many rows of x, a thread takes one contiguous range of panels (schedule static: its
+ * weights are one contiguous stream, which the tiles prefetch ahead of, simd_x86.h); above, panels
+ * are dealt out one at a time (schedule dynamic). Threads share at most one output cache line
+ * (where their ranges meet), written once. */
+#define STREAM_MAX_M 4
 #define MB_ROWS 64               /* rows of x per task */
 #define PANEL_BYTES (192 * 1024) /* packed weight panel kept in L2 */
 
@@ -234,12 +236,18 @@ static void run_plan(const plan *p, const sink *o, int nthreads) {
   }
   double busiest = 0.0;
   const double w0 = wall_seconds();
-  /* dynamic: a thread the OS delays holds up only the task it is on */
+  /* dynamic: a thread the OS delays holds up only the task it is on; small M: static, one
+   * contiguous weight stream per thread (a delayed thread is the oversubscription logic's job) */
 #pragma omp parallel num_threads(nt)
   {
     const double c0 = thread_cpu_seconds();
+    if (p->M <= STREAM_MAX_M) {
+#pragma omp for schedule(static) nowait
+      for (int64_t t = 0; t < tasks; t++) run_task(p, o, t);
+    } else {
 #pragma omp for schedule(dynamic, 1) nowait
-    for (int64_t t = 0; t < tasks; t++) run_task(p, o, t);
+      for (int64_t t = 0; t < tasks; t++) run_task(p, o, t);
+    }
     const double c = thread_cpu_seconds() - c0;
 #pragma omp critical(bl_busiest)
     busiest = c > busiest ? c : busiest;

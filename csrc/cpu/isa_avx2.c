@@ -14,7 +14,7 @@
 #define TILE256_CHUNK_BLOCKS 16
 #define TILE256_STEP(a, c, x) _mm256_add_epi16(a, _mm256_maddubs_epi16(c, x))
 #define TILE256_FLUSH(acc, a) _mm256_add_epi32(acc, _mm256_madd_epi16(a, _mm256_set1_epi16(1)))
-#define TILE256_PREFETCH 1
+#define TILE256_PREFETCH BL_PF_DIST
 #define TILE256_LUT_DECODE 1
 #include "tile256_x86.h"
 
@@ -38,9 +38,9 @@ BL_INLINE void tile1_body(const int8_t *x, const uint8_t *w, int64_t rb, int64_t
       const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xb + 32));
       const __m256i x2 = _mm256_loadu_si256((const __m256i *)(xb + 64));
       const __m256i x3 = _mm256_loadu_si256((const __m256i *)(xb + 96));
+      BL_PREFETCH_AHEAD(w, BL_PF_DIST, b, NR);
       for (int j = 0; j < NR; j++) {
         const __m256i raw = _mm256_loadu_si256((const __m256i *)(w + j * rb + b * BL_BLOCK_BYTES));
-        BL_PREFETCH_NEXT_TILE(w, (j + NR) * rb + b * BL_BLOCK_BYTES);
         const __m256i nl = _mm256_and_si256(raw, m0f);
         const __m256i nh = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m0f);
         lo[j] = _mm256_add_epi16(lo[j], _mm256_maddubs_epi16(_mm256_shuffle_epi8(lut0, nl), x0));

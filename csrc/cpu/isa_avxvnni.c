@@ -7,7 +7,7 @@
 #define TILE256_CHUNK_BLOCKS 64
 #define TILE256_STEP(a, c, x) _mm256_dpbusd_avx_epi32(a, c, x)
 #define TILE256_FLUSH(acc, a) _mm256_add_epi32(acc, a)
-#define TILE256_PREFETCH 0
+#define TILE256_PREFETCH BL_PF_DIST
 #define TILE256_LUT_DECODE (MR == 1) /* GEMV: lookups; tiles of rows: mask + min (measured) */
 #include "tile256_x86.h"
 

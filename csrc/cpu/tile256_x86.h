@@ -4,7 +4,8 @@
  *                           registers) before they are added to the int32 totals
  *   TILE256_STEP(a, c, x)   a plus the products of the codes c (unsigned 0..2) and x (int8)
  *   TILE256_FLUSH(acc, a)   acc plus the chunk sums a, as int32 lanes
- *   TILE256_PREFETCH        1 to prefetch the next tile's weight rows, else 0
+ *   TILE256_PREFETCH        prefetch distance in bytes of the weight stream (BL_PREFETCH_AHEAD,
+ *                           simd_x86.h), 0 for none
  *   TILE256_LUT_DECODE      which decode (below); may depend on MR, a constant in the tile
  * It defines tile256_body(x, ldq, w, rb, nblk, out, ldo, MR, NR), a tile body for BL_DEF_TILES
  * (kernels.h): out[i * ldo + j] = sum over k of code(w_j, k) * x_i[k].
@@ -45,8 +46,7 @@ BL_INLINE void tile256_body(const int8_t *x, int64_t ldq, const uint8_t *w, int6
     for (int64_t b = b0; b < b1; b++) {
       const uint8_t *wb = w + b * BL_BLOCK_BYTES;
       const int8_t *xb = x + b * BL_QK;
-      if (TILE256_PREFETCH)
-        for (int j = 0; j < NR; j++) BL_PREFETCH_NEXT_TILE(wb, (j + NR) * rb);
+      if (TILE256_PREFETCH) BL_PREFETCH_AHEAD(w, TILE256_PREFETCH, b, NR);
       if (TILE256_LUT_DECODE) {
         /* nibble h of every byte: the codes of subgroups 2h and 2h + 1 */
         for (int h = 0; h < 2; h++)

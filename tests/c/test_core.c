@@ -567,6 +567,14 @@ static void test_invalid_codes(void) {
         }
     test_invalid_codes_gemm(isa, small ? 3 : 17, 4 + irand(4), small ? 4229 : 8321, 0, 1);
     if (!small) test_invalid_codes_gemm(isa, 1, 4096, 4096, 0, 1); /* the GEMV's thread split */
+    /* small M (decode): one contiguous range of panels per thread (gemm.c, M <= 4) and the
+     * prefetched weight stream, with several panels per thread (N past 2 x 256 rows), odd N and
+     * K, random bytes (code 3 included); 1 and 2 threads against ref */
+    for (int64_t m = 1; m <= 5; m++) {
+      const int64_t n = small ? 530 + irand(40) : 1000 + irand(700), k = 1 + irand(small ? 700 : 1400);
+      test_invalid_codes_gemm(isa, m, n, k, 1 + irand(3), 0);
+      test_invalid_codes_linear(isa, m, n, k, 1 + irand(3), 0, (bl_dtype)irand(3));
+    }
     for (int a = 0; a < nm; a++)
       for (int xm = 0; xm < 3; xm++) {
         const bl_dtype ydt = (bl_dtype)irand(3);

@@ -1,0 +1,125 @@
+"""The C core's decode timings without torch: bl_linear_q at small M on one CPU path, weights hot
+(one copy) or cold (256 MiB of copies in rotation), median / p10 / min of >= 60 calls. Builds
+csrc/cpu (flags from csrc/cpu/isa_flags.txt) of the working tree, or of a git revision (--rev,
+e.g. the commit before a change, for a before / after in one session), with the driver below.
+
+    python profile/cpu_decode_c.py [--rev REV] [--shape 4096x4096] [--ms 1,2,4] [--cold]
+        [--isa avx512vnni] [--threads 1] [--no-solo]
+
+--no-solo builds gemm.c with its oversubscription fallback off (take_solo_call never fires), so
+on a shared machine a 2-thread call waits for the scheduler instead of running on one thread: the
+medians then measure the load; min and p10 what the kernels do in a quiet moment. x86-64 only.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DRIVER = r"""
+#define _POSIX_C_SOURCE 200809L
+#include "bitlinear.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <omp.h>
+static double now(void){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec+1e-9*t.tv_nsec;}
+static int cmpd(const void*a,const void*b){double x=*(double*)a,y=*(double*)b;return x<y?-1:x>y;}
+int main(int argc,char**argv){
+  int K=atoi(argv[1]),N=atoi(argv[2]);char*ml=argv[3];int cold=atoi(argv[4]);const char*isa=argv[5];int nt=argc>6?atoi(argv[6]):2;
+  bl_isa_set(bl_isa_from_name(isa));
+  int64_t rb=bl_packed_row_bytes(K),Kp=bl_padded_k(K);size_t wb=(size_t)rb*N;
+  int copies=cold? (int)((256u<<20)/wb+1):1;
+  uint8_t*w=aligned_alloc(64,(wb*copies+63)/64*64);
+  for(size_t i=0;i<wb*copies;i++)w[i]=(uint8_t)(rand()&0xff);
+  for(size_t i=0;i<wb*copies;i++){uint8_t b=w[i];for(int s=0;s<4;s++)if(((b>>2*s)&3)==3)b^=(1<<2*s);w[i]=b;}
+  int MM=256;int8_t*xq=aligned_alloc(64,MM*Kp);for(int i=0;i<MM*Kp;i++)xq[i]=(int8_t)(rand()%255-127);
+  int32_t*acc=aligned_alloc(64,(size_t)MM*N*4+64);
+  float xs[256],ws=1.0f;for(int i=0;i<256;i++)xs[i]=0.01f;float*y=aligned_alloc(64,(size_t)MM*N*4+64);
+  for(char*tok=strtok(ml,",");tok;tok=strtok(NULL,",")){int M=atoi(tok);
+  int reps=cold?copies*3:200; if(reps<60)reps=60; if(M>16)reps=20;
+  double*t=malloc(sizeof(double)*reps);
+  for(int r=0;r<20;r++) bl_linear_q(xq,Kp,xs,NULL,M,w+(size_t)(r%copies)*wb,N,K,&ws,0,NULL,y,BL_F32,N,nt);
+  for(int r=0;r<reps;r++){double t0=now();bl_linear_q(xq,Kp,xs,NULL,M,w+(size_t)(r%copies)*wb,N,K,&ws,0,NULL,y,BL_F32,N,nt);t[r]=now()-t0;}
+  qsort(t,reps,sizeof(double),cmpd);
+  printf("%s K=%d N=%d M=%d %s nt=%d: p10 %.1f us median %.1f us min %.1f us  (%.1f GB/s)\n",isa,K,N,M,cold?"cold":"hot",nt,t[reps/10]*1e6,t[reps/2]*1e6,t[0]*1e6,wb/t[reps/2]/1e9);
+  free(t);}
+  return 0;}
+"""
+
+
+def sources(rev, dst: Path) -> Path:
+    """csrc/ of the working tree, or of git revision rev, copied under dst; returns its cpu dir."""
+    out = dst / "csrc"
+    if rev is None:
+        subprocess.run(["cp", "-r", str(ROOT / "csrc"), str(out)], check=True)
+    else:
+        files = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "-r", "--name-only", rev, "csrc"],
+                               check=True, capture_output=True, text=True).stdout.split()
+        for f in files:
+            p = dst / f
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{f}"], check=True,
+                                         capture_output=True).stdout)
+    return out / "cpu"
+
+
+def flags(cpu: Path):
+    common, per = [], {}
+    for line in (cpu / "isa_flags.txt").read_text().splitlines():
+        f = line.split()
+        if not f or f[0].startswith("#"):
+            continue
+        if f[0] == "any" and f[1] == "*":
+            common = f[2:]
+        elif f[0] == "x86_64":
+            per[f[1]] = f[2:]
+    return common, per
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rev", default=None, help="git revision of csrc/ (default: the working tree)")
+    ap.add_argument("--shape", default="4096x4096", help="KxN")
+    ap.add_argument("--ms", default="1,2,4,8,16")
+    ap.add_argument("--cold", action="store_true")
+    ap.add_argument("--isa", default="avx512vnni")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-solo", action="store_true")
+    a = ap.parse_args()
+    K, N = (int(v) for v in a.shape.lower().split("x"))
+    cc = os.environ.get("CC", "cc")
+    with tempfile.TemporaryDirectory(prefix="bl-decode-") as tmp:
+        cpu = sources(a.rev, Path(tmp))
+        if a.no_solo:
+            g = cpu / "gemm.c"
+            s = g.read_text()
+            hook = "static int take_solo_call(void) {"
+            if hook not in s:
+                sys.exit("gemm.c has no take_solo_call at this revision")
+            g.write_text(s.replace(hook, hook + " if (1) return 0;"))
+        common, per = flags(cpu)
+        objs = []
+        for c in sorted(cpu.glob("*.c")):
+            if c.name == "isa_neon_dot.c":
+                continue
+            o = os.path.join(tmp, c.stem + ".o")
+            subprocess.run([cc, *common, *per.get(c.name, []), "-c", str(c), "-o", o], check=True)
+            objs.append(o)
+        src = os.path.join(tmp, "driver.c")
+        Path(src).write_text(DRIVER)
+        exe = os.path.join(tmp, "driver")
+        subprocess.run([cc, "-O2", "-fopenmp", f"-I{cpu.parent}", src, *objs, "-lm", "-o", exe],
+                       check=True)
+        return subprocess.run([exe, str(K), str(N), a.ms, "1" if a.cold else "0", a.isa,
+                               str(a.threads)]).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
