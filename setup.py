@@ -128,6 +128,9 @@ def main():
                 objs += self._compile_cuda(objdir)
             for ext in self.extensions:
                 ext.extra_objects = list(ext.extra_objects or []) + objs
+                # relink when only a C/CUDA object changed (setuptools compares the binding's
+                # sources and depends with the .so, never the extra objects)
+                ext.depends = list(ext.depends or []) + [str(o) for o in objs]
             super().build_extensions()
 
         def _run(self, cmd):
