@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import sys
 from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Dict, Iterable, Optional, Sequence
 
@@ -124,6 +125,10 @@ def convert(model: nn.Module, config: Optional[ConvertConfig] = None, **kw) -> n
             name = f"{parent_name}.{child_name}" if parent_name else child_name
             if not _convertible(child, parent) or cfg.skipped(name):
                 continue
+            if type(child).__module__ == "transformers.integrations.bitnet":
+                # transformers' AutoBitLinear is an nn.Linear whose weight_scale from_linear would drop
+                raise TypeError(f"convert: layer {name!r} is a transformers {type(child).__name__}; "
+                                "convert BitNet models with bitlinear.hf.convert_bitnet(model)")
             if weight_users.get(id(child.weight), 0) > 1:
                 continue
             if cfg.filter_fn is not None and not cfg.filter_fn(child, name):
@@ -138,7 +143,17 @@ def convert(model: nn.Module, config: Optional[ConvertConfig] = None, **kw) -> n
             new.train(child.training)
             replaced[id(child)] = new
         setattr(parent, child_name, new)
+    _hf_attach(model)
     return model
+
+
+def _hf_attach(model: nn.Module) -> None:
+    """A transformers model records its BitLinear layers in its quantization_config, so that
+    save_pretrained / from_pretrained keep them (bitlinear/hf.py). Only when transformers is
+    already imported: bitlinear never imports it by itself."""
+    if "transformers" in sys.modules and hasattr(model, "config"):
+        from .hf import attach
+        attach(model)
 
 
 def bitlinear_modules(model: nn.Module):
@@ -170,6 +185,7 @@ def deploy(model: nn.Module, progress: Optional[bool] = None) -> nn.Module:
     finally:
         if bar is not None:
             bar.close()
+    _hf_attach(model)
     return model
 
 

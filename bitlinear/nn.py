@@ -115,10 +115,25 @@ class BitLinear(nn.Module):
 
     # ------------------------------------------------------------------ state dict
     def get_extra_state(self):
-        return {"format_version": ref.FORMAT_VERSION, "quant_type": self.quant_type,
-                "deployed": self.deployed}
+        state = {"format_version": ref.FORMAT_VERSION, "quant_type": self.quant_type,
+                 "deployed": self.deployed}
+        if getattr(self, "_extra_state_as_tensor", False):
+            # Layers of a transformers model (bitlinear/hf.py): transformers' loader and safetensors
+            # handle only tensors, so the same dict goes as a uint8 tensor of UTF-8 JSON.
+            import json
+            return torch.tensor(list(json.dumps(state, sort_keys=True).encode("utf-8")),
+                                dtype=torch.uint8)
+        return state
 
     def set_extra_state(self, state):
+        if isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.dim() == 1:
+            # The same dict as UTF-8 JSON bytes: how tensor-only files (safetensors written by
+            # save_pretrained, bitlinear/hf.py) carry it.
+            import json
+            try:
+                state = json.loads(bytes(state.tolist()).decode("utf-8"))
+            except ValueError:
+                raise ValueError("BitLinear: extra state tensor is not UTF-8 JSON") from None
         if not isinstance(state, dict):
             raise ValueError(f"BitLinear: unrecognised extra state {state!r}")
         if state.get("deployed", False):
@@ -126,7 +141,12 @@ class BitLinear(nn.Module):
             if ver != ref.FORMAT_VERSION:
                 raise ValueError(f"BitLinear: checkpoint packed-weight format version {ver!r} is not "
                                  f"supported (this bitlinear reads version {ref.FORMAT_VERSION})")
+        from .legacy import canonical_quant_type  # the earlier package's spellings ("per_tensor")
         qt = state.get("quant_type", self.quant_type)
+        try:
+            qt = canonical_quant_type(qt)
+        except ValueError:
+            pass  # reported just below, against this layer's quant_type
         if qt != self.quant_type:
             raise ValueError(f"BitLinear: checkpoint quant_type {qt!r} differs from this layer's "
                              f"{self.quant_type!r}")
@@ -134,6 +154,15 @@ class BitLinear(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
         has_packed = prefix + "w_packed" in state_dict
+        extra_key = prefix + "_extra_state"
+        has_extra = extra_key in state_dict
+        if has_packed and not has_extra:
+            # Packed weights say nothing about their layout without the extra state: the earlier
+            # package's [N, K/4] high-bits-first codes have our shape whenever K % 128 == 0.
+            raise ValueError(f"BitLinear{' ' + prefix[:-1] if prefix else ''}: the checkpoint holds "
+                             "packed weights (w_packed) but no '_extra_state' naming their format; a "
+                             "checkpoint of the earlier bitlinear package is loaded with "
+                             "bitlinear.legacy.load_legacy_deployed(model, state_dict)")
         if has_packed and not self.deployed:
             raise ValueError(f"BitLinear{' ' + prefix[:-1] if prefix else ''}: the checkpoint holds "
                              "deployed (packed) weights; call deploy() on the model before "
@@ -156,6 +185,10 @@ class BitLinear(nn.Module):
                                  f"layer ({self.quant_type}) expects {self.w_scale.numel()}")
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+        if not has_extra and extra_key in missing_keys:
+            # A float {weight, bias} state dict (nn.Linear's, or the earlier package's training-mode
+            # layers) carries no extra state: it loads into a training-mode layer as it stands.
+            missing_keys.remove(extra_key)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

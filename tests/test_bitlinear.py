@@ -67,8 +67,15 @@ def test_native_module_compat():
     b = torch.randn(20)
     y = _bitlinear.bitlinear(x, s, p, b, 1e-6)
     assert torch.equal(y, ref.linear(x, s, p, b, 1e-6, 33, True))
-    with pytest.raises(ValueError, match="valid quant types"):
+    with pytest.raises(ValueError, match="unknown quant_type 'int4'"):
         _bitlinear.prepare_weights(w, 1e-6, "int4")
+    # the earlier package's spellings: its default "per_tensor" is our ai8pc_wpt
+    for qt, per_channel in (("per_tensor", False), ("per_channel", True)):
+        s2, p2 = _bitlinear.prepare_weights(w, 1e-6, qt)
+        e_s, e_p = bitlinear.ops.quantize_weights(w, 1e-6, per_channel)
+        assert torch.equal(s2, e_s) and torch.equal(p2, e_p)
+    s3, p3 = _bitlinear.prepare_weights(w)
+    assert torch.equal(s3, s) and torch.equal(p3, p)
 
 
 # ---------------------------------------------------------------------- training
