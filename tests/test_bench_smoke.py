@@ -34,6 +34,13 @@ def test_bench_quick_writes_json(tmp_path):
     assert bl[0]["static_bytes"] * 10 < f32[0]["static_bytes"]  # 2-bit vs 32-bit weights
     if "transformers" in p.stdout or r["model"] and "results" in r["model"]:
         assert {m["model"] for m in r["model"]["results"]} == {"float", "deployed"}
+    hfb = r["hf_bitnet"]
+    if "rows" in hfb:  # transformers + accelerate installed: the tiny BitNet decode row
+        assert set(hfb["rows"]) == {"bitlinear (convert_bitnet)", "transformers (eager)"}
+        assert all(x["step_ms"] > 0 for x in hfb["rows"].values()) and hfb["ratio"] > 0
+        assert "Tiny transformers BitNet model" in p.stdout
+    else:
+        assert "not installed" in hfb["error"]
     assert "speedup vs f32" in p.stdout
     _check_train(r["train"], ("threads",))
     assert {x["impl"] for x in r["train"]["records"]} == {"train_f32", "train_bitlinear_f32",

@@ -60,7 +60,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--warm-cache", action="store_true",
                    help="time one weight copy repeatedly (default: cycle through copies totalling "
                         "4x the last-level cache (CUDA: 2x L2), so weights stream from memory)")
-    p.add_argument("--no-model", action="store_true", help="skip the transformers Llama case")
+    p.add_argument("--no-model", action="store_true", help="skip the model-level cases (transformers Llama; tiny BitNet: transformers' layers against convert_bitnet)")
     p.add_argument("--no-train", action="store_true",
                    help="skip the training rows (default: CPU 4096x4096 at M=8,512 on all cores, "
                         "or --shapes/--ms/--threads; CUDA: two prefill-sized cases, or the "

@@ -512,6 +512,14 @@ def run(args) -> dict:
             model = run_model_suite(quick, threads)
         except ImportError as e:
             model = {"error": f"transformers not installed: {e}"}
+        # transformers' BitNet layers against convert_bitnet on a tiny BitNet model (bench/hf.py)
+        try:
+            from . import hf as hf_bench
+            result["hf_bitnet"] = hf_bench.run(
+                threads=max(threads), steps=8 if quick else 64, warmup=2 if quick else 8,
+                repeats=1 if quick else 3, compiled=not quick, verbose=not args.no_progress)
+        except ImportError as e:
+            result["hf_bitnet"] = {"error": f"transformers or accelerate not installed: {e}"}
     meta.update({
         "machine": machine_name(), "cpu_path": bitlinear.cpu_isa(),
         "quantized_engine": torch.backends.quantized.engine,

@@ -182,7 +182,25 @@ def build(result: dict) -> List[object]:
         doc.append(f"Static layer memory at K={shapes[0][0]}, N={shapes[0][1]}: "
                    + ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in mem.items()) + ".")
     doc += _model(result.get("model"))
+    doc += _hf_bitnet(result.get("hf_bitnet"))
     return doc
+
+
+def _hf_bitnet(info) -> List[object]:
+    if info and "rows" in info:
+        vs = "its default, torch.compile" if "compiled" in info["ratio_against"] else "eager"
+        return [f"Tiny transformers BitNet model (hidden {info['hidden']}, intermediate "
+                f"{info['inter']}, {info['layers']} layers, {info['dtype']}), decode with the KV "
+                f"cache, {info['threads']} thread(s); median of {info['repeats']} runs of "
+                f"{info['steps']} steps (p10: 10th percentile of all steps). Ours is "
+                f"{info['ratio']:.2f}x transformers ({vs}) and {info['ratio_vs_eager']:.2f}x its "
+                f"eager path in tokens/s:",
+                ("", ["implementation", "ms/token", "tokens/s", "p10 ms"],
+                 [[name, f"{r['step_ms']:.3f}", f"{r['tokens_per_s']:.1f}", f"{r['p10_ms']:.3f}"]
+                  for name, r in info["rows"].items()])]
+    if info and "error" in info:
+        return [f"transformers BitNet case skipped: {info['error']}"]
+    return []
 
 
 def _model(model) -> List[object]:
