@@ -8,6 +8,7 @@ from . import ops  # defines torch.ops.bitlinear.*, then loads the native kernel
 from ._ext import HAS_BITLINEAR, HAS_CUDA_KERNELS
 from ._info import __version__, collect_info
 from .isa import available_cpu_isas, cpu_isa, set_cpu_isa, use_cpu_isa
+from .cuda import cuda_path, set_cuda_path, use_cuda_path
 from .nn import BitLinear
 from ._fast import fast_path_enabled, set_fast_path
 from .convert import (ConvertConfig, convert, deploy, load_deployed, model_size_bytes,
@@ -20,5 +21,6 @@ __all__ = [
     "WEIGHT_SCALES", "FORMAT_VERSION",
     "available_cpu_isas", "cpu_isa", "set_cpu_isa", "use_cpu_isa", "set_fast_path",
     "fast_path_enabled", "collect_info", "ops",
+    "cuda_path", "set_cuda_path", "use_cuda_path",
     "__version__",
 ]

@@ -175,6 +175,38 @@ uint16_t bl_f32_to_bf16(float f);
  * Without CUDA in the build these return BL_ERR_NO_CUDA. */
 struct CUstream_st;
 int bl_cuda_compiled(void);
+
+/* GEMM path of the bl_cuda_* entry points (docs/cuda.md). AUTO picks by M (the options below);
+ * any other value forces that kernel where it applies: FUSED only in bl_cuda_linear with
+ * M <= 16 and small enough M * Kp (else GEMV), WGMMA only in a build with sm_90a code on an
+ * sm_90 GPU (else MMA); every forced fast path falls back to SIMPLE for unaligned operands. */
+typedef enum {
+  BL_CUDA_PATH_AUTO = 0,
+  BL_CUDA_PATH_SIMPLE = 1,    /* one thread per output: the fallback and the diagnosis path */
+  BL_CUDA_PATH_GEMV = 2,      /* dp4a GEMV on quantized activations (decode) */
+  BL_CUDA_PATH_FUSED = 3,     /* bl_cuda_linear: activation quantization + GEMV, one kernel */
+  BL_CUDA_PATH_MULTIROW = 4,  /* skinny mma.sync: each weight read once for up to 64 rows */
+  BL_CUDA_PATH_MMA = 5,       /* mma.sync tiled GEMM (prefill) */
+  BL_CUDA_PATH_WGMMA = 6,     /* sm_90a wgmma GEMM (prefill); MMA where not built */
+  BL_CUDA_PATH_COUNT = 7
+} bl_cuda_path;
+
+/* Tuning options, process-wide, read once per call (never from the environment). */
+typedef enum {
+  BL_CUDA_OPT_PATH = 0,          /* a bl_cuda_path (default AUTO) */
+  BL_CUDA_OPT_FUSED_MAX_M = 1,   /* AUTO: largest M of the fused path, 0..16 (default 4) */
+  BL_CUDA_OPT_MULTIROW_MIN_M = 2,/* AUTO: first M of the multi-row path (default 2) */
+  BL_CUDA_OPT_MMA_MIN_M = 3,     /* AUTO: first M of the MMA path, >= 1 (default 65) */
+  BL_CUDA_OPT_MMA_BN = 4,        /* MMA tile width: 128 or 256 (default 128) */
+  BL_CUDA_OPT_COUNT = 5
+} bl_cuda_option;
+
+/* BL_ERR_ARG for an unknown option or a value out of range (nothing changes). Not meant to be
+ * changed while another thread launches: a call reads each option once, but the workspace size
+ * a caller computed before the change may no longer suffice (BL_ERR_SIZE). */
+bl_status bl_cuda_set_option(int option, int64_t value);
+int64_t bl_cuda_get_option(int option); /* -1 for an unknown option */
+const char *bl_cuda_path_name(int path); /* "auto", "simple", ... or "unknown" */
 size_t bl_cuda_quantize_weights_workspace_bytes(int64_t N, int64_t K, int per_channel);
 bl_status bl_cuda_quantize_weights(const void *w, bl_dtype wdt, int64_t N, int64_t K, int64_t ldw,
                                    float eps, int per_channel, float *scale, uint8_t *packed,
@@ -185,13 +217,17 @@ size_t bl_cuda_quantize_acts_workspace_bytes(int64_t M, int64_t K, int per_token
 bl_status bl_cuda_quantize_acts(const void *x, bl_dtype dt, int64_t M, int64_t K, int64_t ldx,
                                 float eps, int per_token, int8_t *xq, int64_t ldq, float *scale,
                                 int32_t *rowsum, void *workspace, struct CUstream_st *stream);
-/* workspace: at least bl_cuda_linear_workspace_bytes(M, N, K) bytes (split-K partials). */
+/* Workspace of bl_cuda_gemm_acc / bl_cuda_linear_q with the current options: row sums (when none
+ * are given) and split-K partials; with less they take fewer splits or the plain kernel. */
+size_t bl_cuda_gemm_workspace_bytes(int64_t M, int64_t N, int64_t K);
 bl_status bl_cuda_gemm_acc(const int8_t *xq, int64_t ldq, const int32_t *rowsum,
                            const uint8_t *packed, int64_t M, int64_t N, int64_t K,
                            int32_t *acc, int64_t ldacc, void *workspace, size_t workspace_bytes,
                            struct CUstream_st *stream);
+/* Bytes of workspace bl_cuda_linear needs with the current options (0 on the fused path: the
+ * workspace pointer may then be NULL). */
 size_t bl_cuda_linear_workspace_bytes(int64_t M, int64_t N, int64_t K);
-/* bl_linear_q on the GPU; uses at most bl_cuda_linear_workspace_bytes(M, N, K) bytes of
+/* bl_linear_q on the GPU; uses at most bl_cuda_gemm_workspace_bytes(M, N, K) bytes of
  * workspace (less: fewer split-K partials or the plain kernel, same result). */
 bl_status bl_cuda_linear_q(const int8_t *xq, int64_t ldq, const float *xscale,
                            const int32_t *rowsum, int64_t M, const uint8_t *packed, int64_t N,

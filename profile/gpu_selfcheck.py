@@ -2,12 +2,15 @@
 three dtypes and three quant types), exactly for float32, within one ulp for float16/bfloat16.
 One path per process (profile/gpu_check.sh runs them all): a CUDA fault poisons the context.
 
-    python profile/gpu_selfcheck.py {auto,simple,gemv,mma,mma256} [--tiny]
+    python profile/gpu_selfcheck.py PATH [PATH ...] [--tiny]
+        PATH: auto, simple, gemv, fused, multirow, mma, mma256, wgmma (several: one after the other in
+        this process, e.g. under compute-sanitizer)
+
+Paths are forced with bitlinear.cuda's options (bl_cuda_set_option), not the environment.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -15,14 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-CHECK_PATHS = {"auto": {}, "simple": {"BITLINEAR_CUDA_SIMPLE": "1"},
-               "gemv": {"BITLINEAR_CUDA_MMA_MIN_M": "1000000000"},
-               "mma": {"BITLINEAR_CUDA_MMA_MIN_M": "1"},
-               "mma256": {"BITLINEAR_CUDA_MMA_MIN_M": "1", "BITLINEAR_CUDA_MMA_BN": "256"}}
-ENV_KEYS = ("BITLINEAR_CUDA_SIMPLE", "BITLINEAR_CUDA_MMA_MIN_M", "BITLINEAR_CUDA_MMA_BN")
+CHECK_PATHS = {"auto": {}, "simple": {"path": "simple"}, "gemv": {"path": "gemv"},
+               "fused": {"path": "fused"}, "multirow": {"path": "multirow"},
+               "mma": {"path": "mma"}, "mma256": {"path": "mma", "mma_bn": 256},
+               "wgmma": {"path": "wgmma"}}
 CHECK_SHAPES = [(1, 1, 1), (1, 3, 7), (3, 129, 7), (7, 1000, 129), (16, 300, 70), (17, 129, 1000),
-                (2, 8192, 64), (129, 1000, 33), (300, 256, 256)]
-TINY_SHAPES = [(1, 1, 1), (3, 129, 7), (17, 200, 40), (2, 4096, 8)]
+                (2, 8192, 64), (33, 1000, 3001), (64, 3200, 129), (70, 300, 77), (129, 1000, 33),
+                (300, 256, 256)]
+TINY_SHAPES = [(1, 1, 1), (3, 129, 7), (17, 200, 40), (2, 4096, 8), (40, 300, 70)]
 
 
 def _same(y_gpu, y_cpu) -> str:
@@ -52,10 +55,10 @@ def selfcheck(path: str, tiny: bool = False) -> int:
     import copy
 
     from bitlinear import BitLinear, ops
+    from bitlinear.cuda import set_cuda_option
 
-    for k in ENV_KEYS:
-        os.environ.pop(k, None)
-    os.environ.update(CHECK_PATHS[path])
+    for name, value in {"path": "auto", "mma_bn": 128, **CHECK_PATHS[path]}.items():
+        set_cuda_option(name, value)
     g = torch.Generator().manual_seed(20261126)
     n_ok, fails = 0, []
     for M, K, N in TINY_SHAPES if tiny else CHECK_SHAPES:
@@ -105,14 +108,18 @@ def selfcheck(path: str, tiny: bool = False) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("path", choices=list(CHECK_PATHS), help="GEMM path (environment overrides)")
+    p.add_argument("path", nargs="+", choices=list(CHECK_PATHS),
+                   help="GEMM path(s) (bitlinear.cuda options)")
     p.add_argument("--tiny", action="store_true", help="a few small shapes only")
     args = p.parse_args(argv)
     from bitlinear.bench.gpu import cuda_missing
     if cuda_missing():
         print(f"gpu_selfcheck: {cuda_missing()}", file=sys.stderr)
         return 2
-    return selfcheck(args.path, args.tiny)
+    rc = 0
+    for path in args.path:
+        rc |= selfcheck(path, args.tiny)
+    return rc
 
 
 if __name__ == "__main__":

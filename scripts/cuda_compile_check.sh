@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Compiles every csrc/cuda/*.cu with nvcc for sm_80 and sm_90 (objects only, no GPU needed) and
-# fails on any error. Usage: scripts/cuda_compile_check.sh [-v]   (-v: ptxas register/spill report)
+# Compiles every csrc/cuda/*.cu with nvcc for sm_80, sm_90 and sm_90a (objects only, no GPU needed)
+# and fails on any error. CUDA_CHECK_ARCHS="80 90a" narrows the list (e.g. while iterating). Usage: scripts/cuda_compile_check.sh [-v]   (-v: ptxas register/spill report)
 # Skips (exit 0) when nvcc is not installed, unless BITLINEAR_REQUIRE_NVCC=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ OUTDIR="$(mktemp -d)"
 trap 'rm -rf "$OUTDIR"' EXIT
 fail=0
 for src in csrc/cuda/*.cu; do
-  for arch in 80 90; do
+  for arch in ${CUDA_CHECK_ARCHS:-80 90 90a}; do
     obj="$OUTDIR/$(basename "$src" .cu).sm$arch.o"
     if ! "$NVCC" -std=c++17 -O3 -Xcompiler -fPIC --expt-relaxed-constexpr -Werror all-warnings \
         "${VERBOSE[@]}" -gencode="arch=compute_$arch,code=sm_$arch" -c "$src" -o "$obj"; then
@@ -25,5 +25,5 @@ for src in csrc/cuda/*.cu; do
     fi
   done
 done
-[ "$fail" = 0 ] && echo "cuda_compile_check: all $(ls csrc/cuda/*.cu | wc -l) files compile for sm_80 and sm_90"
+[ "$fail" = 0 ] && echo "cuda_compile_check: all $(ls csrc/cuda/*.cu | wc -l) files compile for: ${CUDA_CHECK_ARCHS:-80 90 90a}"
 exit "$fail"

@@ -3,7 +3,7 @@
 
 Installs the CUDA build of torch (default torch==2.14.1, cu130) into a side folder with
 --no-deps (its libraries are linked, never imported), compiles the C core, every .cu file (for
-sm_80 and sm_90 unless TORCH_CUDA_ARCH_LIST says otherwise) and the binding with CUDA enabled,
+sm_80, sm_90 and sm_90a unless TORCH_CUDA_ARCH_LIST says otherwise) and the binding with CUDA enabled,
 using setup.py's own flags, links them into _bitlinear.so, and checks that every torch symbol the
 binding imports is exported by that torch's libraries. Exit status 0 only if all of that worked.
 
@@ -39,7 +39,7 @@ def main():
                                                            "/tmp/bitlinear-torch-cuda"))
     ap.add_argument("--torch-spec", default="torch==2.14.1")
     args = ap.parse_args()
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0;9.0a")
 
     tdir = Path(args.torch_dir)
     tlib = tdir / "torch" / "lib"

@@ -2,48 +2,58 @@
 
 Integer results (packed bytes, x_q, row sums, int32 accumulators) and scales must be identical;
 float32 outputs too (same epilogue operations, no FMA); float16/bfloat16 outputs within one unit
-in the last place. Every GEMM test runs on each GPU path, forced through the environment:
-auto, simple (BITLINEAR_CUDA_SIMPLE=1), gemv and mma (BITLINEAR_CUDA_MMA_MIN_M), mma256
-(BITLINEAR_CUDA_MMA_BN=256).
-Skipped unless a GPU and a CUDA build of the extension are present.
+in the last place. Every GEMM test runs on each GPU path, forced with bitlinear.cuda's setters
+(never the environment): auto, simple, gemv, fused (the one-kernel quantize + GEMV of the fused
+forward), multirow (skinny mma.sync), mma, mma256 (128 x 256 tiles), wgmma (sm_90a; the mma
+path where the build has no sm_90a code). profile/gpu_check.sh runs the wgmma tests in a step of
+their own (-k wgmma), since a fault there could hang.
+The GPU tests are skipped unless a GPU and a CUDA build of the extension are present; the
+`test_host_*` tests need neither.
 """
 import pytest
 import torch
 
 import bitlinear
 from bitlinear import BitLinear, ops
+from bitlinear import cuda as blcuda
 from bitlinear import reference as ref
 
 from conftest import rand
 
-pytestmark = pytest.mark.skipif(
-    not torch.cuda.is_available() or not bitlinear.HAS_CUDA_KERNELS,
-    reason="needs a CUDA GPU and a CUDA build of the extension")
+HAVE_GPU = torch.cuda.is_available() and bitlinear.HAS_CUDA_KERNELS
+
+
+@pytest.fixture(autouse=True)
+def _needs_gpu(request):
+    if not HAVE_GPU and not request.node.name.startswith("test_host_"):
+        pytest.skip("needs a CUDA GPU and a CUDA build of the extension")
+
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 QUANT_TYPES = ["ai8pc_wpt", "ai8pt_wpt", "ai8pc_wpc"]
 PATHS = {
     "auto": {},
-    "simple": {"BITLINEAR_CUDA_SIMPLE": "1"},
-    "gemv": {"BITLINEAR_CUDA_MMA_MIN_M": "1000000000"},
-    "mma": {"BITLINEAR_CUDA_MMA_MIN_M": "1"},
-    "mma256": {"BITLINEAR_CUDA_MMA_MIN_M": "1", "BITLINEAR_CUDA_MMA_BN": "256"},
+    "simple": {"path": "simple"},
+    "gemv": {"path": "gemv"},
+    "fused": {"path": "fused"},
+    "multirow": {"path": "multirow"},
+    "mma": {"path": "mma"},
+    "mma256": {"path": "mma", "mma_bn": 256},
+    "wgmma": {"path": "wgmma"},  # sm_90a builds on sm_90 GPUs; elsewhere it runs the mma path
 }
-ENV_KEYS = ("BITLINEAR_CUDA_SIMPLE", "BITLINEAR_CUDA_MMA_MIN_M", "BITLINEAR_CUDA_MMA_BN")
 # (M, K, N): odd sizes, K tails inside a 128-block, split-K (small N, large K), the MMA tile tails
 GEMM_SHAPES = [(1, 1, 1), (1, 3, 7), (3, 7, 129), (7, 129, 3), (1, 1000, 1000), (2, 8192, 64),
                (5, 4096, 33), (16, 1000, 129), (17, 129, 1000), (129, 1000, 7), (300, 1000, 129),
-               (300, 129, 1000), (64, 256, 256)]
+               (300, 129, 1000), (64, 256, 256), (40, 1000, 3), (70, 129, 129)]
+# every M from 1 to 70 that sits on or next to a threshold or a tile edge
+THRESHOLD_MS = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 70]
 
 
 @pytest.fixture(params=list(PATHS))
-def cuda_path(request, monkeypatch):
-    """The env vars are read by the kernels at each call, so they switch paths in-process."""
-    for k in ENV_KEYS:
-        monkeypatch.delenv(k, raising=False)
-    for k, v in PATHS[request.param].items():
-        monkeypatch.setenv(k, v)
-    yield request.param
+def cuda_path(request):
+    """The options are process-wide and read at each call, so they switch paths in-process."""
+    with blcuda.use_cuda_options(**{"path": "auto", "mma_bn": 128, **PATHS[request.param]}):
+        yield request.param
 
 
 def assert_same_float(y_gpu, y_cpu):
@@ -165,6 +175,31 @@ def test_gemm_acc_misaligned_input(gen):
     assert torch.equal(ops.gemm_acc(x_odd, packed.cuda(), K).cpu(), ref.gemm_acc(x_q, packed, K))
 
 
+def _random_packed(gen, N, K):
+    """Arbitrary bytes, code 3 included (read as +1 by every path), padding codes too."""
+    return torch.randint(0, 256, (N, ref.packed_row_bytes(K)), generator=gen, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("M,K,N", [(1, 129, 7), (3, 1000, 129), (9, 300, 40), (33, 7, 3),
+                                   (70, 1000, 129)])
+def test_gemm_acc_code3_bytes(gen, cuda_path, M, K, N):
+    x_q, _, _ = ops.quantize_acts(rand(gen, M, K), 1e-6, True)
+    packed = _random_packed(gen, N, K)
+    acc = ops.gemm_acc(x_q.cuda(), packed.cuda(), K).cpu()
+    assert torch.equal(acc, ref.gemm_acc(x_q, packed, K))
+    assert torch.equal(acc, ops.gemm_acc(x_q, packed, K))
+
+
+@pytest.mark.parametrize("M", THRESHOLD_MS)
+def test_gemm_acc_threshold_ms(gen, cuda_path, M):
+    """Every M around a path threshold or a token-tile edge, K with a tail, N not a tile multiple."""
+    K, N = 1000, 129
+    x_q, _, _ = ops.quantize_acts(rand(gen, M, K), 1e-6, True)
+    packed = _random_packed(gen, N, K)
+    acc = ops.gemm_acc(x_q.cuda(), packed.cuda(), K).cpu()
+    assert torch.equal(acc, ref.gemm_acc(x_q, packed, K))
+
+
 # ------------------------------------------------------------------ fused linear
 def _deployed_pair(gen, K, N, quant_type, bias=True):
     layer = BitLinear(K, N, bias=bias, quant_type=quant_type)
@@ -235,6 +270,104 @@ def test_linear_deterministic(gen, cuda_path):
     assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("per_token", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M", THRESHOLD_MS)
+def test_linear_threshold_ms(gen, cuda_path, M, dtype, per_token):
+    """The fused forward (ops.linear) for every M around a threshold, code-3 bytes included,
+    against the CPU kernels and the Python reference."""
+    K, N = 1000, 129
+    x = rand(gen, M, K, dtype=dtype)
+    if M > 2:
+        x[M // 2, 17] = float("nan")
+    packed = _random_packed(gen, N, K)
+    w_scale = torch.rand(N, generator=gen) * 0.1 + 0.01
+    bias = rand(gen, N)
+    y = ops.linear(x.cuda(), w_scale.cuda(), packed.cuda(), bias.cuda(), 1e-6, K, per_token)
+    assert_same_float(y, ops.linear(x, w_scale, packed, bias, 1e-6, K, per_token))
+    assert_same_float(y, ref.linear(x, w_scale, packed, bias, 1e-6, K, per_token))
+
+
+@pytest.mark.parametrize("per_token", [True, False])
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (1, 3, 7), (2, 7, 129), (4, 129, 1000),
+                                   (16, 2900, 33), (16, 3000, 70), (1, 40000, 3), (3, 20000, 5),
+                                   (5, 129, 64), (11, 1000, 31)])
+def test_linear_fused_shapes(gen, M, K, N, per_token):
+    """The fused kernel forced, including sizes past its shared-memory limit (then unfused)."""
+    x = rand(gen, M, K, dtype=torch.bfloat16)
+    packed = _random_packed(gen, N, K)
+    w_scale = torch.rand(N, generator=gen) * 0.1 + 0.01
+    with blcuda.use_cuda_path("fused"):
+        y = ops.linear(x.cuda(), w_scale.cuda(), packed.cuda(), None, 1e-6, K, per_token)
+    assert_same_float(y, ops.linear(x, w_scale, packed, None, 1e-6, K, per_token))
+
+
+def test_linear_fused_unaligned_weights(gen):
+    """w_packed at an odd address: the fused kernel's byte-wise weight loads."""
+    M, K, N = 3, 1000, 70
+    x = rand(gen, M, K)
+    packed = _random_packed(gen, N, K)
+    buf = torch.empty(packed.numel() + 1, dtype=torch.uint8, device="cuda")
+    odd = buf[1:].view(N, -1)
+    odd.copy_(packed.cuda())
+    assert odd.data_ptr() % 16 != 0
+    w_scale = torch.full((1,), 0.05)
+    for path in ("fused", "auto", "gemv", "multirow"):
+        with blcuda.use_cuda_path(path):
+            y = ops.linear(x.cuda(), w_scale.cuda(), odd, None, 1e-6, K, True)
+        assert_same_float(y, ref.linear(x, w_scale, packed, None, 1e-6, K, True))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_fused_strided_rows(gen, dtype):
+    big = rand(gen, 9, 300, dtype=dtype)
+    packed = _random_packed(gen, 40, 129)
+    w_scale = torch.full((1,), 0.05)
+    with blcuda.use_cuda_path("fused"):
+        y = ops.linear(big.cuda()[::2, 5:134], w_scale.cuda(), packed.cuda(), None, 1e-6, 129,
+                       True)
+    assert_same_float(y, ops.linear(big[::2, 5:134].contiguous(), w_scale, packed, None, 1e-6, 129,
+                                    True))
+
+
+# ------------------------------------------------------------------ path options
+def test_options_roundtrip():
+    prev = blcuda.cuda_options()
+    assert prev["path"] in blcuda.cuda_path_names()
+    names = blcuda.cuda_path_names()
+    assert names[0] == "auto" and {"simple", "gemv", "fused", "multirow", "mma", "wgmma"} <= set(names)
+    with blcuda.use_cuda_path("multirow"):
+        assert blcuda.cuda_path() == "multirow"
+        with blcuda.use_cuda_options(mma_min_m=3, fused_max_m=0, mma_bn=256):
+            o = blcuda.cuda_options()
+            assert (o["mma_min_m"], o["fused_max_m"], o["mma_bn"]) == (3, 0, 256)
+        assert blcuda.cuda_options()["mma_bn"] == prev["mma_bn"]
+    assert blcuda.cuda_options() == prev
+    for name, bad in [("path", "nope"), ("mma_bn", 64), ("fused_max_m", 17), ("mma_min_m", 0),
+                      ("multirow_min_m", -1)]:
+        with pytest.raises(ValueError):
+            blcuda.set_cuda_option(name, bad)
+    with pytest.raises(ValueError):
+        blcuda.set_cuda_option("no_such_option", 1)
+    assert blcuda.cuda_options() == prev
+
+
+def test_host_cuda_module_without_cuda():
+    """bitlinear.cuda on any build: names and options are empty without CUDA kernels, and
+    setting a path says why it cannot."""
+    assert "set_cuda_path" in bitlinear.__all__ and bitlinear.use_cuda_path is blcuda.use_cuda_path
+    if bitlinear.HAS_CUDA_KERNELS:
+        assert blcuda.cuda_path() in blcuda.cuda_path_names()
+        return
+    assert blcuda.cuda_path() == "unavailable"
+    assert blcuda.cuda_path_names() == () and blcuda.cuda_options() == {}
+    with pytest.raises(RuntimeError, match="no CUDA kernels"):
+        blcuda.set_cuda_path("simple")
+    with pytest.raises(RuntimeError):
+        with blcuda.use_cuda_path("gemv"):
+            pass
+
+
 # ------------------------------------------------------------------ module behaviour
 @pytest.mark.parametrize("quant_type", QUANT_TYPES)
 def test_deploy_on_cuda_gives_cpu_bytes(gen, quant_type):
@@ -258,6 +391,32 @@ def test_to_cuda_and_back(gen):
         y2 = back(x)
     assert_same_float(y1, y0)
     assert torch.equal(y2, y0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("quant_type", QUANT_TYPES)
+def test_fast_path_matches_op_cuda(gen, monkeypatch, cuda_path, dtype, quant_type):
+    """The eager fast path (bitlinear/_fast.py: bl_cuda_linear on raw pointers, current stream)
+    gives the op's bits, on the default and on a side stream, and is the path taken."""
+    from bitlinear import _fast
+    _, gpu = _deployed_pair(gen, 1000, 129, quant_type)
+    calls = []
+    real = _fast._native.linear_cuda
+    monkeypatch.setattr(_fast._native, "linear_cuda", lambda *a: calls.append(1) or real(*a))
+    side = torch.cuda.Stream()
+    for M in (1, 3, 4, 5, 16, 17, 64, 65, 200):
+        x = rand(gen, 2, M, 1000, dtype=dtype).cuda()
+        with torch.no_grad():
+            y = gpu(x)
+            expect = torch.ops.bitlinear.linear(x, gpu.w_scale, gpu.w_packed, gpu.bias, gpu.eps,
+                                                1000, gpu.spec.act_per_token)
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                y_side = gpu(x)
+            torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        assert torch.equal(y, expect) and torch.equal(y_side, expect), (M, dtype)
+    assert len(calls) == 2 * 9
 
 
 @pytest.mark.parametrize("M", [1, 5, 64])  # GEMV with split-K (N small), MMA

@@ -12,8 +12,11 @@ included). Weights are rotated (timing.Rotation) over enough copies to exceed tw
 (50 MB on an H100), so every call streams its weights from DRAM. Copy GB/s counts bytes read +
 written; weight GB/s counts the packed (or bf16) weight bytes read per call.
 
-Implementations (IMPLS): bitlinear, bf16 (the baseline of every ratio), int_mm, and tuning variants
-of the bitlinear path (environment overrides of its GEMM choice, listed below the table).
+Implementations (IMPLS): bitlinear (the op), bf16 (F.linear: the baseline of every ratio), int_mm,
+gemlite (its ternary A8W158_INT_dynamic layer, only where `import gemlite` works: never a
+dependency), the module rows (bitlinear_module: a deployed BitLinear module, nn_linear_bf16: an
+nn.Linear bf16 module; eager only, speedup_vs_nn_linear_bf16 on their records), and tuning variants
+of the bitlinear path (bitlinear.cuda options forcing another GEMM path, listed below the table).
 
 Then host-time rows (bench/train.py: per call of a 64x64 bf16 layer, synchronize only around each
 loop of calls) and training rows (bench/train.py, TRAIN_IMPLS at TRAIN_CASES: nn.Linear, BitLinear
@@ -44,7 +47,16 @@ SHAPES: List[Tuple[str, int, int, int]] = [
     ("decode 28672->8192", 1, 28672, 8192),
     ("decode 2560->6912", 1, 2560, 6912),
     ("prefill 8192x8192", 4096, 8192, 8192),
-] + [(f"4096^2 M={m}", m, 4096, 4096) for m in (1, 4, 8, 16, 64, 256, 1024, 4096)]
+] + [(f"4096^2 M={m}", m, 4096, 4096) for m in (1, 4, 8, 16, 64, 256, 1024, 4096)] + [
+    # hidden-style shapes (issue 11): decode, small batches, a prefill
+    (f"{K}->{N} M={m}", m, K, N)
+    for K, N in ((3200, 8640), (8640, 3200), (4096, 11008), (11008, 4096), (1000, 3001))
+    for m in (1, 8, 64)] + [("4096->11008 M=16", 16, 4096, 11008),
+                            ("4096->11008 M=2048", 2048, 4096, 11008)]
+QUICK_SHAPES = SHAPES[:4] + [("3200->8640 M=1", 1, 3200, 8640), ("4096->11008 M=8", 8, 4096, 11008),
+                             ("4096->11008 M=64", 64, 4096, 11008)]
+EAGER_ONLY = ("bitlinear_module", "nn_linear_bf16")  # module rows: what a user's eager call costs
+MODULE_BASELINE = "nn_linear_bf16"
 
 # mode -> timer(step, weight copies, reps); "wall" is the host's wall clock per call (on a GPU:
 # the launch cost, nothing synchronized), and lets the suite run on the CPU
@@ -91,10 +103,21 @@ IMPLS = Registry()
 REGISTRIES = (IMPLS, train.TRAIN)  # what --impls selects from
 
 
-def _bitlinear_impl(c: Case, env: Optional[dict] = None) -> Impl:
+def _bitlinear_impl(c: Case, options: Optional[dict] = None) -> Impl:
+    """The op; `options`: bitlinear.cuda options set around each call (read at launch, so also
+    under graph capture), for the tuning variants."""
     from bitlinear import ops
-    return Impl(lambda w, x: ops.linear(x, c.w_scale, w, None, 1e-6, c.K, True), c.w_packed,
-                c.w_packed.numel(), env=env or {})
+    from bitlinear.cuda import use_cuda_options
+
+    def call(w, x):
+        return ops.linear(x, c.w_scale, w, None, 1e-6, c.K, True)
+
+    def call_with(w, x):
+        with use_cuda_options(**options):
+            return call(w, x)
+    # on the CPU (the suite's logic tested without a GPU) the options mean nothing: the op alone
+    use = bool(options) and c.x.device.type == "cuda"
+    return Impl(call_with if use else call, c.w_packed, c.w_packed.numel())
 
 
 IMPLS.register("bitlinear", integer=True)(_bitlinear_impl)
@@ -117,17 +140,81 @@ def _int_mm(c: Case) -> Optional[Impl]:
     return Impl(lambda w, _x: torch._int_mm(xi, w.t()), wi, wi.numel())
 
 
-# Other GEMM paths of the bitlinear op, timed side by side to tune the defaults:
-# name -> (environment, smallest M, largest M)
+@IMPLS.register("bitlinear_module", integer=True)
+def _bitlinear_module(c: Case) -> Impl:
+    """A deployed BitLinear module called as a user calls it (eager; its own Python and host
+    path included), bf16 in and out."""
+    from bitlinear import BitLinear
+    lin = torch.nn.Linear(c.K, c.N, bias=False, device=c.x.device, dtype=torch.bfloat16)
+    with torch.no_grad():
+        lin.weight.copy_(c.w_bf16)
+    mod = BitLinear.from_linear(lin).deploy()
+    nbytes = sum(b.numel() * b.element_size() for b in mod.buffers())
+
+    def call(m, x):
+        with torch.no_grad():
+            return m(x)
+    return Impl(call, mod, nbytes)
+
+
+@IMPLS.register("nn_linear_bf16")
+def _nn_linear_bf16(c: Case) -> Impl:
+    lin = torch.nn.Linear(c.K, c.N, bias=False, device=c.x.device, dtype=torch.bfloat16)
+    with torch.no_grad():
+        lin.weight.copy_(c.w_bf16)
+
+    def call(m, x):
+        with torch.no_grad():
+            return m(x)
+    return Impl(call, lin, c.w_bf16.numel() * 2)
+
+
+def _gemlite_missing() -> str:
+    try:
+        import gemlite  # noqa: F401
+    except Exception as e:  # ImportError, or a broken Triton
+        return f"gemlite not importable ({type(e).__name__}: {str(e)[:80]})"
+    return ""
+
+
+@IMPLS.register("gemlite", integer=True, requires=_gemlite_missing)
+def _gemlite(c: Case) -> Optional[Impl]:
+    """gemlite's BitNet layer (A8W158_INT_dynamic: int8 activations quantized per call, ternary
+    weights), built from our ternary weights and scale. Optional: any failure leaves it out."""
+    from bitlinear import ops
+
+    w_ternary = ops.unpack_weights(c.w_packed, c.K).to(torch.bfloat16)
+    scale = c.w_scale.to(torch.bfloat16).expand(c.N).reshape(c.N, 1).contiguous()
+
+    def build(_w=None):
+        from gemlite.helper import A8W158_INT_dynamic
+        return A8W158_INT_dynamic(device=str(c.x.device), dtype=torch.bfloat16).from_weights(
+            w_ternary, scale, None)
+    try:
+        layer = build()
+    except Exception as e:
+        print(f"gemlite: could not build the layer: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+    return Impl(lambda m, x: m(x), layer, c.w_packed.numel(), clone=build,
+                note="gemlite A8W158_INT_dynamic")
+
+
+# Other GEMM paths of the bitlinear op, timed side by side to tune the defaults (the thresholds of
+# docs/cuda.md are guesses until these rows are read): name -> (options, smallest M, largest M)
 VARIANTS = {
-    "bitlinear_mma_bn256": ({"BITLINEAR_CUDA_MMA_BN": "256"}, 9, None),  # MMA path's default start
-    "bitlinear_mma_forced": ({"BITLINEAR_CUDA_MMA_MIN_M": "1"}, 2, 8),
-    "bitlinear_gemv_forced": ({"BITLINEAR_CUDA_MMA_MIN_M": "1000000000"}, 9, 64),
+    "bitlinear_mma_bn256": ({"path": "mma", "mma_bn": 256}, 9, None),
+    "bitlinear_mma_forced": ({"path": "mma"}, 2, 64),
+    "bitlinear_multirow_forced": ({"path": "multirow"}, 1, 256),
+    "bitlinear_gemv_forced": ({"path": "gemv"}, 2, 64),
+    "bitlinear_fused_forced": ({"path": "fused"}, 1, 16),
+    "bitlinear_unfused": ({"fused_max_m": 0}, 1, 16),
 }
-for _name, (_env, _lo, _hi) in VARIANTS.items():
+if os.environ.get("BITLINEAR_BENCH_WGMMA") == "1":  # profile/gpu_check.sh: its self-check passed
+    VARIANTS["bitlinear_wgmma_forced"] = ({"path": "wgmma"}, 65, None)
+for _name, (_opts, _lo, _hi) in VARIANTS.items():
     IMPLS.register(_name, variant_of="bitlinear", integer=True)(
-        lambda c, env=_env, lo=_lo, hi=_hi:
-        _bitlinear_impl(c, env) if lo <= c.M and (hi is None or c.M <= hi) else None)
+        lambda c, opts=_opts, lo=_lo, hi=_hi:
+        _bitlinear_impl(c, opts) if lo <= c.M and (hi is None or c.M <= hi) else None)
 
 
 def copy_bandwidth(reps: int, nbytes: int = 1 << 30) -> dict:
@@ -157,6 +244,8 @@ def bench_case(label: str, M: int, K: int, N: int, impls: Sequence[str], reps: i
         rot = rots[id(impl.weights)]
         step = impl.step(rot, c.x)
         for mode in modes:
+            if name in EAGER_ONLY and mode == "graph":
+                continue
             rec = {"label": label, "K": K, "N": N, "M": M, "impl": name, "mode": mode,
                    "padded_K": ref.padded_k(K)}
             rec.update(point(MODES[mode](step, len(rot), reps), K, N, M, impl))
@@ -202,6 +291,7 @@ def run_suite(cases: Sequence[Tuple[str, int, int, int]], impls: Sequence[str], 
                                           copy_gbs, device),
         lambda recs: [r for r in recs if r["mode"] == modes[0] and r["impl"] in ("bitlinear", BASELINE)])
     add_speedups(records, BASELINE, ("label", "M", "K", "N", "mode"))
+    add_speedups(records, MODULE_BASELINE, ("label", "M", "K", "N", "mode"))
     return records
 
 
@@ -232,11 +322,28 @@ def run_host(device: str = "cuda", quick: bool = False) -> dict:
                       + (", torch.cuda.synchronize around each loop" if sync else "")}
 
 
+# issue 11: module level, eager, M=1 (vs the nn.Linear bf16 module); small batches (graph)
+MODULE_TARGETS = [(f"{K}->{N} M=1", 2.0) for K, N in ((4096, 11008), (11008, 4096), (3200, 8640))]
+SMALL_BATCH_TARGETS = [("4096->11008 M=8", 2.5), ("4096->11008 M=64", 2.5)]
+
+
 def targets(records: List[dict], mode: str) -> list:
-    """The layer targets (TARGETS) on the bitlinear records of `mode`."""
-    return check_targets(records, [(f"{label} {what}", {"label": label, "impl": "bitlinear",
-                                                        "mode": mode}, key, ">=", want)
-                                   for label, key, want, what in TARGETS])
+    """The layer targets (TARGETS) on the bitlinear records of `mode`, then issue 11's: the module
+    rows (eager) and the small batches (graph)."""
+    specs = [(f"{label} {what}", {"label": label, "impl": "bitlinear", "mode": mode}, key, ">=",
+              want) for label, key, want, what in TARGETS]
+    specs += [(f"{label} eager module speedup vs nn.Linear bf16",
+               {"label": label, "impl": "bitlinear_module", "mode": "eager"},
+               f"speedup_vs_{MODULE_BASELINE}", ">=", want) for label, want in MODULE_TARGETS]
+    specs += [(f"{label} graph speedup vs bf16", {"label": label, "impl": "bitlinear",
+                                                  "mode": "graph"}, "speedup_vs_bf16", ">=", want)
+              for label, want in SMALL_BATCH_TARGETS]
+    return check_targets(records, specs)
+
+
+def _cuda_options() -> dict:
+    from bitlinear.cuda import cuda_options
+    return cuda_options()
 
 
 def cuda_missing() -> str:
@@ -263,7 +370,7 @@ def run(args, device: str = "cuda"):
                  for m in args.ms or [1]]
         train_cases = cases
     else:
-        cases = SHAPES[:4] if args.quick else SHAPES
+        cases = QUICK_SHAPES if args.quick else SHAPES
         train_cases = TRAIN_CASES[:1] if args.quick else TRAIN_CASES
     impls = IMPLS.select(args.impls)
     train_impls = [] if args.no_train else train.TRAIN.select(args.impls, TRAIN_IMPLS)
@@ -279,6 +386,7 @@ def run(args, device: str = "cuda"):
         "impls_unavailable": IMPLS.unavailable(),
         "hw": {"device": copy} if copy else {},
         "env": {k: v for k, v in os.environ.items() if k.startswith("BITLINEAR_")},
+        "cuda_options": _cuda_options(),
         "timing": "CUDA events, median of reps after 3 warm-up runs; graph: per call in a replayed "
                   "CUDA graph, eager: one call after a synchronize",
         "cache": "warm (one weight copy)" if args.warm_cache else

@@ -60,6 +60,55 @@ PyObject* py_cuda_built(PyObject*, PyObject*) {
 }
 PyObject* py_format_version(PyObject*, PyObject*) { return PyLong_FromLong(BL_FORMAT_VERSION); }
 
+// ---- CUDA path options (bl_cuda_set_option / bl_cuda_get_option; bitlinear/cuda.py) ----------
+// Without CUDA kernels in the build: no names, get gives None, set raises RuntimeError.
+PyObject* py_cuda_path_names(PyObject*, PyObject*) {
+#ifdef BITLINEAR_WITH_CUDA
+  PyObject* t = PyTuple_New(BL_CUDA_PATH_COUNT);
+  if (!t) return nullptr;
+  for (int i = 0; i < BL_CUDA_PATH_COUNT; i++) {
+    PyObject* s = PyUnicode_FromString(bl_cuda_path_name(i));
+    if (!s || PyTuple_SetItem(t, i, s) != 0) {
+      Py_DECREF(t);
+      return nullptr;
+    }
+  }
+  return t;
+#else
+  return PyTuple_New(0);
+#endif
+}
+PyObject* py_cuda_option_get(PyObject*, PyObject* arg) {
+  int opt;
+  if (!int_arg(arg, &opt)) return nullptr;
+#ifdef BITLINEAR_WITH_CUDA
+  const long long v = bl_cuda_get_option(opt);
+  if (v < 0) {
+    PyErr_Format(PyExc_ValueError, "bitlinear: unknown CUDA option %d", opt);
+    return nullptr;
+  }
+  return PyLong_FromLongLong(v);
+#else
+  Py_RETURN_NONE;
+#endif
+}
+PyObject* py_cuda_option_set(PyObject*, PyObject* args) {
+  int opt;
+  long long value;
+  if (!PyArg_ParseTuple(args, "iL", &opt, &value)) return nullptr;
+#ifdef BITLINEAR_WITH_CUDA
+  if (bl_cuda_set_option(opt, static_cast<int64_t>(value)) != BL_OK) {
+    PyErr_Format(PyExc_ValueError, "bitlinear: CUDA option %d cannot be %lld", opt, value);
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+#else
+  PyErr_SetString(PyExc_RuntimeError, "bitlinear: this build has no CUDA kernels");
+  return nullptr;
+#endif
+}
+// ---- end of the CUDA path options ----------------------------------------------------------
+
 PyMethodDef methods[] = {
     {"cpu_isa_names", py_isa_names, METH_NOARGS, "Names of the CPU kernel paths, by index."},
     {"cpu_isa", py_isa_get, METH_NOARGS, "Index of the CPU kernel path in use."},
@@ -69,6 +118,9 @@ PyMethodDef methods[] = {
     {"cpu_isa_compiled", py_isa_compiled, METH_O, "Whether a CPU path is in this build."},
     {"cuda_built", py_cuda_built, METH_NOARGS, "Whether CUDA kernels are compiled in."},
     {"format_version", py_format_version, METH_NOARGS, "Packed weight format version."},
+    {"cuda_path_names", py_cuda_path_names, METH_NOARGS, "Names of the CUDA GEMM paths, by index."},
+    {"cuda_option_get", py_cuda_option_get, METH_O, "A CUDA tuning option (bl_cuda_option)."},
+    {"cuda_option_set", py_cuda_option_set, METH_VARARGS, "Set a CUDA tuning option."},
     {"__getattr__", bl_legacy_getattr, METH_O, nullptr},
     {nullptr, nullptr, 0, nullptr}};
 

@@ -46,7 +46,7 @@ void gemm_epilogue(const Tensor& xq, const Tensor& x_scale, const Tensor& x_rows
                    const Tensor& w_scale, const Tensor& w_packed, const float* bias,
                    int w_per_channel, int64_t M, int64_t N, int64_t K, Tensor& y) {
   if (M == 0) return;
-  const size_t wsb = bl_cuda_linear_workspace_bytes(M, N, K);
+  const size_t wsb = bl_cuda_gemm_workspace_bytes(M, N, K);
   Tensor ws = workspace(wsb, xq);
   check_status(bl_cuda_linear_q(xq.const_data_ptr<int8_t>(), xq.stride(0),
                                 x_scale.const_data_ptr<float>(),
@@ -86,7 +86,7 @@ Tensor gemm_acc(Tensor xq, Tensor w_packed, int64_t K) {
   Guard guard(xq.get_device_index());
   GemmFrame f = gemm_frame(xq, w_packed, K);
   if (f.M == 0) return f.acc;
-  const size_t wsb = bl_cuda_linear_workspace_bytes(f.M, f.N, f.K);
+  const size_t wsb = bl_cuda_gemm_workspace_bytes(f.M, f.N, f.K);
   Tensor ws = workspace(wsb, xq);
   check_status(bl_cuda_gemm_acc(xq.const_data_ptr<int8_t>(), xq.stride(0), nullptr,
                                 w_packed.const_data_ptr<uint8_t>(), f.M, f.N, f.K,
@@ -102,12 +102,15 @@ Tensor linear(Tensor x, Tensor w_scale, Tensor w_packed, std::optional<Tensor> b
   LinearFrame f = linear_frame(x, w_scale, w_packed, bias, K, eps);
   if (f.M == 0) return f.y;
   const size_t wsb = bl_cuda_linear_workspace_bytes(f.M, f.N, f.K);
-  Tensor ws = workspace(wsb, x);
+  // The fused decode path needs no workspace: no allocation at all then.
+  std::optional<Tensor> ws;
+  if (wsb > 0) ws = workspace(wsb, x);
   check_status(bl_cuda_linear(f.x.const_data_ptr(), f.dt, f.M, f.K, f.ldx,
                               w_packed.const_data_ptr<uint8_t>(), f.N,
                               w_scale.const_data_ptr<float>(), f.w_per_channel, f.bias,
                               static_cast<float>(eps), per_token, f.y.mutable_data_ptr(), f.dt,
-                              f.N, ws.mutable_data_ptr(), wsb, current_stream(x)),
+                              f.N, ws ? ws->mutable_data_ptr() : nullptr, wsb,
+                              current_stream(x)),
                "linear (cuda)");
   return f.y;
 }

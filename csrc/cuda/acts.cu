@@ -7,9 +7,7 @@
 
 namespace {
 
-
-/* |x| as bits: for non-negative floats (NaN included) integer order == float order, NaN on top. */
-__device__ __forceinline__ uint32_t abs_bits(float v) { return __float_as_uint(v) & 0x7fffffffu; }
+using blc::abs_bits;
 
 template <int DT, int kThreads>
 __device__ uint32_t block_row_amax(const void *row, int64_t K, uint32_t *red) {
@@ -59,12 +57,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int i = 0; i < 4; i++) {
         const int64_t k = 4 * g + i;
         int v = 0;
-        if (finite && k < K) {
-          float f = rintf(__fdiv_rn(blc::load_f<DT>(row, k), s));
-          if (f > 127.0f) f = 127.0f; /* the C reference's clamp: 0/0 (eps = 0, zero row) -> 0 */
-          if (f < -128.0f) f = -128.0f;
-          v = f == f ? (int)f : 0;
-        }
+        if (finite && k < K) v = blc::quant_code(blc::load_f<DT>(row, k), s);
         sum += v;
         word |= (uint32_t)(v & 0xff) << (8 * i);
       }

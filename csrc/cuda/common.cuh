@@ -131,6 +131,32 @@ __device__ __forceinline__ void store_out2(const Epilogue &ep, int64_t m, int64_
   }
 }
 
+/* Every 2-bit code of a packed word with code 3 turned into 2: the high bit of a field clears its
+ * low bit (3 -> 2; 0, 1, 2 unchanged; docs/packed_format.md). 2 instructions per word. */
+__device__ __forceinline__ uint32_t clamp_codes(uint32_t w) {
+  return w & ~((w >> 1) & 0x55555555u);
+}
+
+/* 32-bit word i of a 16-byte load. */
+__device__ __forceinline__ uint32_t word(const uint4 &v, int i) {
+  return i == 0 ? v.x : (i == 1 ? v.y : (i == 2 ? v.z : v.w));
+}
+
+/* The u8 codes of a 16-byte chunk of each of R weight rows (gemv.cu, fused.cu): for word i
+ * (bytes 4i..4i+3 of the chunk) and shift s, codes[r][s][i] holds the clamped codes of
+ * k = 32 s + 4 i .. 4 i + 3 within the chunk's half block, ready for __dp4a. */
+template <int R>
+__device__ __forceinline__ void chunk_codes(const uint4 (&w)[R], uint32_t (&codes)[R][4][4]) {
+#pragma unroll
+  for (int r = 0; r < R; r++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const uint32_t wc = clamp_codes(word(w[r], i));
+#pragma unroll
+      for (int s = 0; s < 4; s++) codes[r][s][i] = (wc >> (2 * s)) & 0x03030303u;
+    }
+}
+
 __device__ __forceinline__ uint32_t warp_max_u32(uint32_t v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -154,6 +180,44 @@ __device__ __forceinline__ float act_scale(float amax, float eps) {
   return isnan(amax) ? amax : __fdiv_rn(fmaxf(amax, eps), 127.0f);
 }
 
+/* One activation code: clamp(rint(v / s), -128, 127) with IEEE division, 0 for NaN (0/0 with
+ * eps = 0 and a zero row). Every path that quantizes activations (acts.cu, fused.cu) calls this,
+ * so the codes are the same bit for bit. The caller passes 0 for non-finite s and padding. */
+__device__ __forceinline__ int quant_code(float v, float s) {
+  float f = rintf(__fdiv_rn(v, s));
+  if (f > 127.0f) f = 127.0f; /* the C reference's clamp */
+  if (f < -128.0f) f = -128.0f;
+  return f == f ? (int)f : 0;
+}
+
+/* |x| as bits: for non-negative floats (NaN included) integer order == float order, NaN on top. */
+__device__ __forceinline__ uint32_t abs_bits(float v) { return __float_as_uint(v) & 0x7fffffffu; }
+
+/* Index maps of the fused and multi-row kernels, host and device: the kernels use them, and
+ * scripts/cuda_host_check.cu emulates the kernels' data movement with them on the CPU. */
+
+/* fused.cu: byte of the shared-memory code buffer holding activation k of row m: the codes that
+ * weight chunk c (bytes 16c..16c+15 of a row) multiplies at shift s are the 16 bytes at
+ * fused_chunk_offset(m, s, c, Kp). */
+__host__ __device__ inline int64_t fused_code_offset(int64_t m, int64_t k, int64_t Kp) {
+  const int64_t b = k / BL_QK, s = (k % BL_QK) / 32, j = k % 32;
+  return m * Kp + s * (Kp / 4) + (2 * b + j / 16) * 16 + j % 16;
+}
+__host__ __device__ inline int64_t fused_chunk_offset(int64_t m, int s, int64_t c, int64_t Kp) {
+  return m * Kp + s * (Kp / 4) + c * 16;
+}
+
+/* multirow.cu: thread t (= lane % 4) of a span (two 128-k blocks, 64 bytes of a packed row) loads
+ * the 16 packed bytes at mr_weight_byte and, for shift s, the 16 activations from k = mr_act_k;
+ * its bytes exist iff mr_present (an odd last span has one block). */
+__host__ __device__ inline int64_t mr_weight_byte(int64_t span, int t) { return 64 * span + 16 * t; }
+__host__ __device__ inline int64_t mr_act_k(int64_t span, int t, int s) {
+  return 256 * span + 128 * (t / 2) + 32 * s + 16 * (t % 2);
+}
+__host__ __device__ inline bool mr_present(int64_t span, int t, int64_t nblk) {
+  return 2 * span + t / 2 < nblk;
+}
+
 }  // namespace blc
 
 /* Internal launchers shared between the .cu files (C++ linkage, never exported). */
@@ -162,10 +226,26 @@ bl_status launch_gemv(const int8_t *xq, int64_t ldq, const int32_t *rowsum, cons
                       int64_t M, int64_t N, int64_t K, int splits, int32_t *partials, int out,
                       const Epilogue &ep, cudaStream_t stream);
 int gemv_splits(int64_t M, int64_t N, int64_t K);
-int mma_splits(int64_t M, int64_t N, int64_t K);
+int mma_splits(int64_t M, int64_t N, int64_t K, int bn);
 bl_status launch_mma(const int8_t *xq, int64_t ldq, const uint8_t *packed, int64_t M, int64_t N,
                      int64_t K, int splits, int32_t *partials, int out, const Epilogue &ep,
-                     cudaStream_t stream);
+                     int bn, cudaStream_t stream);
+/* multirow.cu: skinny mma.sync with the weights as the 16-row operand, decoded in registers. */
+constexpr int kMultirowMaxM = 64;
+int multirow_splits(int64_t M, int64_t N, int64_t K);
+bl_status launch_multirow(const int8_t *xq, int64_t ldq, const int32_t *rowsum,
+                          const uint8_t *packed, int64_t M, int64_t N, int64_t K, int splits,
+                          int32_t *partials, int out, const Epilogue &ep, cudaStream_t stream);
+/* wgmma.cu: the sm_90a GEMM (wgmma, TMA, warp-specialized); only where wgmma_available(). */
+bool wgmma_available();
+bl_status launch_wgmma(const int8_t *xq, int64_t ldq, const uint8_t *packed, int64_t M, int64_t N,
+                       int64_t K, int out, const Epilogue &ep, cudaStream_t stream);
+/* fused.cu: activation quantization + dp4a GEMV in one kernel (bl_cuda_linear, M <= 16). */
+constexpr int kFusedMaxM = 16;
+bool fused_fits(int64_t M, int64_t K);
+bl_status launch_fused(const void *x, int xdt, int64_t M, int64_t K, int64_t ldx, float eps,
+                       int per_token, const uint8_t *packed, int64_t N, int out,
+                       const Epilogue &ep, cudaStream_t stream);
 bl_status launch_reduce(const int32_t *partials, int splits, const int32_t *rowsum, int64_t M,
                         int64_t N, int out, const Epilogue &ep, cudaStream_t stream);
 bl_status launch_simple_gemm(const int8_t *xq, int64_t ldq, const uint8_t *packed, int64_t M,

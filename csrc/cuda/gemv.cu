@@ -15,6 +15,9 @@
 
 namespace {
 
+using blc::clamp_codes;
+using blc::word;
+
 constexpr int kWarps = 8;
 constexpr int kRows = 4;                       /* weight rows per warp */
 constexpr int kRowsPerBlock = kWarps * kRows;  /* 32 */
@@ -27,15 +30,7 @@ __device__ __forceinline__ uint4 load_stream(const void *p) {
   return v;
 }
 
-__device__ __forceinline__ uint32_t word(const uint4 &v, int i) {
-  return i == 0 ? v.x : (i == 1 ? v.y : (i == 2 ? v.z : v.w));
-}
 
-/* Every 2-bit code of a packed word with code 3 turned into 2: the high bit of a field clears its
- * low bit (3 -> 2; 0, 1, 2 unchanged). */
-__device__ __forceinline__ uint32_t clamp_codes(uint32_t w) {
-  return w & ~((w >> 1) & 0x55555555u);
-}
 
 /* Adds the chunk c (16 bytes of each of the kRows rows, i.e. 64 values of k) for MT tokens. */
 template <int MT>
@@ -43,14 +38,7 @@ __device__ __forceinline__ void accumulate_chunk(const uint4 (&w)[kRows], int64_
                                                  const int8_t *xq, int64_t ldq, int mcount,
                                                  int32_t (&acc)[kRows][MT]) {
   uint32_t codes[kRows][4][4]; /* [row][shift s][word i] */
-#pragma unroll
-  for (int r = 0; r < kRows; r++)
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const uint32_t wc = clamp_codes(word(w[r], i));
-#pragma unroll
-      for (int s = 0; s < 4; s++) codes[r][s][i] = (wc >> (2 * s)) & 0x03030303u;
-    }
+  blc::chunk_codes(w, codes);
   const int64_t kbase = (c / 2) * BL_QK + (c % 2) * 16;
 #pragma unroll
   for (int m = 0; m < MT; m++) {

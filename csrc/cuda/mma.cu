@@ -2,7 +2,7 @@
  *
  * Block tile 128 (M) x 128 (N) x 128 (K = one packed block per weight row), 8 warps as
  * 2 (M) x 4 (N), warp tile 64 x 32 (or 128 x 256 with 64 x 64 warp tiles, one block per SM,
- * selected by BITLINEAR_CUDA_MMA_BN=256). A (activations, int8) and the packed weights are brought
+ * selected by bl_cuda_set_option(BL_CUDA_OPT_MMA_BN, 256)). A (activations, int8) and the packed weights are brought
  * to shared memory by a 3-stage cp.async pipeline; rows past M or N are zero-filled. The
  * weights stay packed in shared memory: a B fragment register (k = 4t..4t+3 of one 32-k step)
  * is the packed word at byte 4t of the row, shifted by 2*step, masked, minus 1 per byte
@@ -11,11 +11,11 @@
  * strides (144 and 48 bytes) keep ldmatrix and
  * the packed-word loads free of bank conflicts. K needs no tail: Kp is a multiple of 128.
  */
-#include <stdlib.h>
-
 #include "common.cuh"
 
 namespace {
+
+using blc::clamp_codes;
 
 constexpr int kBM = 128, kBK = 128;
 constexpr int kStages = 3;
@@ -35,11 +35,6 @@ struct Tile {
   static constexpr int kBChunks = kBN * 2 / kThreads;      /* 16-byte B chunks per thread */
 };
 
-/* Every 2-bit code of a packed word with code 3 turned into 2: the high bit of a field clears its
- * low bit (3 -> 2; 0, 1, 2 unchanged). */
-__device__ __forceinline__ uint32_t clamp_codes(uint32_t w) {
-  return w & ~((w >> 1) & 0x55555555u);
-}
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p) {
   return (uint32_t)__cvta_generic_to_shared(p);
@@ -193,11 +188,6 @@ int splits_for(int64_t M, int64_t N, int64_t K) {
   return (int)max((int64_t)1, min(s, (int64_t)16));
 }
 
-bool use_bn256() {
-  const char *bn = getenv("BITLINEAR_CUDA_MMA_BN");
-  return bn && atoi(bn) == 256;
-}
-
 template <int OUT, int WN>
 bl_status launch_tile(const int8_t *xq, int64_t ldq, const uint8_t *packed, int64_t M, int64_t N,
                       int64_t K, int splits, const blc::Epilogue &ep, cudaStream_t stream) {
@@ -215,11 +205,11 @@ bl_status launch_tile(const int8_t *xq, int64_t ldq, const uint8_t *packed, int6
   return blc::launch_status();
 }
 
-/* BITLINEAR_CUDA_MMA_BN=256 selects the 128 x 256 tile (benchmarked side by side). */
+/* bn == 256 (BL_CUDA_OPT_MMA_BN) selects the 128 x 256 tile (benchmarked side by side). */
 template <int OUT>
 bl_status launch_out(const int8_t *xq, int64_t ldq, const uint8_t *packed, int64_t M, int64_t N,
-                     int64_t K, int splits, const blc::Epilogue &ep, cudaStream_t stream) {
-  if (use_bn256()) return launch_tile<OUT, 64>(xq, ldq, packed, M, N, K, splits, ep, stream);
+                     int64_t K, int splits, const blc::Epilogue &ep, int bn, cudaStream_t stream) {
+  if (bn == 256) return launch_tile<OUT, 64>(xq, ldq, packed, M, N, K, splits, ep, stream);
   return launch_tile<OUT, 32>(xq, ldq, packed, M, N, K, splits, ep, stream);
 }
 
@@ -227,26 +217,26 @@ bl_status launch_out(const int8_t *xq, int64_t ldq, const uint8_t *packed, int64
 
 namespace blc {
 
-int mma_splits(int64_t M, int64_t N, int64_t K) {
-  return use_bn256() ? splits_for<64>(M, N, K) : splits_for<32>(M, N, K);
+int mma_splits(int64_t M, int64_t N, int64_t K, int bn) {
+  return bn == 256 ? splits_for<64>(M, N, K) : splits_for<32>(M, N, K);
 }
 
 /* Requires xq and packed 16-byte aligned and ldq % 16 == 0 (checked by the caller).
  * splits > 1: partials holds splits * M * N int32 (exact), added in order by launch_reduce. */
 bl_status launch_mma(const int8_t *xq, int64_t ldq, const uint8_t *packed, int64_t M, int64_t N,
                      int64_t K, int splits, int32_t *partials, int out, const Epilogue &ep,
-                     cudaStream_t stream) {
+                     int bn, cudaStream_t stream) {
   if (splits > 1) {
     const Epilogue part{partials, N, nullptr, nullptr, 0, nullptr};
-    bl_status st = launch_out<kOutAcc>(xq, ldq, packed, M, N, K, splits, part, stream);
+    bl_status st = launch_out<kOutAcc>(xq, ldq, packed, M, N, K, splits, part, bn, stream);
     if (st != BL_OK) return st;
     return launch_reduce(partials, splits, nullptr, M, N, out, ep, stream);
   }
   switch (out) {
-    case BL_F16: return launch_out<BL_F16>(xq, ldq, packed, M, N, K, 1, ep, stream);
-    case BL_BF16: return launch_out<BL_BF16>(xq, ldq, packed, M, N, K, 1, ep, stream);
-    case kOutAcc: return launch_out<kOutAcc>(xq, ldq, packed, M, N, K, 1, ep, stream);
-    default: return launch_out<BL_F32>(xq, ldq, packed, M, N, K, 1, ep, stream);
+    case BL_F16: return launch_out<BL_F16>(xq, ldq, packed, M, N, K, 1, ep, bn, stream);
+    case BL_BF16: return launch_out<BL_BF16>(xq, ldq, packed, M, N, K, 1, ep, bn, stream);
+    case kOutAcc: return launch_out<kOutAcc>(xq, ldq, packed, M, N, K, 1, ep, bn, stream);
+    default: return launch_out<BL_F32>(xq, ldq, packed, M, N, K, 1, ep, bn, stream);
   }
 }
 

@@ -1,6 +1,7 @@
 /* simple.cu - the plain fallback GEMM: one thread per output, the same loop as the C
  * reference (w = min(c, 2) - 1: the invalid code 3 reads as +1; no row sum). Slow; used for
- * unaligned inputs and, with BITLINEAR_CUDA_SIMPLE=1, to tell a fault of the fast paths from
+ * unaligned inputs and, forced with bl_cuda_set_option(BL_CUDA_OPT_PATH, BL_CUDA_PATH_SIMPLE)
+ * (bitlinear.cuda.set_cuda_path("simple")), to tell a fault of the fast paths from
  * one elsewhere. */
 #include "common.cuh"
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the host side of csrc/cuda/ without a GPU (scripts/cuda_host_check.cu): options, path
+# choice, workspace sizes, split bounds, early argument errors, and CPU emulations of the fused
+# and multi-row kernels' index maps. Device code is compiled to PTX only (no ptxas: fast); no
+# kernel is launched and no CUDA runtime call is made.
+# Skips (exit 0) when nvcc is not installed, unless BITLINEAR_REQUIRE_NVCC=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NVCC="${NVCC:-${CUDA_HOME:+$CUDA_HOME/bin/}nvcc}"
+if ! command -v "$NVCC" >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then NVCC=/usr/local/cuda/bin/nvcc; fi
+if ! command -v "$NVCC" >/dev/null 2>&1; then
+  if [ "${BITLINEAR_REQUIRE_NVCC:-0}" = "1" ]; then echo "nvcc not found" >&2; exit 1; fi
+  echo "cuda_host_check: nvcc not found, skipped"; exit 0
+fi
+OUTDIR="$(mktemp -d)"
+trap 'rm -rf "$OUTDIR"' EXIT
+FLAGS=(-std=c++17 -O1 --expt-relaxed-constexpr -Werror all-warnings
+       -gencode=arch=compute_80,code=compute_80)
+objs=()
+for src in csrc/cuda/*.cu scripts/cuda_host_check.cu; do
+  obj="$OUTDIR/$(basename "$src" .cu).o"
+  "$NVCC" "${FLAGS[@]}" -c "$src" -o "$obj"
+  objs+=("$obj")
+done
+"$NVCC" "${FLAGS[@]}" "${objs[@]}" -o "$OUTDIR/cuda_host_check"
+"$OUTDIR/cuda_host_check"
