@@ -71,15 +71,11 @@ def sources(rev, dst: Path) -> Path:
 
 
 def flags(cpu: Path):
-    common, per = [], {}
-    for line in (cpu / "isa_flags.txt").read_text().splitlines():
-        f = line.split()
-        if not f or f[0].startswith("#"):
-            continue
-        if f[0] == "any" and f[1] == "*":
-            common = f[2:]
-        elif f[0] == "x86_64":
-            per[f[1]] = f[2:]
+    """(common flags, {file: extra flags}) of isa_flags.txt for x86-64, read by setup.py's own
+    parser."""
+    sys.path.insert(0, str(ROOT))
+    import setup as build  # noqa: E402  (setup.py's helpers; its main() runs only as a script)
+    common, per, _ = build.read_isa_flags(cpu / "isa_flags.txt", "x86_64")
     return common, per
 
 
