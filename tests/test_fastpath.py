@@ -77,8 +77,9 @@ def test_fast_path_matches_reference_and_threads(gen):
     assert torch.equal(outs[0], expect)
 
 
-def test_large_call_releases_gil_and_matches(gen):
-    # M * N * K above the GIL-release threshold: the same result from several Python threads
+def test_threads_share_a_layer_above_the_gil_threshold(gen):
+    # M * N * K above the size where the native call releases the GIL: several Python threads
+    # calling one layer at once get the op's result every time
     import threading
     layer = make(gen, 512, 256)
     x = rand(gen, 16, 512)
