@@ -30,7 +30,8 @@ _probes = ("_get_tracing_state", "_len_torch_dispatch_stack", "_is_torch_functio
            "_are_functorch_transforms_active")
 # The private torch hooks the guard reads; if a torch release drops one, the fast path turns off
 # (correct, just slower) rather than guessing.
-_enabled = _native is not None and all(hasattr(_C, p) for p in _probes)
+_available = _native is not None and all(hasattr(_C, p) for p in _probes)
+_enabled = _available
 _is_compiling = torch.compiler.is_compiling
 _tracing = getattr(_C, "_get_tracing_state", None)
 _dispatch_modes = getattr(_C, "_len_torch_dispatch_stack", None)
@@ -48,7 +49,7 @@ def set_fast_path(enabled: bool) -> None:
     """Turn the eager fast path of deployed layers on (default) or off (every call then goes
     through ``torch.ops.bitlinear.linear``; results are identical)."""
     global _enabled
-    _enabled = bool(enabled) and _native is not None and all(hasattr(_C, p) for p in _probes)
+    _enabled = bool(enabled) and _available
 
 
 def fast_path_enabled() -> bool:

@@ -79,6 +79,19 @@ def flags(cpu: Path):
     return common, per
 
 
+def core_objects(cpu: Path, tmp: str, cc: str) -> list:
+    """Compiles the x86-64 C core of `cpu` (csrc/cpu of some revision) into tmp: the objects."""
+    common, per = flags(cpu)
+    objs = []
+    for c in sorted(cpu.glob("*.c")):
+        if c.name == "isa_neon_dot.c":
+            continue
+        o = os.path.join(tmp, c.stem + ".o")
+        subprocess.run([cc, *common, *per.get(c.name, []), "-c", str(c), "-o", o], check=True)
+        objs.append(o)
+    return objs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rev", default=None, help="git revision of csrc/ (default: the working tree)")
@@ -100,14 +113,7 @@ def main() -> int:
             if hook not in s:
                 sys.exit("gemm.c has no take_solo_call at this revision")
             g.write_text(s.replace(hook, hook + " if (1) return 0;"))
-        common, per = flags(cpu)
-        objs = []
-        for c in sorted(cpu.glob("*.c")):
-            if c.name == "isa_neon_dot.c":
-                continue
-            o = os.path.join(tmp, c.stem + ".o")
-            subprocess.run([cc, *common, *per.get(c.name, []), "-c", str(c), "-o", o], check=True)
-            objs.append(o)
+        objs = core_objects(cpu, tmp, cc)
         src = os.path.join(tmp, "driver.c")
         Path(src).write_text(DRIVER)
         exe = os.path.join(tmp, "driver")

@@ -23,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = ROOT / "csrc" / "cpu"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_decode_c import core_objects  # noqa: E402  (profile/, next to this file)
 
 C_SRC = r"""
 /* Prototype: exact LUT GEMV (T-MAC style) on AVX2 vs the shipped GEMV. Not part of the repo.
@@ -150,15 +152,6 @@ int main(int argc,char**argv){
 """
 
 
-def flags():
-    """(common flags, {file: extra flags}) of isa_flags.txt for x86-64, read by setup.py's own
-    parser."""
-    sys.path.insert(0, str(ROOT))
-    import setup as build  # noqa: E402  (setup.py's helpers; its main() runs only as a script)
-    common, per, _ = build.read_isa_flags(CPU / "isa_flags.txt", "x86_64")
-    return common, per
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--k", type=int, default=4096)
@@ -167,15 +160,8 @@ def main() -> int:
     if a.n % 64 or a.k % 4:
         sys.exit("N must be a multiple of 64 and K of 4")
     cc = os.environ.get("CC", "cc")
-    common, per = flags()
     with tempfile.TemporaryDirectory(prefix="bl-lut-") as tmp:
-        objs = []
-        for c in sorted(CPU.glob("*.c")):
-            if c.name == "isa_neon_dot.c":
-                continue
-            o = os.path.join(tmp, c.stem + ".o")
-            subprocess.run([cc, *common, *per.get(c.name, []), "-c", str(c), "-o", o], check=True)
-            objs.append(o)
+        objs = core_objects(CPU, tmp, cc)
         src = os.path.join(tmp, "lut.c")
         Path(src).write_text(C_SRC)
         exe = os.path.join(tmp, "lut")

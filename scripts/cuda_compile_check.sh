@@ -4,12 +4,7 @@
 # Skips (exit 0) when nvcc is not installed, unless BITLINEAR_REQUIRE_NVCC=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-NVCC="${NVCC:-${CUDA_HOME:+$CUDA_HOME/bin/}nvcc}"
-if ! command -v "$NVCC" >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then NVCC=/usr/local/cuda/bin/nvcc; fi
-if ! command -v "$NVCC" >/dev/null 2>&1; then
-  if [ "${BITLINEAR_REQUIRE_NVCC:-0}" = "1" ]; then echo "nvcc not found" >&2; exit 1; fi
-  echo "cuda_compile_check: nvcc not found, skipped"; exit 0
-fi
+. scripts/find_nvcc.sh cuda_compile_check
 VERBOSE=()
 [ "${1:-}" = "-v" ] && VERBOSE=(-Xptxas -v)
 OUTDIR="$(mktemp -d)"

@@ -6,12 +6,7 @@
 # Skips (exit 0) when nvcc is not installed, unless BITLINEAR_REQUIRE_NVCC=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-NVCC="${NVCC:-${CUDA_HOME:+$CUDA_HOME/bin/}nvcc}"
-if ! command -v "$NVCC" >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then NVCC=/usr/local/cuda/bin/nvcc; fi
-if ! command -v "$NVCC" >/dev/null 2>&1; then
-  if [ "${BITLINEAR_REQUIRE_NVCC:-0}" = "1" ]; then echo "nvcc not found" >&2; exit 1; fi
-  echo "cuda_host_check: nvcc not found, skipped"; exit 0
-fi
+. scripts/find_nvcc.sh cuda_host_check
 OUTDIR="$(mktemp -d)"
 trap 'rm -rf "$OUTDIR"' EXIT
 FLAGS=(-std=c++17 -O1 --expt-relaxed-constexpr -Werror all-warnings

@@ -3,6 +3,8 @@
  * the shapes small (valgrind, qemu). Ends with the line "N passed, N failed". */
 #include "bitlinear.h"
 
+#include "harness.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,25 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-static int n_pass, n_fail, small;
-static uint64_t rng_state;
-
-static void check(int ok, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("%s ", ok ? "PASS" : "FAIL");
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-  if (ok) n_pass++; else n_fail++;
-}
-
-static uint64_t rnd(void) { /* xorshift64* */
-  rng_state ^= rng_state >> 12;
-  rng_state ^= rng_state << 25;
-  rng_state ^= rng_state >> 27;
-  return rng_state * 2685821657736338717ULL;
-}
+static int small;
 static float frand(void) { return (float)((double)(rnd() >> 11) / 9007199254740992.0) * 2.0f - 1.0f; }
 static int irand(int n) { return (int)(rnd() % (uint64_t)n); }
 

@@ -17,31 +17,14 @@
 #include "paths.h"
 
 #include <float.h>
+#include "harness.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int n_pass, n_fail;
-static uint64_t rng_state;
-
-static void check(int ok, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("%s ", ok ? "PASS" : "FAIL");
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-  if (ok) n_pass++; else n_fail++;
-}
-
-static uint64_t rnd(void) { /* xorshift64* */
-  rng_state ^= rng_state >> 12;
-  rng_state ^= rng_state << 25;
-  rng_state ^= rng_state >> 27;
-  return rng_state * 2685821657736338717ULL;
-}
 static int irand(int n) { return (int)(rnd() % (uint64_t)n); }
 
 static void *xmalloc(size_t n) {
