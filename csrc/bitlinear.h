@@ -149,6 +149,59 @@ bl_status bl_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t l
                     const float *bias, float eps, int per_token, void *y, bl_dtype ydt,
                     int64_t ldy, void *workspace, int nthreads);
 
+/* ------------------------------------------------------------------ CPU decode layout (LUT)
+ * A second, in-memory copy of the weights for small batches (decode), read by table lookup:
+ * per token and per group of 3 activations, a table of the 27 sums (c0-1) x0 + (c1-1) x1 +
+ * (c2-1) x2, and the GEMV adds entries indexed by the weights instead of multiplying
+ * (docs/packed_format.md, "Decode layout"). Built from the packed format by bl_lut_pack, never
+ * saved: checkpoints keep the packed format. Results are bit for bit those of bl_linear (the int32
+ * sums are exact), on any byte pattern (code 3 reads as 2, as everywhere).
+ * Layout: rows in tiles of BL_LUT_TILE_ROWS, tiles in super-tiles of BL_LUT_SUPER_TILES; K in
+ * columns of 9 (BL_LUT_COL_K). The word (uint16) of row n and column c holds three 5-bit indices
+ * i_j = sum_{t<3} code(n, 9c + 3j + t) * 3^t (j = 0..2, bits 5j..5j+4; k >= K reads code 1). */
+#define BL_LUT_COL_K 9
+#define BL_LUT_TILE_ROWS 32
+#define BL_LUT_SUPER_TILES 16
+
+/* Bytes of the decode layout of an [N, K] matrix (64 * ceil(N/32) * ceil(K/9)); 0 for N < 1,
+ * K < 1, K > BL_MAX_K or N > 2^40. */
+size_t bl_lut_bytes(int64_t N, int64_t K);
+/* packed ([N, K] in the packed format) -> lut (bl_lut_bytes(N, K) bytes, 64-byte aligned). */
+bl_status bl_lut_pack(const uint8_t *packed, int64_t N, int64_t K, uint8_t *lut, int nthreads);
+
+/* CPU options, process-wide (never read from the environment). */
+typedef enum {
+  BL_CPU_LUT_OFF = 0,    /* bl_linear_lut never reads the decode layout */
+  BL_CPU_LUT_AUTO = 1,   /* it does for M <= BL_CPU_OPT_LUT_MAX_M where the ISA's LUT kernel was
+                            measured faster than its packed GEMV (AVX-512) */
+  BL_CPU_LUT_FORCE = 2   /* it does for every M, on any ISA (portable C where none): tests */
+} bl_cpu_lut_mode;
+typedef enum {
+  BL_CPU_OPT_LUT = 0,        /* a bl_cpu_lut_mode (default AUTO) */
+  BL_CPU_OPT_LUT_MAX_M = 1,  /* AUTO: largest M of the LUT path, 0..64 (default: measured) */
+  BL_CPU_OPT_COUNT = 2
+} bl_cpu_option;
+bl_status bl_cpu_set_option(int option, int64_t value); /* BL_ERR_ARG: unknown or out of range */
+int64_t bl_cpu_get_option(int option);                  /* -1 for an unknown option */
+/* 1 if the current ISA has a SIMD LUT kernel (else the layout is read by portable C; AUTO
+ * uses only the measured ones, bl_lut_used). */
+int bl_lut_kernel(void);
+/* 1 if bl_linear_lut with a decode layout would read it for M rows (current ISA and options). */
+int bl_lut_used(int64_t M);
+
+/* acc[m, n] as bl_gemm_acc, from the decode layout (any M; the options do not apply). */
+bl_status bl_lut_gemm_acc(const int8_t *xq, int64_t ldq, const uint8_t *lut, int64_t M,
+                          int64_t N, int64_t K, int32_t *acc, int64_t ldacc, int nthreads);
+/* Workspace of bl_linear_lut: bl_linear's, plus the tables of M tokens. */
+size_t bl_linear_lut_workspace_bytes(int64_t M, int64_t K);
+/* bl_linear, reading lut (the decode layout of packed; NULL: none) where bl_lut_used(M) says so,
+ * else packed. Same result bit for bit either way. */
+bl_status bl_linear_lut(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
+                        const uint8_t *packed, const uint8_t *lut, int64_t N,
+                        const float *wscale, int w_per_channel, const float *bias, float eps,
+                        int per_token, void *y, bl_dtype ydt, int64_t ldy, void *workspace,
+                        int nthreads);
+
 /* Plain-C ground truth of each entry point (same contracts, csrc/cpu/ref.c). */
 bl_status bl_quantize_weights_ref(const void *w, bl_dtype wdt, int64_t N, int64_t K, int64_t ldw,
                                   float eps, int per_channel, float *scale, uint8_t *packed,

@@ -270,3 +270,105 @@ bl_status bl_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t l
   return linear_q(isa, xq, Kp, xs, rs, M, packed, N, K, wscale, w_per_channel, bias, y, ydt, ldy,
                   nthreads);
 }
+
+/* ---------------------------------------------------------------- decode layout (LUT) */
+/* AUTO's largest M: measured on Zen 5 (docs/benchmarks.md, "Decode"). */
+#define LUT_MAX_M_DEFAULT 1
+static int64_t cpu_options[BL_CPU_OPT_COUNT] = {BL_CPU_LUT_AUTO, LUT_MAX_M_DEFAULT};
+
+bl_status bl_cpu_set_option(int option, int64_t value) {
+  switch (option) {
+    case BL_CPU_OPT_LUT:
+      if (value < BL_CPU_LUT_OFF || value > BL_CPU_LUT_FORCE) return BL_ERR_ARG;
+      break;
+    case BL_CPU_OPT_LUT_MAX_M:
+      if (value < 0 || value > 64) return BL_ERR_ARG;
+      break;
+    default: return BL_ERR_ARG;
+  }
+  __atomic_store_n(&cpu_options[option], value, __ATOMIC_RELAXED);
+  return BL_OK;
+}
+
+int64_t bl_cpu_get_option(int option) {
+  if (option < 0 || option >= BL_CPU_OPT_COUNT) return -1;
+  return __atomic_load_n(&cpu_options[option], __ATOMIC_RELAXED);
+}
+
+int bl_lut_kernel(void) {
+  bl_cpu_kernels kt;
+  kernels_for(bl_isa_get(), &kt);
+  return kt.lut_gemv != NULL;
+}
+
+/* A kernel AUTO may use: one measured faster than the packed GEMV. */
+static int lut_auto_kernel(const bl_cpu_kernels *kt) { return kt->lut_gemv && kt->lut_auto; }
+
+static int lut_used(int64_t M, int has_kernel) {
+  const int64_t mode = bl_cpu_get_option(BL_CPU_OPT_LUT);
+  if (mode == BL_CPU_LUT_FORCE) return 1;
+  return mode == BL_CPU_LUT_AUTO && has_kernel && M <= bl_cpu_get_option(BL_CPU_OPT_LUT_MAX_M);
+}
+
+int bl_lut_used(int64_t M) {
+  bl_cpu_kernels kt;
+  kernels_for(bl_isa_get(), &kt);
+  return M >= 0 && lut_used(M, lut_auto_kernel(&kt));
+}
+
+/* The int16 tables of M tokens, after bl_linear's workspace. */
+size_t bl_linear_lut_workspace_bytes(int64_t M, int64_t K) {
+  if (M < 0 || K < 1 || K > BL_MAX_K) return 0;
+  return bl_linear_workspace_bytes(M, K) +
+         align64((size_t)M * (size_t)bl_lut_table_len(K) * sizeof(int16_t));
+}
+
+bl_status bl_lut_gemm_acc(const int8_t *xq, int64_t ldq, const uint8_t *lut, int64_t M,
+                          int64_t N, int64_t K, int32_t *acc, int64_t ldacc, int nthreads) {
+  bl_status st = bl_check_gemm(xq, ldq, lut, M, N, K, acc, ldacc);
+  if (st != BL_OK || M == 0) return st;
+  int16_t *tabs = (int16_t *)malloc((size_t)M * (size_t)bl_lut_table_len(K) * sizeof(int16_t));
+  if (!tabs) return BL_ERR_ALLOC;
+  bl_cpu_kernels kt;
+  kernels_for(bl_isa_get(), &kt);
+  bl_lut_tables_k(&kt, xq, ldq, M, K, tabs);
+  bl_lut_gemm_acc_k(&kt, tabs, lut, M, N, K, acc, ldacc, nthreads);
+  free(tabs);
+  return BL_OK;
+}
+
+bl_status bl_linear_lut(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
+                        const uint8_t *packed, const uint8_t *lut, int64_t N,
+                        const float *wscale, int w_per_channel, const float *bias, float eps,
+                        int per_token, void *y, bl_dtype ydt, int64_t ldy, void *workspace,
+                        int nthreads) {
+  bl_cpu_kernels kt;
+  kernels_for(bl_isa_get(), &kt);
+  if (!lut || !lut_used(M, lut_auto_kernel(&kt)))
+    return bl_linear(x, xdt, M, K, ldx, packed, N, wscale, w_per_channel, bias, eps, per_token,
+                     y, ydt, ldy, workspace, nthreads);
+  if (M > 0 && (!x || !packed || !wscale || !y || !workspace)) return BL_ERR_NULL;
+  if (N < 1 || K < 1 || K > BL_MAX_K || M < 0) return BL_ERR_SIZE;
+  if (!bl_dtype_ok(xdt) || !bl_dtype_ok(ydt) || bl_check_eps(eps) != BL_OK) return BL_ERR_ARG;
+  bl_status st = bl_check_dims(M, K, ldx);
+  if (st == BL_OK) st = bl_check_dims(M, N, ldy);
+  if (st != BL_OK) return st;
+  if (M == 0) return BL_OK;
+  const int64_t Kp = bl_padded_k(K);
+  char *ws = (char *)workspace;
+  int8_t *xq = (int8_t *)ws;
+  float *xs = (float *)(ws + align64((size_t)M * (size_t)Kp));
+  int32_t *rs = (int32_t *)((char *)xs + align64((size_t)M * 4));
+  int16_t *tabs = (int16_t *)(ws + bl_linear_workspace_bytes(M, K));
+  if (bl_isa_get() == BL_ISA_REF) {
+    if ((st = bl_quantize_acts_ref(x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs,
+                                   nthreads)) != BL_OK)
+      return st;
+  } else {
+    bl_quantize_acts_k(&kt, x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs, nthreads);
+  }
+  bl_lut_tables_k(&kt, xq, Kp, M, K, tabs);
+  bl_lut_gemm_epi_k(&kt, tabs, lut, M, N, K, xs, wscale, w_per_channel, bias, y, ydt, ldy,
+                    nthreads);
+  return BL_OK;
+}

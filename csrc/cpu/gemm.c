@@ -127,6 +127,10 @@ typedef struct {
   int64_t rb, nblk, M, N;
   int64_t nb, mb, tasks_n, tasks_m;
   int nr; /* columns per tile */
+  /* decode layout (LUT): packed is then the layout, tasks_n ranges of its 32-row tiles */
+  const int16_t *tabs; /* M tables of bl_lut_table_len(K) int16; NULL: the packed format */
+  int64_t cols, tiles;
+  int64_t K;
 } plan;
 
 static void plan_tasks(plan *p, int nthreads) {
@@ -145,14 +149,66 @@ static void plan_tasks(plan *p, int nthreads) {
   p->tasks_m = (p->M + p->mb - 1) / p->mb;
 }
 
+/* One finished row chunk of output row `row`, columns [n0, n1): b holds the sums (minus rs). */
+static void sink_row(const plan *p, const sink *o, int64_t row, int64_t n0, int64_t n1,
+                     const int32_t *b, int32_t rs) {
+  const size_t es = dtype_size(o->ydt);
+  if (o->acc) {
+    int32_t *a = o->acc + row * o->ldacc + n0;
+    for (int64_t j = 0; j < n1 - n0; j++) a[j] = sub_wrap(b[j], rs);
+    return;
+  }
+  const float *ws = o->w_per_channel ? o->wscale + n0 : o->wscale;
+  const float *bias = o->bias ? o->bias + n0 : NULL;
+  void *y = (char *)o->y + (size_t)(row * o->ldy + n0) * es;
+  if (p->kt->epi_row) {
+    p->kt->epi_row(b, n1 - n0, rs, o->xscale[row], ws, o->w_per_channel, bias, y, o->ydt);
+  } else {
+    int32_t tmp[NB_MAX];
+    for (int64_t j = 0; j < n1 - n0; j++) tmp[j] = sub_wrap(b[j], rs);
+    bl_epilogue_row(tmp, n1 - n0, o->xscale[row], ws, o->w_per_channel, bias, y, o->ydt, 0);
+  }
+}
+
+/* Decode layout: task t is the t-th of tasks_n contiguous ranges of 32-row tiles, walked one
+ * super-tile piece (<= 16 tiles, one kernel call per token) at a time. The tables give signed
+ * sums directly (no row sum to subtract). */
+static void run_task_lut(const plan *p, const sink *o, int64_t t) {
+  const int64_t T = p->tiles, C = p->cols, tl = bl_lut_table_len(p->K);
+  const int64_t t0 = t * T / p->tasks_n, t1 = (t + 1) * T / p->tasks_n;
+  const bl_lut_gemv_fn gemv = p->kt->lut_gemv ? p->kt->lut_gemv : bl_lut_gemv_c;
+  const uint16_t *lut = (const uint16_t *)p->packed;
+  int32_t buf[BL_LUT_SUPER_TILES * BL_LUT_TILE_ROWS];
+  for (int64_t a = t0; a < t1;) {
+    const int64_t s = a / BL_LUT_SUPER_TILES, r0 = a % BL_LUT_SUPER_TILES;
+    const int64_t left = T - s * BL_LUT_SUPER_TILES;
+    const int64_t nts = left < BL_LUT_SUPER_TILES ? left : BL_LUT_SUPER_TILES;
+    const int64_t r1 = t1 - s * BL_LUT_SUPER_TILES < nts ? t1 - s * BL_LUT_SUPER_TILES : nts;
+    const uint16_t *w = lut + (s * BL_LUT_SUPER_TILES * C + r0) * BL_LUT_TILE_ROWS;
+    const int64_t n0 = a * BL_LUT_TILE_ROWS;
+    const int64_t n1 = (s * BL_LUT_SUPER_TILES + r1) * BL_LUT_TILE_ROWS < p->N
+                           ? (s * BL_LUT_SUPER_TILES + r1) * BL_LUT_TILE_ROWS
+                           : p->N;
+    for (int64_t m = 0; m < p->M; m++) {
+      gemv(w, C, nts * BL_LUT_TILE_ROWS, (int)(r1 - r0), p->tabs + m * tl, buf);
+      for (int64_t j0 = n0; j0 < n1; j0 += NB_MAX) /* the sink takes up to NB_MAX columns */
+        sink_row(p, o, m, j0, j0 + NB_MAX < n1 ? j0 + NB_MAX : n1, buf + (j0 - n0), 0);
+    }
+    a = s * BL_LUT_SUPER_TILES + r1;
+  }
+}
+
 static void run_task(const plan *p, const sink *o, int64_t t) {
+  if (p->tabs) {
+    run_task_lut(p, o, t);
+    return;
+  }
   /* n-panel outer: a thread keeps its weight panel in L2 across its row chunks */
   const int64_t tn = t / p->tasks_m, tm = t % p->tasks_m;
   const int64_t n0 = tn * p->nb, n1 = n0 + p->nb < p->N ? n0 + p->nb : p->N;
   const int64_t m0 = tm * p->mb, m1 = m0 + p->mb < p->M ? m0 + p->mb : p->M;
   const int mr = p->kt->mr, nr = p->nr;
   const int64_t Kp = p->nblk * BL_QK;
-  const size_t es = dtype_size(o->ydt);
   int32_t buf[BL_MAX_MR * NB_MAX];
   for (int64_t m = m0; m < m1; m += mr) {
     const int mm = (int)(m1 - m < mr ? m1 - m : mr);
@@ -164,22 +220,7 @@ static void run_task(const plan *p, const sink *o, int64_t t) {
     for (int i = 0; i < mm; i++) {
       const int64_t row = m + i;
       const int32_t rs = o->rowsum ? o->rowsum[row] : row_sum_i8(p->xq + row * p->ldq, Kp);
-      const int32_t *b = buf + i * NB_MAX;
-      if (o->acc) {
-        int32_t *a = o->acc + row * o->ldacc + n0;
-        for (int64_t j = 0; j < n1 - n0; j++) a[j] = sub_wrap(b[j], rs);
-      } else {
-        const float *ws = o->w_per_channel ? o->wscale + n0 : o->wscale;
-        const float *bias = o->bias ? o->bias + n0 : NULL;
-        void *y = (char *)o->y + (size_t)(row * o->ldy + n0) * es;
-        if (p->kt->epi_row) {
-          p->kt->epi_row(b, n1 - n0, rs, o->xscale[row], ws, o->w_per_channel, bias, y, o->ydt);
-        } else {
-          int32_t tmp[NB_MAX];
-          for (int64_t j = 0; j < n1 - n0; j++) tmp[j] = sub_wrap(b[j], rs);
-          bl_epilogue_row(tmp, n1 - n0, o->xscale[row], ws, o->w_per_channel, bias, y, o->ydt, 0);
-        }
-      }
+      sink_row(p, o, row, n0, n1, buf + i * NB_MAX, rs);
     }
   }
 }
@@ -226,7 +267,7 @@ static void note_parallel_run(double wall, double busiest_cpu) {
 
 static void run_plan(const plan *p, const sink *o, int nthreads) {
   const int64_t tasks = p->tasks_n * p->tasks_m;
-  const double macs = (double)p->M * (double)p->N * (double)(p->nblk * BL_QK);
+  const double macs = (double)p->M * (double)p->N * (double)p->K;
   int nt = tasks < nthreads ? (int)tasks : nthreads;
   while (nt > 1 && macs < (double)nt * MIN_MACS_PER_THREAD) nt--;
   if (nt > 1 && take_solo_call()) nt = 1;
@@ -241,7 +282,7 @@ static void run_plan(const plan *p, const sink *o, int nthreads) {
 #pragma omp parallel num_threads(nt)
   {
     const double c0 = thread_cpu_seconds();
-    if (p->M <= STREAM_MAX_M) {
+    if (p->M <= STREAM_MAX_M || p->tabs) {
 #pragma omp for schedule(static) nowait
       for (int64_t t = 0; t < tasks; t++) run_task(p, o, t);
     } else {
@@ -263,9 +304,54 @@ static void make_plan(plan *p, const bl_cpu_kernels *kt, const int8_t *xq, int64
   p->packed = packed;
   p->rb = bl_packed_row_bytes(K);
   p->nblk = bl_padded_k(K) / BL_QK;
+  p->K = K;
   p->M = M;
   p->N = N;
+  p->tabs = NULL;
   plan_tasks(p, nthreads);
+}
+
+/* ---------------------------------------------------------------- decode layout (LUT) */
+void bl_lut_tables_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq, int64_t M,
+                     int64_t K, int16_t *tabs) {
+  const bl_lut_tables_fn f = kt->lut_tables ? kt->lut_tables : bl_lut_tables_c;
+  for (int64_t m = 0; m < M; m++) f(xq + m * ldq, K, bl_lut_cols(K), tabs + m * bl_lut_table_len(K));
+}
+
+/* One contiguous range of tiles per thread (the weights stream as in the GEMV, gemm.c above). */
+static void make_lut_plan(plan *p, const bl_cpu_kernels *kt, const int16_t *tabs,
+                          const uint8_t *lut, int64_t M, int64_t N, int64_t K, int nthreads) {
+  memset(p, 0, sizeof(*p));
+  p->kt = kt;
+  p->packed = lut;
+  p->tabs = tabs;
+  p->M = M;
+  p->N = N;
+  p->K = K;
+  p->cols = bl_lut_cols(K);
+  p->tiles = bl_lut_tiles(N);
+  p->tasks_n = p->tiles < nthreads ? p->tiles : nthreads;
+  p->tasks_m = 1;
+}
+
+void bl_lut_gemm_acc_k(const bl_cpu_kernels *kt, const int16_t *tabs, const uint8_t *lut,
+                       int64_t M, int64_t N, int64_t K, int32_t *acc, int64_t ldacc, int nthreads) {
+  plan p;
+  nthreads = bl_nthreads(nthreads);
+  make_lut_plan(&p, kt, tabs, lut, M, N, K, nthreads);
+  sink o = {NULL, acc, ldacc, NULL, NULL, NULL, 0, NULL, BL_F32, 0};
+  run_plan(&p, &o, nthreads);
+}
+
+void bl_lut_gemm_epi_k(const bl_cpu_kernels *kt, const int16_t *tabs, const uint8_t *lut,
+                       int64_t M, int64_t N, int64_t K, const float *xscale, const float *wscale,
+                       int w_per_channel, const float *bias, void *y, bl_dtype ydt, int64_t ldy,
+                       int nthreads) {
+  plan p;
+  nthreads = bl_nthreads(nthreads);
+  make_lut_plan(&p, kt, tabs, lut, M, N, K, nthreads);
+  sink o = {NULL, NULL, 0, xscale, wscale, bias, w_per_channel, y, ydt, ldy};
+  run_plan(&p, &o, nthreads);
 }
 
 void bl_gemm_acc_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,

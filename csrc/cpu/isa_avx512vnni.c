@@ -130,10 +130,99 @@ BL_INLINE void tile_any(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t 
 }
 BL_DEF_TILES(tile_any, 4)
 
+/* ---------------------------------------------------------------- decode layout (LUT)
+ * vpermw looks up 32 int16 entries by the low 5 bits of each word: one table lookup gives the
+ * sums of 3 weights x 3 activations for 32 rows, so a column of 9 weights costs 3 lookups, 2
+ * shifts and 3 adds for 32 rows (the packed GEMV above: about 13 instructions). The tables of a
+ * column are loaded once for NT tiles. |entry| <= 3 * 128, a column adds at most 1152 to an
+ * int16 lane: 28 columns stay inside int16, then they widen into int32. */
+#define LUT_FLUSH_COLS 28
+
+static void lut_tables_avx512(const int8_t *x, int64_t K, int64_t C, int16_t *T) {
+  /* digit_t(i) - 1 for i < 27, 0 above (kernels.h) */
+  static const int16_t d[3][32] = {
+      {-1, 0, 1, -1, 0, 1, -1, 0, 1, -1, 0, 1, -1, 0, 1, -1, 0, 1, -1, 0, 1, -1, 0, 1, -1, 0, 1},
+      {-1, -1, -1, 0, 0, 0, 1, 1, 1, -1, -1, -1, 0, 0, 0, 1, 1, 1, -1, -1, -1, 0, 0, 0, 1, 1, 1},
+      {-1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1}};
+  const __m512i d0 = _mm512_loadu_si512(d[0]), d1 = _mm512_loadu_si512(d[1]),
+                d2 = _mm512_loadu_si512(d[2]);
+  const int64_t G = 3 * C;
+  for (int64_t g = 0; g < G; g++) {
+    const int64_t k = 3 * g;
+    const short x0 = k < K ? x[k] : 0, x1 = k + 1 < K ? x[k + 1] : 0, x2 = k + 2 < K ? x[k + 2] : 0;
+    __m512i t = _mm512_mullo_epi16(d0, _mm512_set1_epi16(x0));
+    t = _mm512_add_epi16(t, _mm512_mullo_epi16(d1, _mm512_set1_epi16(x1)));
+    t = _mm512_add_epi16(t, _mm512_mullo_epi16(d2, _mm512_set1_epi16(x2)));
+    _mm512_storeu_si512((void *)(T + 32 * g), t);
+  }
+}
+
+BL_INLINE void lut_gemv_body(const uint16_t *w, int64_t C, int64_t cstride, const int16_t *T,
+                             int32_t *out, const int NT) {
+  /* prefetch distance in columns: about BL_PF_DIST bytes of the stream ahead */
+  const int64_t pfc = (BL_PF_DIST / 2 + cstride - 1) / cstride;
+  __m512i acc[BL_LUT_SUPER_TILES][2];
+  for (int i = 0; i < NT; i++) acc[i][0] = acc[i][1] = _mm512_setzero_si512();
+  for (int64_t c0 = 0; c0 < C; c0 += LUT_FLUSH_COLS) {
+    const int64_t c1 = c0 + LUT_FLUSH_COLS < C ? c0 + LUT_FLUSH_COLS : C;
+    __m512i a[BL_LUT_SUPER_TILES];
+    for (int i = 0; i < NT; i++) a[i] = _mm512_setzero_si512();
+    for (int64_t c = c0; c < c1; c++) {
+      const int16_t *tc = T + 96 * c;
+      const __m512i t0 = _mm512_loadu_si512((const void *)tc);
+      const __m512i t1 = _mm512_loadu_si512((const void *)(tc + 32));
+      const __m512i t2 = _mm512_loadu_si512((const void *)(tc + 64));
+      const uint16_t *wc = w + c * cstride;
+      for (int i = 0; i < NT; i++) {
+        BL_PREFETCH_NEXT_TILE(wc, (pfc * cstride + 32 * i) * 2);
+        const __m512i v = _mm512_loadu_si512((const void *)(wc + 32 * i));
+        const __m512i s0 = _mm512_permutexvar_epi16(v, t0);
+        const __m512i s1 = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 5), t1);
+        const __m512i s2 = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 10), t2);
+        a[i] = _mm512_add_epi16(a[i], _mm512_add_epi16(s0, _mm512_add_epi16(s1, s2)));
+      }
+    }
+    for (int i = 0; i < NT; i++) {
+      acc[i][0] = _mm512_add_epi32(acc[i][0], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(a[i])));
+      acc[i][1] =
+          _mm512_add_epi32(acc[i][1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(a[i], 1)));
+    }
+  }
+  for (int i = 0; i < NT; i++) {
+    _mm512_storeu_si512((void *)(out + 32 * i), acc[i][0]);
+    _mm512_storeu_si512((void *)(out + 32 * i + 16), acc[i][1]);
+  }
+}
+
+#define LUT_DEF(NT)                                                                           \
+  static void lut_gemv_##NT(const uint16_t *w, int64_t C, int64_t cs, const int16_t *T,      \
+                            int32_t *out) {                                                   \
+    lut_gemv_body(w, C, cs, T, out, NT);                                                      \
+  }
+LUT_DEF(16)
+LUT_DEF(8)
+LUT_DEF(4)
+LUT_DEF(2)
+LUT_DEF(1)
+
+/* nt tiles as pieces of 16, 8, 4, 2, 1 (each piece loads the column's tables once). */
+static void lut_gemv_avx512(const uint16_t *w, int64_t C, int64_t cstride, int nt,
+                            const int16_t *T, int32_t *out) {
+  int i = 0;
+  for (; nt - i >= 16; i += 16) lut_gemv_16(w + 32 * i, C, cstride, T, out + 32 * i);
+  if (nt - i >= 8) lut_gemv_8(w + 32 * i, C, cstride, T, out + 32 * i), i += 8;
+  if (nt - i >= 4) lut_gemv_4(w + 32 * i, C, cstride, T, out + 32 * i), i += 4;
+  if (nt - i >= 2) lut_gemv_2(w + 32 * i, C, cstride, T, out + 32 * i), i += 2;
+  if (nt - i >= 1) lut_gemv_1(w + 32 * i, C, cstride, T, out + 32 * i);
+}
+
 void bl_kernels_avx512vnni(bl_cpu_kernels *k) {
   k->mr = 4;
   k->nr = 4; /* 16 accumulators + 8 codes + 2 x of the 32 zmm registers */
   k->nr1 = 0;
   BL_SET_TILES(k, 4);
+  k->lut_tables = lut_tables_avx512;
+  k->lut_gemv = lut_gemv_avx512;
+  k->lut_auto = 1; /* Zen 5: M = 1 1.7-2.5x faster hot (docs/benchmarks.md, "Decode") */
 }
 #endif

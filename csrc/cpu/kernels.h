@@ -35,6 +35,23 @@ typedef void (*bl_epi_row_fn)(const int32_t *acc, int64_t N, int32_t rowsum, flo
  * code 1, in the v1 layout. Same bytes as bl_pack_row. w is finite. */
 typedef void (*bl_pack_row_fn)(const float *w, int64_t K, float s, uint8_t *out);
 
+/* Decode layout (bitlinear.h, "CPU decode layout"). The tables of one token: 3 * C groups
+ * (C = bl_lut_cols(K)) of 32 int16, T[32 g + i] = sum_t (digit_t(i) - 1) * x[3 g + t] for i < 27
+ * (digit_t: base-3 digit t), 0 for i >= 27, with x[k] = 0 for k >= K. */
+typedef void (*bl_lut_tables_fn)(const int8_t *x, int64_t K, int64_t C, int16_t *T);
+/* out[32 i + l] (i < nt <= BL_LUT_SUPER_TILES, l < 32) = sum over the C columns c of the three
+ * entries T[96 c + 32 j + i_j] of the word w[c * cstride + 32 i + l] (cstride: words from one
+ * column of the tiles to the next). Exact in int32. */
+typedef void (*bl_lut_gemv_fn)(const uint16_t *w, int64_t C, int64_t cstride, int nt,
+                               const int16_t *T, int32_t *out);
+static inline int64_t bl_lut_cols(int64_t K) { return (K + BL_LUT_COL_K - 1) / BL_LUT_COL_K; }
+static inline int64_t bl_lut_tiles(int64_t N) { return (N + BL_LUT_TILE_ROWS - 1) / BL_LUT_TILE_ROWS; }
+/* int16 of one token's tables */
+static inline int64_t bl_lut_table_len(int64_t K) { return 96 * bl_lut_cols(K); }
+void bl_lut_tables_c(const int8_t *x, int64_t K, int64_t C, int16_t *T); /* lut.c: portable */
+void bl_lut_gemv_c(const uint16_t *w, int64_t C, int64_t cstride, int nt, const int16_t *T,
+                   int32_t *out);
+
 typedef struct {
   int mr, nr;                              /* tile size used for full tiles */
   int nr1;                                 /* nr when M = 1 (GEMV); 0 means nr */
@@ -43,6 +60,9 @@ typedef struct {
   bl_quant_row_fn quant_row;               /* optional */
   bl_epi_row_fn epi_row;                   /* optional */
   bl_pack_row_fn pack_row;                 /* optional */
+  bl_lut_tables_fn lut_tables;             /* optional */
+  bl_lut_gemv_fn lut_gemv;                 /* optional: NULL = no LUT kernel (portable C) */
+  int lut_auto; /* 1: measured faster than the packed GEMV at M = 1, AUTO may use lut_gemv */
 } bl_cpu_kernels;
 
 /* Forces inlining of the kernels' building blocks (the tile sizes must be constants in them). */
@@ -94,6 +114,17 @@ void bl_gemm_epi_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,
                    const int32_t *rowsum, const float *xscale, const uint8_t *packed,
                    int64_t M, int64_t N, int64_t K, const float *wscale, int w_per_channel,
                    const float *bias, void *y, bl_dtype ydt, int64_t ldy, int nthreads);
+/* Decode layout drivers (gemm.c): tables of M rows of x_q (row stride ldq) into tabs (M tables
+ * of bl_lut_table_len(K)), then the GEMV over them into acc (exact sums) or through the
+ * epilogue into y. */
+void bl_lut_tables_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq, int64_t M,
+                     int64_t K, int16_t *tabs);
+void bl_lut_gemm_acc_k(const bl_cpu_kernels *kt, const int16_t *tabs, const uint8_t *lut,
+                       int64_t M, int64_t N, int64_t K, int32_t *acc, int64_t ldacc, int nthreads);
+void bl_lut_gemm_epi_k(const bl_cpu_kernels *kt, const int16_t *tabs, const uint8_t *lut,
+                       int64_t M, int64_t N, int64_t K, const float *xscale, const float *wscale,
+                       int w_per_channel, const float *bias, void *y, bl_dtype ydt, int64_t ldy,
+                       int nthreads);
 bl_status bl_quantize_weights_k(const bl_cpu_kernels *kt, const void *w, bl_dtype wdt, int64_t N,
                                 int64_t K, int64_t ldw, float eps, int per_channel, float *scale,
                                 uint8_t *packed, int nthreads);
