@@ -7,7 +7,8 @@
 from . import ops  # defines torch.ops.bitlinear.*, then loads the native kernels (_ext)
 from ._ext import HAS_BITLINEAR, HAS_CUDA_KERNELS
 from ._info import __version__, collect_info
-from .isa import available_cpu_isas, cpu_isa, set_cpu_isa, use_cpu_isa
+from .isa import (available_cpu_isas, cpu_isa, cpu_lut, cpu_lut_max_m, cpu_lut_used, set_cpu_isa,
+                  set_cpu_lut, set_cpu_lut_max_m, use_cpu_isa, use_cpu_lut)
 from .cuda import cuda_path, set_cuda_path, use_cuda_path
 from .nn import BitLinear
 from ._fast import fast_path_enabled, set_fast_path
@@ -20,6 +21,7 @@ __all__ = [
     "model_size_bytes", "size_report", "HAS_BITLINEAR", "HAS_CUDA_KERNELS", "QUANT_TYPES", "ACT_SCALES",
     "WEIGHT_SCALES", "FORMAT_VERSION",
     "available_cpu_isas", "cpu_isa", "set_cpu_isa", "use_cpu_isa", "set_fast_path",
+    "cpu_lut", "set_cpu_lut", "cpu_lut_max_m", "set_cpu_lut_max_m", "cpu_lut_used", "use_cpu_lut",
     "fast_path_enabled", "collect_info", "ops",
     "cuda_path", "set_cuda_path", "use_cuda_path",
     "__version__",

@@ -13,6 +13,13 @@ tensors, torch function or dispatch modes (``FlopCounterMode``, ``set_default_de
 functorch transforms, non-contiguous inputs, inputs that need a gradient, and any input the op
 would refuse (so its error messages stay the only ones). ``set_fast_path(False)`` turns the fast
 path off altogether.
+
+On the CPU a layer may also hold its weights' *decode layout* (``bl_lut_pack``: 1.78 bits per
+weight, in memory only, never saved), read by the table-lookup GEMV for small batches
+(docs/packed_format.md, "Decode layout"). It is built at ``deploy()`` / load and rebuilt here when
+``w_packed`` changed (another tensor, another storage, or an in-place write: its version
+counter), whenever the C core would read it (``bitlinear.cpu_lut``). The C core decides per call
+by M whether to read it; the result is the same bits either way.
 """
 from __future__ import annotations
 
@@ -43,6 +50,62 @@ _uint8 = torch.uint8
 _Tensor = torch.Tensor
 _grad_enabled = torch.is_grad_enabled
 _linear_cpu = _native.linear_cpu if _native is not None else None
+
+
+# Whether CPU layers keep a decode layout: the C core reads one for some M on this ISA with the
+# current options (refreshed by bitlinear.isa's setters).
+_lut_wanted = False
+_lut_pack = _native.lut_pack if _native is not None else None
+
+
+def refresh_lut_policy() -> None:
+    global _lut_wanted
+    _lut_wanted = bool(_native is not None and hasattr(_native, "lut_status")
+                       and _native.lut_status(1)[1])
+
+
+refresh_lut_policy()
+
+
+def _build_lut(layer, wp):
+    """The decode layout of ``wp`` (a CPU uint8 [N, Kp/4] tensor, checked), remembered on the layer
+    with what it was built from; None if it cannot be built (the call then reads w_packed)."""
+    N, K = layer.out_features, layer.in_features
+    nbytes = _native.lut_bytes(N, K)
+    if not nbytes or wp.dtype != _uint8 or not wp.is_cpu or not wp.is_contiguous():
+        return None
+    if wp.numel() != N * ((K + 127) // 128 * 32):
+        return None
+    lut = torch.empty(nbytes + 64, dtype=_uint8)
+    off = -lut.data_ptr() % 64  # the kernels read 64-byte vectors: align the start
+    view = lut[off:off + nbytes]
+    _lut_pack(wp.data_ptr(), N, K, view.data_ptr(), _get_threads())
+    entry = (view, wp, wp._version, wp.data_ptr())
+    layer.__dict__["_lut"] = entry
+    return entry
+
+
+def lut_for(layer):
+    """The layer's current decode layout (built if missing or stale), or None when not wanted or
+    the layer is not a deployed CPU layer."""
+    if not _lut_wanted or not getattr(layer, "deployed", False):
+        return None
+    wp = layer._buffers.get("w_packed")
+    if wp is None or not wp.is_cpu:
+        return None
+    e = layer.__dict__.get("_lut")
+    if e is not None and e[1] is wp and e[2] == wp._version and e[3] == wp.data_ptr():
+        return e[0]
+    e = _build_lut(layer, wp)
+    return None if e is None else e[0]
+
+
+def prepare_lut(layer) -> None:
+    """At deploy() / load / device moves: build the decode layout now (so the first call does not
+    pay for it), or drop it where it is not read (CUDA, LUT off)."""
+    layer.__dict__.pop("_lut", None)
+    if _native is not None:
+        lut_for(layer)
 
 
 def set_fast_path(enabled: bool) -> None:
@@ -100,8 +163,15 @@ def linear(layer, x: torch.Tensor):
     if x.is_cpu:
         y = x.new_empty(*shape[:-1], N)
         if M:
+            p_lut = 0
+            if _lut_wanted:
+                e = layer.__dict__.get("_lut")
+                if e is None or e[1] is not wp or e[2] != wp._version or e[3] != p_wp:
+                    e = _build_lut(layer, wp)
+                if e is not None:
+                    p_lut = e[0].data_ptr()
             _linear_cpu(x.data_ptr(), code, M, K, K, p_wp, N, p_ws, per_channel, p_b, layer.eps,
-                        layer.spec.act_per_token, y.data_ptr(), _get_threads())
+                        layer.spec.act_per_token, y.data_ptr(), _get_threads(), p_lut)
         return y
     if not x.is_cuda or not _ext.HAS_CUDA_KERNELS or _raw_stream is None:
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 
-from . import _ext
+from . import _ext, _fast
 
 
 def _index(name: str) -> int:
@@ -51,6 +51,7 @@ def set_cpu_isa(name: str) -> None:
         raise ValueError(f"CPU path {name!r} is not available here; available: "
                          f"{', '.join(available_cpu_isas())}")
     native.cpu_isa_set(i)
+    _fast.refresh_lut_policy()
 
 
 @contextlib.contextmanager
@@ -62,3 +63,59 @@ def use_cpu_isa(name: str):
         yield
     finally:
         set_cpu_isa(prev)
+
+
+# ---------------------------------------------------------------- decode layout (LUT)
+_LUT_MODES = ("off", "auto", "force")  # bl_cpu_lut_mode, by value
+_OPT_LUT, _OPT_LUT_MAX_M = 0, 1          # bl_cpu_option
+
+
+def cpu_lut() -> str:
+    """How deployed CPU layers use the table-lookup GEMV of small batches (docs/cpu.md):
+    "auto" (default) where it was measured faster than the packed GEMV (the AVX-512 path) for
+    M <= cpu_lut_max_m(); "off"; "force" (every M, every path: for tests)."""
+    return _LUT_MODES[_ext.native().cpu_option(_OPT_LUT)]
+
+
+def set_cpu_lut(mode: str) -> None:
+    """Set the decode-layout mode ("auto", "off" or "force"). Layers with the mode on keep a
+    decode layout (1.78 bits per weight, in memory only) next to w_packed; with "off" none is
+    built. Results are identical in every mode."""
+    native = _ext.native()
+    if mode not in _LUT_MODES:
+        raise ValueError(f"unknown decode-layout mode {mode!r}; known: {', '.join(_LUT_MODES)}")
+    native.cpu_option(_OPT_LUT, _LUT_MODES.index(mode))
+    _fast.refresh_lut_policy()
+
+
+def cpu_lut_max_m() -> int:
+    """The largest M (rows of the input) that "auto" sends to the table-lookup GEMV."""
+    return int(_ext.native().cpu_option(_OPT_LUT_MAX_M))
+
+
+def set_cpu_lut_max_m(m: int) -> None:
+    """Set the largest M of the table-lookup GEMV under "auto" (0..64; 0 turns it off)."""
+    native = _ext.native()
+    if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m <= 64:
+        raise ValueError(f"cpu_lut_max_m must be an int in 0..64, got {m!r}")
+    native.cpu_option(_OPT_LUT_MAX_M, m)
+    _fast.refresh_lut_policy()
+
+
+def cpu_lut_used(m: int = 1) -> bool:
+    """Whether a deployed CPU call with m rows reads the decode layout (path, mode, max M)."""
+    return bool(_ext.HAS_BITLINEAR and _ext.native().lut_status(int(m))[1])
+
+
+@contextlib.contextmanager
+def use_cpu_lut(mode: str, max_m: int | None = None):
+    """Context manager: run the block with the given decode-layout mode (and max M), then restore."""
+    prev, prev_m = cpu_lut(), cpu_lut_max_m()
+    set_cpu_lut(mode)
+    try:
+        if max_m is not None:
+            set_cpu_lut_max_m(max_m)
+        yield
+    finally:
+        set_cpu_lut_max_m(prev_m)
+        set_cpu_lut(prev)

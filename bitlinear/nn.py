@@ -99,6 +99,7 @@ class BitLinear(nn.Module):
         self.register_buffer("w_packed", w_packed)
         self.register_buffer("bias", bias)
         self.deployed = True
+        _fast.prepare_lut(self)  # the CPU decode layout, where it is read (bitlinear.cpu_lut)
         return self
 
     def _apply(self, fn, recurse=True):
@@ -111,7 +112,17 @@ class BitLinear(nn.Module):
         dev = self.w_packed.device
         for k, v in keep.items():
             self._buffers[k] = v.to(device=dev, dtype=torch.float32)
+        _fast.prepare_lut(self)  # rebuilt on the CPU, dropped elsewhere
         return self
+
+    def __getstate__(self):
+        # pickling (torch.save of a module, deepcopy) leaves out the CPU decode layout and the fast
+        # path's record: both are rebuilt from w_packed on the first call
+        state = super().__getstate__()
+        state = dict(state)
+        state.pop("_lut", None)
+        state.pop("_fast_seen", None)
+        return state
 
     # ------------------------------------------------------------------ state dict
     def get_extra_state(self):
@@ -189,6 +200,8 @@ class BitLinear(nn.Module):
             # A float {weight, bias} state dict (nn.Linear's, or the earlier package's training-mode
             # layers) carries no extra state: it loads into a training-mode layer as it stands.
             missing_keys.remove(extra_key)
+        if self.deployed and has_packed:
+            _fast.prepare_lut(self)  # w_packed was written in place: rebuild the decode layout
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

@@ -200,10 +200,10 @@ def test_native_entry_refuses_bad_arguments():
     w_scale, w_packed = bitlinear.ops.quantize_weights(torch.randn(4, 8), 1e-6, False)
     y = torch.empty(2, 4)
     good = [x.data_ptr(), 0, 2, 8, 8, w_packed.data_ptr(), 4, w_scale.data_ptr(), 0, 0, 1e-6, 1,
-            y.data_ptr(), 1]
+            y.data_ptr(), 1, 0]
     native.linear_cpu(*good)
     assert torch.equal(y, op_output_raw(x, w_scale, w_packed))
-    with pytest.raises(TypeError, match="14 arguments"):
+    with pytest.raises(TypeError, match="15 arguments"):
         native.linear_cpu(*good[:-1])
     for i, v, exc in [(1, 7, ValueError), (3, 0, RuntimeError), (4, 4, RuntimeError),
                       (5, 0, RuntimeError), (0, 0, RuntimeError), (10, 0.0, RuntimeError),
@@ -217,7 +217,7 @@ def test_native_entry_refuses_bad_arguments():
             native.linear_cpu(*args)
     with pytest.raises(RuntimeError, match="CUDA|cuda"):
         if not bitlinear.HAS_CUDA_KERNELS:
-            native.linear_cuda(*good[:-1], 0, 0, 0)
+            native.linear_cuda(*good[:-2], 0, 0, 0)
         else:
             raise RuntimeError("cuda build: not checked here")
 

@@ -89,23 +89,27 @@ bool parse(PyObject* const* args, Py_ssize_t nargs, Py_ssize_t want, const char*
 extern "C" {
 
 // linear_cpu(x, xdt, M, K, ldx, w_packed, N, w_scale, per_channel, bias, eps, per_token, y,
-//            nthreads): y [M, N] (row stride N) in x's dtype.
+//            nthreads, w_lut): y [M, N] (row stride N) in x's dtype. w_lut: the decode layout of
+//            w_packed (bl_lut_pack) or 0; bl_linear_lut decides by M whether to read it.
 PyObject* py_linear_cpu(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   Call c;
-  if (!parse(args, nargs, kNargs + 1, "linear_cpu", &c)) return nullptr;
+  if (!parse(args, nargs, kNargs + 2, "linear_cpu", &c)) return nullptr;
   long long nthreads;
-  if (!ll(args, kNargs, &nthreads)) return nullptr;
+  void* lut;
+  if (!ll(args, kNargs, &nthreads) || !ptr(args, kNargs + 1, &lut)) return nullptr;
   if (c.M <= 0) Py_RETURN_NONE;
-  const size_t ws_bytes = bl_linear_workspace_bytes(c.M, c.K);
+  const size_t ws_bytes = lut ? bl_linear_lut_workspace_bytes(c.M, c.K)
+                              : bl_linear_workspace_bytes(c.M, c.K);
   bool owned;
   void* ws = scratch(ws_bytes, &owned);
   if (!ws) return PyErr_NoMemory();
   const bool release = (double)c.M * (double)c.N * (double)c.K >= kReleaseGilMacs;
   bl_status s;
   PyThreadState* ts = release ? PyEval_SaveThread() : nullptr;
-  s = bl_linear(c.x, (bl_dtype)c.xdt, c.M, c.K, c.ldx, (const uint8_t*)c.packed, c.N,
-                (const float*)c.wscale, (int)c.per_ch, (const float*)c.bias, (float)c.eps,
-                (int)c.per_tok, c.y, (bl_dtype)c.xdt, c.N, ws, (int)nthreads);
+  s = bl_linear_lut(c.x, (bl_dtype)c.xdt, c.M, c.K, c.ldx, (const uint8_t*)c.packed,
+                    (const uint8_t*)lut, c.N, (const float*)c.wscale, (int)c.per_ch,
+                    (const float*)c.bias, (float)c.eps, (int)c.per_tok, c.y, (bl_dtype)c.xdt, c.N,
+                    ws, (int)nthreads);
   if (ts) PyEval_RestoreThread(ts);
   if (owned) std::free(ws);
   if (s != BL_OK) return status_error(s, "linear (CPU)");
@@ -155,6 +159,66 @@ PyObject* py_linear_cuda_workspace_bytes(PyObject*, PyObject* const* args, Py_ss
 #endif
 }
 
+// lut_bytes(N, K): bytes of the decode layout (0: sizes out of range).
+PyObject* py_lut_bytes(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  long long N, K;
+  if (nargs != 2) {
+    PyErr_SetString(PyExc_TypeError, "bitlinear: lut_bytes takes (N, K)");
+    return nullptr;
+  }
+  if (!ll(args, 0, &N) || !ll(args, 1, &K)) return nullptr;
+  return PyLong_FromSize_t(bl_lut_bytes(N, K));
+}
+
+// lut_pack(w_packed, N, K, out, nthreads): the decode layout of w_packed into out (lut_bytes).
+PyObject* py_lut_pack(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  void *packed, *out;
+  long long N, K, nthreads;
+  if (nargs != 5) {
+    PyErr_SetString(PyExc_TypeError, "bitlinear: lut_pack takes (w_packed, N, K, out, nthreads)");
+    return nullptr;
+  }
+  if (!ptr(args, 0, &packed) || !ll(args, 1, &N) || !ll(args, 2, &K) || !ptr(args, 3, &out) ||
+      !ll(args, 4, &nthreads))
+    return nullptr;
+  PyThreadState* ts = PyEval_SaveThread();
+  const bl_status s = bl_lut_pack((const uint8_t*)packed, N, K, (uint8_t*)out, (int)nthreads);
+  PyEval_RestoreThread(ts);
+  if (s != BL_OK) return status_error(s, "lut_pack");
+  Py_RETURN_NONE;
+}
+
+// cpu_option(option[, value]): the option's value; with a value, set it first (ValueError when
+// the core refuses it).
+PyObject* py_cpu_option(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  long long opt, val;
+  if (nargs != 1 && nargs != 2) {
+    PyErr_SetString(PyExc_TypeError, "bitlinear: cpu_option takes (option[, value])");
+    return nullptr;
+  }
+  if (!ll(args, 0, &opt)) return nullptr;
+  if (nargs == 2) {
+    if (!ll(args, 1, &val)) return nullptr;
+    if (bl_cpu_set_option((int)opt, val) != BL_OK) {
+      PyErr_Format(PyExc_ValueError, "bitlinear: CPU option %lld cannot take the value %lld", opt,
+                   val);
+      return nullptr;
+    }
+  }
+  return PyLong_FromLongLong(bl_cpu_get_option((int)opt));
+}
+
+// lut_status(M): (has a SIMD LUT kernel on the current ISA, bl_lut_used(M)).
+PyObject* py_lut_status(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  long long M;
+  if (nargs != 1) {
+    PyErr_SetString(PyExc_TypeError, "bitlinear: lut_status takes (M)");
+    return nullptr;
+  }
+  if (!ll(args, 0, &M)) return nullptr;
+  return Py_BuildValue("(ii)", bl_lut_kernel(), bl_lut_used(M));
+}
+
 }  // extern "C"
 }  // namespace
 
@@ -163,6 +227,14 @@ extern "C" PyMethodDef bl_fastpath_methods[];
 PyMethodDef bl_fastpath_methods[] = {
     {"linear_cpu", (PyCFunction)(void (*)(void))py_linear_cpu, METH_FASTCALL,
      "Deployed forward on raw CPU pointers (BitLinear's eager fast path)."},
+    {"lut_bytes", (PyCFunction)(void (*)(void))py_lut_bytes, METH_FASTCALL,
+     "Bytes of the CPU decode layout of an [N, K] weight."},
+    {"lut_pack", (PyCFunction)(void (*)(void))py_lut_pack, METH_FASTCALL,
+     "Builds the CPU decode layout from packed weights (raw pointers)."},
+    {"cpu_option", (PyCFunction)(void (*)(void))py_cpu_option, METH_FASTCALL,
+     "Reads (and with a value, sets) a CPU option of the C core."},
+    {"lut_status", (PyCFunction)(void (*)(void))py_lut_status, METH_FASTCALL,
+     "(LUT kernel on this ISA, LUT used for M rows)."},
     {"linear_cuda", (PyCFunction)(void (*)(void))py_linear_cuda, METH_FASTCALL,
      "Deployed forward on raw CUDA pointers, asynchronous on the given stream."},
     {"linear_cuda_workspace_bytes", (PyCFunction)(void (*)(void))py_linear_cuda_workspace_bytes,
