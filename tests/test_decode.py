@@ -80,12 +80,18 @@ def test_small_m_linear_exact(isa, gen, M, K, N):
 def test_decode_rows_render():
     """The benchmark's decode table (bench/cpu.py) from a tiny run: hot and cold rows at M = 1."""
     from bitlinear.bench import cpu
-    recs = cpu.run_decode_suite([(130, 70)], [1, 2], [1], cpu.decode_paths()[:1],
+    from bitlinear import _ext
+    paths = cpu.decode_paths()[:1] + [p for p in cpu.decode_paths() if p.endswith(" packed")]
+    recs = cpu.run_decode_suite([(130, 70)], [1, 2], [1], paths,
                                 hw_limits={1: {"read_bw_gbs": 10.0}}, reps=3, max_seconds=0.05,
                                 cold_bytes=1 << 16, progress=False)
     want = {(1, "hot"), (1, "cold"), (2, "hot"), (2, "cold")}
-    assert {(r["M"], r["cache"]) for r in recs} == want
-    cold = next(r for r in recs if r["M"] == 1 and r["cache"] == "cold")
-    assert cold["copies"] > 1 and cold["floor_us"] == pytest.approx(70 * 64 / 10e9 * 1e6)
+    for path in paths:
+        assert {(r["M"], r["cache"]) for r in recs if r["path"] == path} == want
+        cold = next(r for r in recs if r["M"] == 1 and r["cache"] == "cold" and r["path"] == path)
+        # the floor counts the bytes the call streams: the decode layout where it reads it
+        nbytes = _ext.native().lut_bytes(70, 130) if cold["lut"] else 70 * 64
+        assert cold["lut"] == (path == paths[0] and bitlinear.cpu_lut_used(1))
+        assert cold["copies"] > 1 and cold["floor_us"] == pytest.approx(nbytes / 10e9 * 1e6)
     text = cpu.render_decode({"records": recs})
     assert "M=1 cold" in text and "130x70" in text

@@ -16,6 +16,8 @@ Implementations (IMPLS, all without bias, like BitNet's projections; columns in 
 """
 from __future__ import annotations
 
+import contextlib
+
 import importlib.util
 import json
 import os
@@ -240,12 +242,29 @@ def _time_point(name, impl, rot, x, K, N, t, last, lim, unavailable, reps, max_s
 
 # ------------------------------------------------------------------- decode (hot / cold / floor)
 def decode_paths() -> List[str]:
-    """The CPU paths the decode rows time: the one in use, and avx2 where it is another one."""
+    """The CPU paths the decode rows time: the one in use (with its table-lookup GEMV where
+    "auto" reads the decode layout), the same path on the packed weights alone ("<path> packed")
+    where it does, and avx2 where that is another path."""
     from .. import isa
     cur = isa.cpu_isa()
     if cur == "pytorch-fallback":
         return []
-    return [cur] + (["avx2"] if cur != "avx2" and "avx2" in isa.available_cpu_isas() else [])
+    paths = [cur]
+    if isa.cpu_lut() == "auto" and isa.cpu_lut_used(1):
+        paths.append(cur + " packed")
+    return paths + (["avx2"] if cur != "avx2" and "avx2" in isa.available_cpu_isas() else [])
+
+
+def _decode_context(path: str):
+    """(ISA name, context manager) of a decode_paths() entry: "<isa> packed" turns the decode
+    layout off."""
+    from .. import isa
+    name, _, variant = path.partition(" ")
+    stack = contextlib.ExitStack()
+    stack.enter_context(isa.use_cpu_isa(name))
+    if variant == "packed":
+        stack.enter_context(isa.use_cpu_lut("off"))
+    return name, stack
 
 
 def run_decode_suite(shapes: Sequence[Tuple[int, int]], ms: Sequence[int], threads: Sequence[int],
@@ -274,32 +293,45 @@ def run_decode_suite(shapes: Sequence[Tuple[int, int]], ms: Sequence[int], threa
             rots = {"hot": Rotation(layer, wbytes, 0),
                     "cold": Rotation(layer, wbytes, cold_bytes, cap=4096)}
             for path in paths:
-                with isa.use_cpu_isa(path):
+                _, ctx = _decode_context(path)
+                with ctx:
                     for t in threads:
                         torch.set_num_threads(t)
                         bw = hw_limits.get(t, {}).get("read_bw_gbs")
                         for M in ms:
                             x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed + M))
+                            # bytes a call streams: the decode layout where it reads it
+                            lut = isa.cpu_lut_used(M)
+                            nbytes = _native_lut_bytes(N, K) if lut else wbytes
                             for cache, rot in rots.items():
                                 bar.at(f"decode K={K} N={N} {path} t={t} M={M} {cache}")
                                 call = rot.bind(lambda m: m(x))
                                 with torch.inference_mode():
+                                    for c in rot.copies:  # builds each copy's decode layout
+                                        c(x)
+                                with torch.inference_mode():
                                     tm = time_fn(call, reps=max(reps, 3 * len(rot)), warmup=3,
                                                  max_seconds=max_seconds, min_reps=min(reps, 20))
                                 rec = {"K": K, "N": N, "M": M, "threads": t, "path": path,
-                                       "cache": cache, "copies": len(rot), "weight_bytes": wbytes,
+                                       "lut": lut, "cache": cache, "copies": len(rot),
+                                       "weight_bytes": nbytes,
                                        "median_us": tm["median_s"] * 1e6,
                                        "min_us": tm["min_s"] * 1e6, "reps": tm["reps"],
                                        "us_per_token": tm["median_s"] * 1e6 / M,
-                                       "weight_gbs": wbytes / tm["median_s"] / 1e9}
+                                       "weight_gbs": nbytes / tm["median_s"] / 1e9}
                                 if bw and M == 1:
-                                    rec["floor_us"] = wbytes / (bw * 1e9) * 1e6
+                                    rec["floor_us"] = nbytes / (bw * 1e9) * 1e6
                                     rec["read_bw_gbs"] = bw
                                     if cache == "cold":
                                         rec["cold_vs_floor"] = rec["median_us"] / rec["floor_us"]
                                 records.append(rec)
                                 bar.done()
     return records
+
+
+def _native_lut_bytes(N: int, K: int) -> int:
+    from .. import _ext
+    return int(_ext.native().lut_bytes(N, K))
 
 
 def render_decode(section: dict) -> str:
@@ -486,7 +518,8 @@ def run(args) -> dict:
             "shapes": [list(s) for s in d_shapes], "ms": d_ms, "threads": d_threads, "paths": paths,
             "title": f"Decode: deployed BitLinear alone, median per call; hot = one weight copy, "
                      f"cold = calls cycle through copies totalling >= 4 x {llc >> 20} MiB LLC",
-            "note": "DRAM floor: packed weight bytes / read bandwidth measured by profile/hw.py at "
+            "note": "DRAM floor: weight bytes a call streams (the decode layout where the call reads "
+                    "it, else the packed weights) / read bandwidth measured by profile/hw.py at "
                     "that thread count. Other M: median per token, hot / cold.",
             "records": run_decode_suite(d_shapes, d_ms, d_threads, paths, hw_limits=hw,
                                         reps=reps, max_seconds=max_seconds,

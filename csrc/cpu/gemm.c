@@ -178,7 +178,8 @@ static void run_task_lut(const plan *p, const sink *o, int64_t t) {
   const int64_t t0 = t * T / p->tasks_n, t1 = (t + 1) * T / p->tasks_n;
   const bl_lut_gemv_fn gemv = p->kt->lut_gemv ? p->kt->lut_gemv : bl_lut_gemv_c;
   const uint16_t *lut = (const uint16_t *)p->packed;
-  int32_t buf[BL_LUT_SUPER_TILES * BL_LUT_TILE_ROWS];
+  int32_t buf[2 * BL_LUT_SUPER_TILES * BL_LUT_TILE_ROWS];
+  const int64_t ldb = BL_LUT_SUPER_TILES * BL_LUT_TILE_ROWS;
   for (int64_t a = t0; a < t1;) {
     const int64_t s = a / BL_LUT_SUPER_TILES, r0 = a % BL_LUT_SUPER_TILES;
     const int64_t left = T - s * BL_LUT_SUPER_TILES;
@@ -189,10 +190,13 @@ static void run_task_lut(const plan *p, const sink *o, int64_t t) {
     const int64_t n1 = (s * BL_LUT_SUPER_TILES + r1) * BL_LUT_TILE_ROWS < p->N
                            ? (s * BL_LUT_SUPER_TILES + r1) * BL_LUT_TILE_ROWS
                            : p->N;
-    for (int64_t m = 0; m < p->M; m++) {
-      gemv(w, C, nts * BL_LUT_TILE_ROWS, (int)(r1 - r0), p->tabs + m * tl, buf);
-      for (int64_t j0 = n0; j0 < n1; j0 += NB_MAX) /* the sink takes up to NB_MAX columns */
-        sink_row(p, o, m, j0, j0 + NB_MAX < n1 ? j0 + NB_MAX : n1, buf + (j0 - n0), 0);
+    for (int64_t m = 0; m < p->M; m += 2) { /* tokens in pairs: one weight read for both */
+      const int mr = p->M - m >= 2 ? 2 : 1;
+      gemv(w, C, nts * BL_LUT_TILE_ROWS, (int)(r1 - r0), mr, p->tabs + m * tl, tl, buf, ldb);
+      for (int i = 0; i < mr; i++)
+        for (int64_t j0 = n0; j0 < n1; j0 += NB_MAX) /* the sink takes up to NB_MAX columns */
+          sink_row(p, o, m + i, j0, j0 + NB_MAX < n1 ? j0 + NB_MAX : n1,
+                   buf + i * ldb + (j0 - n0), 0);
     }
     a = s * BL_LUT_SUPER_TILES + r1;
   }

@@ -157,63 +157,91 @@ static void lut_tables_avx512(const int8_t *x, int64_t K, int64_t C, int16_t *T)
   }
 }
 
+/* NT tiles x MR tokens (tables T + m * tl): each word vector is loaded and split once for the MR
+ * tokens; outputs of token m at out + m * ldo. */
 BL_INLINE void lut_gemv_body(const uint16_t *w, int64_t C, int64_t cstride, const int16_t *T,
-                             int32_t *out, const int NT) {
+                             int64_t tl, int32_t *out, int64_t ldo, const int NT, const int MR) {
   /* prefetch distance in columns: about BL_PF_DIST bytes of the stream ahead */
   const int64_t pfc = (BL_PF_DIST / 2 + cstride - 1) / cstride;
-  __m512i acc[BL_LUT_SUPER_TILES][2];
-  for (int i = 0; i < NT; i++) acc[i][0] = acc[i][1] = _mm512_setzero_si512();
+  __m512i acc[2][BL_LUT_SUPER_TILES][2];
+  for (int m = 0; m < MR; m++)
+    for (int i = 0; i < NT; i++) acc[m][i][0] = acc[m][i][1] = _mm512_setzero_si512();
   for (int64_t c0 = 0; c0 < C; c0 += LUT_FLUSH_COLS) {
     const int64_t c1 = c0 + LUT_FLUSH_COLS < C ? c0 + LUT_FLUSH_COLS : C;
-    __m512i a[BL_LUT_SUPER_TILES];
-    for (int i = 0; i < NT; i++) a[i] = _mm512_setzero_si512();
+    __m512i a[2][BL_LUT_SUPER_TILES];
+    for (int m = 0; m < MR; m++)
+      for (int i = 0; i < NT; i++) a[m][i] = _mm512_setzero_si512();
     for (int64_t c = c0; c < c1; c++) {
-      const int16_t *tc = T + 96 * c;
-      const __m512i t0 = _mm512_loadu_si512((const void *)tc);
-      const __m512i t1 = _mm512_loadu_si512((const void *)(tc + 32));
-      const __m512i t2 = _mm512_loadu_si512((const void *)(tc + 64));
+      __m512i t0[2], t1[2], t2[2];
+      for (int m = 0; m < MR; m++) {
+        const int16_t *tc = T + m * tl + 96 * c;
+        t0[m] = _mm512_loadu_si512((const void *)tc);
+        t1[m] = _mm512_loadu_si512((const void *)(tc + 32));
+        t2[m] = _mm512_loadu_si512((const void *)(tc + 64));
+      }
       const uint16_t *wc = w + c * cstride;
       for (int i = 0; i < NT; i++) {
         BL_PREFETCH_NEXT_TILE(wc, (pfc * cstride + 32 * i) * 2);
-        const __m512i v = _mm512_loadu_si512((const void *)(wc + 32 * i));
-        const __m512i s0 = _mm512_permutexvar_epi16(v, t0);
-        const __m512i s1 = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 5), t1);
-        const __m512i s2 = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 10), t2);
-        a[i] = _mm512_add_epi16(a[i], _mm512_add_epi16(s0, _mm512_add_epi16(s1, s2)));
+        const __m512i v0 = _mm512_loadu_si512((const void *)(wc + 32 * i));
+        const __m512i v1 = _mm512_srli_epi16(v0, 5), v2 = _mm512_srli_epi16(v0, 10);
+        for (int m = 0; m < MR; m++) {
+          const __m512i s0 = _mm512_permutexvar_epi16(v0, t0[m]);
+          const __m512i s1 = _mm512_permutexvar_epi16(v1, t1[m]);
+          const __m512i s2 = _mm512_permutexvar_epi16(v2, t2[m]);
+          a[m][i] = _mm512_add_epi16(a[m][i], _mm512_add_epi16(s0, _mm512_add_epi16(s1, s2)));
+        }
       }
     }
+    for (int m = 0; m < MR; m++)
+      for (int i = 0; i < NT; i++) {
+        acc[m][i][0] = _mm512_add_epi32(acc[m][i][0],
+                                        _mm512_cvtepi16_epi32(_mm512_castsi512_si256(a[m][i])));
+        acc[m][i][1] = _mm512_add_epi32(
+            acc[m][i][1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(a[m][i], 1)));
+      }
+  }
+  for (int m = 0; m < MR; m++)
     for (int i = 0; i < NT; i++) {
-      acc[i][0] = _mm512_add_epi32(acc[i][0], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(a[i])));
-      acc[i][1] =
-          _mm512_add_epi32(acc[i][1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(a[i], 1)));
+      _mm512_storeu_si512((void *)(out + m * ldo + 32 * i), acc[m][i][0]);
+      _mm512_storeu_si512((void *)(out + m * ldo + 32 * i + 16), acc[m][i][1]);
     }
-  }
-  for (int i = 0; i < NT; i++) {
-    _mm512_storeu_si512((void *)(out + 32 * i), acc[i][0]);
-    _mm512_storeu_si512((void *)(out + 32 * i + 16), acc[i][1]);
-  }
 }
 
-#define LUT_DEF(NT)                                                                           \
-  static void lut_gemv_##NT(const uint16_t *w, int64_t C, int64_t cs, const int16_t *T,      \
-                            int32_t *out) {                                                   \
-    lut_gemv_body(w, C, cs, T, out, NT);                                                      \
+#define LUT_DEF(NT, MR)                                                                        \
+  static void lut_gemv_##NT##x##MR(const uint16_t *w, int64_t C, int64_t cs, const int16_t *T, \
+                                   int64_t tl, int32_t *out, int64_t ldo) {                    \
+    lut_gemv_body(w, C, cs, T, tl, out, ldo, NT, MR);                                          \
   }
-LUT_DEF(16)
-LUT_DEF(8)
-LUT_DEF(4)
-LUT_DEF(2)
-LUT_DEF(1)
+LUT_DEF(16, 1)
+LUT_DEF(8, 1)
+LUT_DEF(4, 1)
+LUT_DEF(2, 1)
+LUT_DEF(1, 1)
+LUT_DEF(8, 2) /* two tokens: 16 int16 accumulators + 6 tables of the 32 registers */
+LUT_DEF(4, 2)
+LUT_DEF(2, 2)
+LUT_DEF(1, 2)
 
-/* nt tiles as pieces of 16, 8, 4, 2, 1 (each piece loads the column's tables once). */
-static void lut_gemv_avx512(const uint16_t *w, int64_t C, int64_t cstride, int nt,
-                            const int16_t *T, int32_t *out) {
+/* nt tiles as pieces of 16 (one token) or 8 (two), then 4, 2, 1 (each piece loads the column's
+ * tables once). */
+static void lut_gemv_avx512(const uint16_t *w, int64_t C, int64_t cstride, int nt, int mr,
+                            const int16_t *T, int64_t tl, int32_t *out, int64_t ldo) {
   int i = 0;
-  for (; nt - i >= 16; i += 16) lut_gemv_16(w + 32 * i, C, cstride, T, out + 32 * i);
-  if (nt - i >= 8) lut_gemv_8(w + 32 * i, C, cstride, T, out + 32 * i), i += 8;
-  if (nt - i >= 4) lut_gemv_4(w + 32 * i, C, cstride, T, out + 32 * i), i += 4;
-  if (nt - i >= 2) lut_gemv_2(w + 32 * i, C, cstride, T, out + 32 * i), i += 2;
-  if (nt - i >= 1) lut_gemv_1(w + 32 * i, C, cstride, T, out + 32 * i);
+#define LUT_PIECE(NT)                                                                        \
+  do {                                                                                       \
+    if (mr == 2)                                                                             \
+      lut_gemv_##NT##x2(w + 32 * i, C, cstride, T, tl, out + 32 * i, ldo);                   \
+    else                                                                                     \
+      lut_gemv_##NT##x1(w + 32 * i, C, cstride, T, tl, out + 32 * i, ldo);                   \
+    i += NT;                                                                                 \
+  } while (0)
+  if (mr == 1)
+    for (; nt - i >= 16; i += 16) lut_gemv_16x1(w + 32 * i, C, cstride, T, tl, out + 32 * i, ldo);
+  while (nt - i >= 8) LUT_PIECE(8);
+  if (nt - i >= 4) LUT_PIECE(4);
+  if (nt - i >= 2) LUT_PIECE(2);
+  if (nt - i >= 1) LUT_PIECE(1);
+#undef LUT_PIECE
 }
 
 void bl_kernels_avx512vnni(bl_cpu_kernels *k) {
@@ -223,6 +251,6 @@ void bl_kernels_avx512vnni(bl_cpu_kernels *k) {
   BL_SET_TILES(k, 4);
   k->lut_tables = lut_tables_avx512;
   k->lut_gemv = lut_gemv_avx512;
-  k->lut_auto = 1; /* Zen 5: M = 1 1.7-2.5x faster hot (docs/benchmarks.md, "Decode") */
+  k->lut_auto = 1; /* Zen 5, hot: M = 1 1.1-1.7x, M = 2 1.0-1.3x faster (docs/benchmarks.md) */
 }
 #endif

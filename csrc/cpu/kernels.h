@@ -39,18 +39,19 @@ typedef void (*bl_pack_row_fn)(const float *w, int64_t K, float s, uint8_t *out)
  * (C = bl_lut_cols(K)) of 32 int16, T[32 g + i] = sum_t (digit_t(i) - 1) * x[3 g + t] for i < 27
  * (digit_t: base-3 digit t), 0 for i >= 27, with x[k] = 0 for k >= K. */
 typedef void (*bl_lut_tables_fn)(const int8_t *x, int64_t K, int64_t C, int16_t *T);
-/* out[32 i + l] (i < nt <= BL_LUT_SUPER_TILES, l < 32) = sum over the C columns c of the three
- * entries T[96 c + 32 j + i_j] of the word w[c * cstride + 32 i + l] (cstride: words from one
+/* For m < mr (1 or 2) tokens with tables T + m * tl: out[m * ldo + 32 i + l] (i < nt <=
+ * BL_LUT_SUPER_TILES, l < 32) = sum over the C columns c of the three entries
+ * T[m * tl + 96 c + 32 j + i_j] of the word w[c * cstride + 32 i + l] (cstride: words from one
  * column of the tiles to the next). Exact in int32. */
-typedef void (*bl_lut_gemv_fn)(const uint16_t *w, int64_t C, int64_t cstride, int nt,
-                               const int16_t *T, int32_t *out);
+typedef void (*bl_lut_gemv_fn)(const uint16_t *w, int64_t C, int64_t cstride, int nt, int mr,
+                               const int16_t *T, int64_t tl, int32_t *out, int64_t ldo);
 static inline int64_t bl_lut_cols(int64_t K) { return (K + BL_LUT_COL_K - 1) / BL_LUT_COL_K; }
 static inline int64_t bl_lut_tiles(int64_t N) { return (N + BL_LUT_TILE_ROWS - 1) / BL_LUT_TILE_ROWS; }
 /* int16 of one token's tables */
 static inline int64_t bl_lut_table_len(int64_t K) { return 96 * bl_lut_cols(K); }
 void bl_lut_tables_c(const int8_t *x, int64_t K, int64_t C, int16_t *T); /* lut.c: portable */
-void bl_lut_gemv_c(const uint16_t *w, int64_t C, int64_t cstride, int nt, const int16_t *T,
-                   int32_t *out);
+void bl_lut_gemv_c(const uint16_t *w, int64_t C, int64_t cstride, int nt, int mr,
+                   const int16_t *T, int64_t tl, int32_t *out, int64_t ldo);
 
 typedef struct {
   int mr, nr;                              /* tile size used for full tiles */

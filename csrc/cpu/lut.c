@@ -89,15 +89,19 @@ void bl_lut_tables_c(const int8_t *x, int64_t K, int64_t C, int16_t *T) {
   }
 }
 
-void bl_lut_gemv_c(const uint16_t *w, int64_t C, int64_t cstride, int nt, const int16_t *T,
-                   int32_t *out) {
-  for (int i = 0; i < nt * BL_LUT_TILE_ROWS; i++) out[i] = 0;
-  for (int64_t c = 0; c < C; c++) {
-    const uint16_t *wc = w + c * cstride;
-    const int16_t *tc = T + 96 * c;
-    for (int i = 0; i < nt * BL_LUT_TILE_ROWS; i++) {
-      const unsigned v = wc[i];
-      out[i] += tc[v & 31] + tc[32 + ((v >> 5) & 31)] + tc[64 + ((v >> 10) & 31)];
+void bl_lut_gemv_c(const uint16_t *w, int64_t C, int64_t cstride, int nt, int mr,
+                   const int16_t *T, int64_t tl, int32_t *out, int64_t ldo) {
+  for (int m = 0; m < mr; m++) {
+    int32_t *o = out + m * ldo;
+    const int16_t *Tm = T + m * tl;
+    for (int i = 0; i < nt * BL_LUT_TILE_ROWS; i++) o[i] = 0;
+    for (int64_t c = 0; c < C; c++) {
+      const uint16_t *wc = w + c * cstride;
+      const int16_t *tc = Tm + 96 * c;
+      for (int i = 0; i < nt * BL_LUT_TILE_ROWS; i++) {
+        const unsigned v = wc[i];
+        o[i] += tc[v & 31] + tc[32 + ((v >> 5) & 31)] + tc[64 + ((v >> 10) & 31)];
+      }
     }
   }
 }
