@@ -3,7 +3,8 @@
  * as 2 (docs/packed_format.md): the nibble of a subgroup's field (byte & 0x0F for subgroups 0
  * and 1, byte >> 4 for 2 and 3) indexes a 16-byte table (tbl) holding min(field, 2) of its low
  * or its high field: 2 instructions per subgroup, 8 per 16 bytes of a weight row (the
- * shift-and-mask decode of unchecked codes took 7, a mask + min decode 11). Absmax, quantization
+ * shift-and-mask decode of unchecked codes took 7, a mask + min decode 11). The decode layout
+ * (LUT) GEMV looks up 16 rows per tbl (below; forced only, never timed). Absmax, quantization
  * and the epilogue use the portable C loops. */
 #if defined(__aarch64__)
 #include "kernels.h"
@@ -48,10 +49,171 @@ BL_INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t
 
 BL_DEF_TILES(tile_body, 4)
 
+/* ---------------------------------------------------------------- decode layout (LUT)
+ * tbl looks up bytes, the table entries are int16 (|e| <= 3 * 128). Each entry is split as
+ * e = 32 h + l, l = e & 31 in 0..31, h = e >> 5 in -12..12, and one token's tables keep, per group
+ * of 3 activations, the 32 bytes l[0..31] then the 32 bytes h[0..31] (the same 64 bytes, 96 C int16
+ * per token, as kernels.h's arrangement, but not its contents: lut_tables_neon's tables are read
+ * only by lut_gemv_neon; gemm.c passes them through without reading them). vqtbl2q_u8 with the
+ * 5-bit indices of 16 rows looks up 16 l (or h) at once. The l and h of 2 columns (6 lookups
+ * each) add in bytes without overflow (l: 6 * 31 = 186 <= 255, h: 6 * 12 = 72 <= 127), then
+ * widen into uint16 / int16 sums; out = sum l + 32 * sum h in int32 every LUT_FLUSH_COLS columns.
+ * Per 16 rows x 9 weights and one token: 1 word load (ldp), 8 instructions extracting the 3 byte
+ * index vectors (uzp1/uzp2, shrn/shrn2, ushr, 3 and), 6 tbl, 7 byte adds / widening adds (averaged
+ * over a column pair) and 6 two-register table loads (L1): 21 vector ALU instructions + 7 loads
+ * (the packed sdot GEMV: about 27 ALU instructions per 144 weights of a row). A second token
+ * (mr = 2) reuses the word load and the 8 index instructions: 13 ALU + 6 loads more. Not timed
+ * on any aarch64 CPU (only run under emulation): lut_auto stays 0. */
+#define LUT_CHUNK_COLS 16  /* columns per visit of a 16-row half (even); its sums wait in memory */
+#define LUT_FLUSH_COLS 256 /* sum l <= 256 * 93 < 65536, |sum h| <= 256 * 36 < 32768 */
+#define LUT_PF_BYTES 8192  /* software prefetch: at least this far ahead in the word stream */
+
+static void lut_tables_neon(const int8_t *x, int64_t K, int64_t C, int16_t *T) {
+  /* digit_t(i) - 1 for i < 27, 0 above (kernels.h) */
+  static const int16_t d[3][32] = {
+      {-1, 0, 1, -1, 0, 1, -1, 0, 1, -1, 0, 1, -1, 0, 1, -1, 0, 1, -1, 0, 1, -1, 0, 1, -1, 0, 1},
+      {-1, -1, -1, 0, 0, 0, 1, 1, 1, -1, -1, -1, 0, 0, 0, 1, 1, 1, -1, -1, -1, 0, 0, 0, 1, 1, 1},
+      {-1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1}};
+  int16x8_t dv[3][4];
+  for (int t = 0; t < 3; t++)
+    for (int q = 0; q < 4; q++) dv[t][q] = vld1q_s16(d[t] + 8 * q);
+  const int16x8_t m31 = vdupq_n_s16(31);
+  uint8_t *out = (uint8_t *)T;
+  for (int64_t g = 0; g < 3 * C; g++) {
+    const int64_t k = 3 * g;
+    const int16_t x0 = k < K ? x[k] : 0, x1 = k + 1 < K ? x[k + 1] : 0, x2 = k + 2 < K ? x[k + 2] : 0;
+    int16x8_t e[4];
+    for (int q = 0; q < 4; q++)
+      e[q] = vmlaq_n_s16(vmlaq_n_s16(vmulq_n_s16(dv[0][q], x0), dv[1][q], x1), dv[2][q], x2);
+    uint8_t *o = out + 64 * g;
+    for (int q = 0; q < 4; q += 2) {
+      const uint8x16_t l = vcombine_u8(vmovn_u16(vreinterpretq_u16_s16(vandq_s16(e[q], m31))),
+                                       vmovn_u16(vreinterpretq_u16_s16(vandq_s16(e[q + 1], m31))));
+      const int8x16_t h = vcombine_s8(vshrn_n_s16(e[q], 5), vshrn_n_s16(e[q + 1], 5));
+      vst1q_u8(o + 8 * q, l);
+      vst1q_s8((int8_t *)o + 32 + 8 * q, h);
+    }
+  }
+}
+
+/* The byte index vectors of the 16 words of 16 rows (bits 0-4, 5-9, 10-14; bit 15 ignored). */
+BL_INLINE void lut_indices(uint16x8_t wa, uint16x8_t wb, uint8x16_t idx[3]) {
+  const uint8x16_t m31 = vdupq_n_u8(31);
+  const uint8x16_t lo = vuzp1q_u8(vreinterpretq_u8_u16(wa), vreinterpretq_u8_u16(wb));
+  const uint8x16_t hi = vuzp2q_u8(vreinterpretq_u8_u16(wa), vreinterpretq_u8_u16(wb));
+  idx[0] = vandq_u8(lo, m31);
+  idx[1] = vandq_u8(vshrn_high_n_u16(vshrn_n_u16(wa, 5), wb, 5), m31);
+  idx[2] = vandq_u8(vshrq_n_u8(hi, 2), m31);
+}
+
+/* The l and h sums of one column for 16 rows (byte indices idx) by the tables tc: *first: store,
+ * else add. (Named table pairs: GCC 12 keeps arrays of uint8x16x2_t on the stack.) */
+BL_INLINE void lut_lookup(const uint8_t *tc, const uint8x16_t idx[3], uint8x16_t *pl,
+                          int8x16_t *ph, const int first) {
+  const uint8x16x2_t l0 = vld1q_u8_x2(tc), l1 = vld1q_u8_x2(tc + 64), l2 = vld1q_u8_x2(tc + 128);
+  const uint8x16_t sl = vaddq_u8(vaddq_u8(vqtbl2q_u8(l0, idx[0]), vqtbl2q_u8(l1, idx[1])),
+                                 vqtbl2q_u8(l2, idx[2]));
+  const int8x16x2_t h0 = vld1q_s8_x2((const int8_t *)tc + 32),
+                    h1 = vld1q_s8_x2((const int8_t *)tc + 96),
+                    h2 = vld1q_s8_x2((const int8_t *)tc + 160);
+  const int8x16_t sh = vaddq_s8(vaddq_s8(vqtbl2q_s8(h0, idx[0]), vqtbl2q_s8(h1, idx[1])),
+                                vqtbl2q_s8(h2, idx[2]));
+  *pl = first ? sl : vaddq_u8(*pl, sl);
+  *ph = first ? sh : vaddq_s8(*ph, sh);
+}
+
+/* Words w[c * cstride + 32 i + l], i < nt, l < 32; MR tokens' tables (from lut_tables_neon) at
+ * T + m * tl, their outputs at out + m * ldo. The 16-row halves of the tiles are visited
+ * LUT_CHUNK_COLS columns at a time (the chunk's tables stay in L1 for every half, and the chunk's
+ * words are one contiguous stretch of the stream); each half's uint16 / int16 sums of l and h
+ * wait in acc_l / acc_h between visits. 16 rows at a time: their sums (of MR tokens), one column's
+ * tables and the indices fit the 32 vector registers. The indices of a word vector serve the MR
+ * tokens. */
+BL_INLINE void lut_gemv_body(const uint16_t *w, int64_t C, int64_t cstride, int nt,
+                             const int16_t *T, int64_t tl, int32_t *out, int64_t ldo,
+                             const int MR) {
+  enum { HALVES = 2 * BL_LUT_SUPER_TILES };
+  uint16x8_t acc_l[2][HALVES][2];
+  int16x8_t acc_h[2][HALVES][2];
+  const uint8_t *tab = (const uint8_t *)T;
+  const int64_t tlb = 2 * tl; /* bytes from one token's tables to the next */
+  const int nh = 2 * nt;
+  /* prefetch distance in columns: at least a chunk, at least LUT_PF_BYTES of the stream */
+  int64_t pfc = (LUT_PF_BYTES / 2 + cstride - 1) / cstride;
+  if (pfc < LUT_CHUNK_COLS) pfc = LUT_CHUNK_COLS;
+  const uintptr_t pfo = (uintptr_t)(pfc * cstride * 2);
+  for (int m = 0; m < MR; m++)
+    for (int i = 0; i < nt * BL_LUT_TILE_ROWS; i++) out[m * ldo + i] = 0;
+  for (int64_t f0 = 0; f0 < C; f0 += LUT_FLUSH_COLS) {
+    const int64_t f1 = f0 + LUT_FLUSH_COLS < C ? f0 + LUT_FLUSH_COLS : C;
+    for (int m = 0; m < MR; m++)
+      for (int i = 0; i < nh; i++)
+        for (int q = 0; q < 2; q++) acc_l[m][i][q] = vdupq_n_u16(0), acc_h[m][i][q] = vdupq_n_s16(0);
+    for (int64_t c0 = f0; c0 < f1; c0 += LUT_CHUNK_COLS) {
+      const int64_t c1 = c0 + LUT_CHUNK_COLS < f1 ? c0 + LUT_CHUNK_COLS : f1;
+      for (int i = 0; i < nh; i++) {
+        uint16x8_t L0[2], L1[2];
+        int16x8_t H0[2], H1[2];
+        for (int m = 0; m < MR; m++)
+          L0[m] = acc_l[m][i][0], L1[m] = acc_l[m][i][1], H0[m] = acc_h[m][i][0],
+          H1[m] = acc_h[m][i][1];
+        for (int64_t c = c0; c < c1; c += 2) {
+          const uint16_t *wc = w + c * cstride + 16 * i;
+          if (!(i & 1)) __builtin_prefetch((const void *)((uintptr_t)wc + pfo)); /* 64-byte line */
+          uint8x16_t idx[3], pl[2];
+          int8x16_t ph[2];
+          lut_indices(vld1q_u16(wc), vld1q_u16(wc + 8), idx);
+          for (int m = 0; m < MR; m++) lut_lookup(tab + m * tlb + 192 * c, idx, &pl[m], &ph[m], 1);
+          if (c + 1 < c1) {
+            const uint16_t *wd = wc + cstride;
+            if (!(i & 1)) __builtin_prefetch((const void *)((uintptr_t)wd + pfo));
+            lut_indices(vld1q_u16(wd), vld1q_u16(wd + 8), idx);
+            for (int m = 0; m < MR; m++)
+              lut_lookup(tab + m * tlb + 192 * (c + 1), idx, &pl[m], &ph[m], 0);
+          }
+          for (int m = 0; m < MR; m++) {
+            L0[m] = vaddw_u8(L0[m], vget_low_u8(pl[m]));
+            L1[m] = vaddw_high_u8(L1[m], pl[m]);
+            H0[m] = vaddw_s8(H0[m], vget_low_s8(ph[m]));
+            H1[m] = vaddw_high_s8(H1[m], ph[m]);
+          }
+        }
+        for (int m = 0; m < MR; m++)
+          acc_l[m][i][0] = L0[m], acc_l[m][i][1] = L1[m], acc_h[m][i][0] = H0[m],
+          acc_h[m][i][1] = H1[m];
+      }
+    }
+    for (int m = 0; m < MR; m++)
+      for (int i = 0; i < nh; i++)
+        for (int q = 0; q < 2; q++) {
+          int32_t *o = out + m * ldo + 16 * i + 8 * q;
+          const uint16x8_t l = acc_l[m][i][q];
+          const int16x8_t h = acc_h[m][i][q];
+          const int32x4_t lo = vaddq_s32(vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(l))),
+                                         vshll_n_s16(vget_low_s16(h), 5));
+          const int32x4_t hi = vaddq_s32(vreinterpretq_s32_u32(vmovl_high_u16(l)),
+                                         vshll_high_n_s16(h, 5));
+          vst1q_s32(o, vaddq_s32(vld1q_s32(o), lo));
+          vst1q_s32(o + 4, vaddq_s32(vld1q_s32(o + 4), hi));
+        }
+  }
+}
+
+static void lut_gemv_neon(const uint16_t *w, int64_t C, int64_t cstride, int nt, int mr,
+                          const int16_t *T, int64_t tl, int32_t *out, int64_t ldo) {
+  if (mr == 2)
+    lut_gemv_body(w, C, cstride, nt, T, tl, out, ldo, 2);
+  else
+    lut_gemv_body(w, C, cstride, nt, T, tl, out, ldo, 1);
+}
+
 void bl_kernels_neon_dot(bl_cpu_kernels *k) {
   memset(k, 0, sizeof(*k));
   k->mr = 4;
   k->nr = 4; /* 16 accumulators + 8 codes + 2 x of the 32 vector registers */
   BL_SET_TILES(k, 4);
+  k->lut_tables = lut_tables_neon;
+  k->lut_gemv = lut_gemv_neon;
+  k->lut_auto = 0; /* not measured on any aarch64 CPU yet: used only when forced */
 }
 #endif
