@@ -212,7 +212,9 @@ def model_size_bytes(model: nn.Module) -> int:
 def size_report(model: nn.Module) -> dict:
     """Byte counts of a model by category: packed ternary weights, their scales, BitLinear biases,
     BitLinear float weights (not yet deployed), and everything else (params / buffers elsewhere).
-    Returns a dict with those counts, "total", "bitlinear_layers", "deployed_layers" and "text"."""
+    Returns a dict with those counts, "total", "bitlinear_layers", "deployed_layers" and "text";
+    and "decode_layout": bytes of the CPU decode layouts the deployed layers hold in memory
+    (bitlinear.set_cpu_lut; never saved, so not in "total"), "resident" = total + decode_layout."""
     cats = {"packed_weights": 0, "weight_scales": 0, "bitlinear_bias": 0,
             "bitlinear_float_weights": 0, "other_params": 0, "other_buffers": 0}
     n_bl = n_dep = 0
@@ -230,9 +232,15 @@ def size_report(model: nn.Module) -> dict:
             cat = "other_params" if kind == "param" else "other_buffers"
         cats[cat] += nbytes
     total = sum(cats.values())
+    lut = sum(e[0].numel() for _, m in bitlinear_modules(model)
+              if (e := m.__dict__.get("_lut")) is not None)
     lines = [f"{k:<24}{_human(v):>12}" for k, v in cats.items() if v]
     lines.append(f"{'total':<24}{_human(total):>12}  ({n_dep}/{n_bl} BitLinear layers deployed)")
-    return dict(cats, total=total, bitlinear_layers=n_bl, deployed_layers=n_dep, text="\n".join(lines))
+    if lut:
+        lines.append(f"{'decode_layout':<24}{_human(lut):>12}  (CPU, in memory only: not saved; "
+                     f"resident {_human(total + lut)})")
+    return dict(cats, total=total, bitlinear_layers=n_bl, deployed_layers=n_dep, decode_layout=lut,
+                resident=total + lut, text="\n".join(lines))
 
 
 def _human(n: int) -> str:

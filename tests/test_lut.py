@@ -253,3 +253,24 @@ def test_info_names_the_decode_path():
         assert "table-lookup" in info["cpu_decode"]
     bitlinear.set_cpu_lut("off")
     assert "table-lookup" not in bitlinear.collect_info()["cpu_decode"]
+
+
+def test_size_report_counts_the_decode_layout_apart(gen):
+    from torch import nn
+    model = nn.Sequential(make(gen, 300, 64), nn.ReLU(), make(gen, 64, 10))
+    bitlinear.set_cpu_lut("force")
+    for m in model:
+        if isinstance(m, BitLinear):
+            _fast.prepare_lut(m)
+    rep = bitlinear.size_report(model)
+    native = bitlinear._ext.native()
+    want = native.lut_bytes(64, 300) + native.lut_bytes(10, 64)
+    assert rep["decode_layout"] == want and rep["resident"] == rep["total"] + want
+    assert rep["total"] == bitlinear.model_size_bytes(model)  # what is saved: no layout
+    assert "decode_layout" in rep["text"]
+    bitlinear.set_cpu_lut("off")
+    for m in model:
+        if isinstance(m, BitLinear):
+            _fast.prepare_lut(m)
+    rep = bitlinear.size_report(model)
+    assert rep["decode_layout"] == 0 and "decode_layout" not in rep["text"]

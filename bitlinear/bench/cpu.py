@@ -233,6 +233,11 @@ def _time_point(name, impl, rot, x, K, N, t, last, lim, unavailable, reps, max_s
             tm = time_fn(impl.step(rot, x), reps=reps, warmup=3, max_seconds=max_seconds,
                          min_reps=min_reps)
         rec.update(point(tm, K, N, M, impl))
+        if name == "bitlinear" and _lut_read(M):
+            # this call streams the decode layout (bitlinear.cpu_lut), not the packed weights
+            rec["weight_gbs"] = (_native_lut_bytes(N, K) + impl.nbytes - N * ((K + 127) // 128)
+                                 * 32) / tm["median_s"] / 1e9
+            rec["decode_layout"] = True
         # the bandwidth fraction at M = 1 only, where decoding is bound by the weight stream
         add_fractions(rec, lim, IMPLS.entries[name].integer, bandwidth=M == 1)
         last[name] = (M, tm["min_s"])
@@ -327,6 +332,11 @@ def run_decode_suite(shapes: Sequence[Tuple[int, int]], ms: Sequence[int], threa
                                 records.append(rec)
                                 bar.done()
     return records
+
+
+def _lut_read(M: int) -> bool:
+    from .. import isa
+    return isa.cpu_lut_used(M)
 
 
 def _native_lut_bytes(N: int, K: int) -> int:

@@ -130,7 +130,8 @@ def _streaming_note(rows: List[dict]) -> str:
     bl1 = next((r for r in rows if (r["M"], r["impl"]) == (1, "bitlinear") and "weight_gbs" in r), None)
     if bl1 is None:
         return ""
-    s = f"bitlinear at M=1 streams {bl1['weight_gbs']:.1f} GB/s of packed weights"
+    what = "its decode layout" if bl1.get("decode_layout") else "packed weights"
+    s = f"bitlinear at M=1 streams {bl1['weight_gbs']:.1f} GB/s of {what}"
     if "frac_read_bw" in bl1:
         s += f" ({bl1['frac_read_bw']:.0%} of the measured read bandwidth)"
     big = [r for r in rows if r["impl"] == "bitlinear" and "frac_int8_peak" in r]
