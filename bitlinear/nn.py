@@ -117,12 +117,17 @@ class BitLinear(nn.Module):
 
     def __getstate__(self):
         # pickling (torch.save of a module, deepcopy) leaves out the CPU decode layout and the fast
-        # path's record: both are rebuilt from w_packed on the first call
+        # path's record: __setstate__ rebuilds the layout from w_packed, as a load does
         state = super().__getstate__()
         state = dict(state)
         state.pop("_lut", None)
         state.pop("_fast_seen", None)
         return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if self.__dict__.get("deployed") and "w_packed" in self._buffers:
+            _fast.prepare_lut(self)
 
     # ------------------------------------------------------------------ state dict
     def get_extra_state(self):

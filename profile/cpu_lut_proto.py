@@ -1,6 +1,7 @@
-"""Issue 12's lookup-table (T-MAC / TL-style) GEMV experiment: an exact LUT GEMV prototype on AVX2
-against the shipped GEMV tiles, 1 thread, weights hot. Not part of the package: it decided that the
-LUT is not wired in (docs/benchmarks.md, "Decode"). The prototype (C below) repacks the weights into
+"""Issue 12's AVX2 lookup-table (T-MAC / TL-style) GEMV experiment: an exact LUT GEMV prototype on
+AVX2 against the shipped GEMV tiles, 1 thread, weights hot. Not part of the package: it decided that
+AVX2 gets no lookup kernel (docs/benchmarks.md, "The lookup-table GEMV"; the shipped one is
+AVX-512 vpermw on another layout, csrc/cpu/lut.c). The prototype (C below) repacks the weights into
 tiles of 32 rows (a byte = the code pairs of two groups of 2 activations of one row), builds per
 token a table per group of the 16 int16 sums (c0 - 1) x0 + (c1 - 1) x1 split into low and high
 bytes, and sums vpshufb lookups (lo and hi), unpacked to int16, into int32 every 32 steps. It checks

@@ -158,6 +158,10 @@ def test_not_saved_and_not_pickled(gen):
     buf.seek(0)
     back = torch.load(buf, weights_only=False)
     dup = copy.deepcopy(layer)
+    # rebuilt when restored (as at load), not on the first call
+    assert lut_of(back) is not None and lut_of(dup) is not None
+    orig = _fast.lut_for(layer)
+    assert torch.equal(lut_of(dup), orig) and lut_of(dup).data_ptr() != orig.data_ptr()
     with torch.no_grad():
         assert torch.equal(back(x), y) and torch.equal(dup(x), y)
 
