@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""Mutation check of the C tests: plants small bugs in the AVX2 kernels, one at a time, in a copy
-of csrc/ and tests/c/, and asserts that the plain C tests (`make -C tests/c test`: test_core and
-test_directed, fixed default seed) catch every one of them.
+"""Mutation check of the C tests: plants small bugs in the AVX2 kernels and in the decode layout
+(LUT: lut.c and the AVX-512 LUT GEMV), one at a time, in a copy of csrc/ and tests/c/, and asserts
+that the plain C tests (`make -C tests/c test`: test_core and test_directed, fixed default seed;
+plus test_emu, the AVX-512 / AVX-VNNI tables on SIMDe, where libsimde-dev is installed) catch every
+one of them.
 
     python3 tests/mutation_check.py [--keep] [--only NAME]
 
 Exit status 0 when the unmutated copy passes and every mutation fails the tests; 1 otherwise
 (a mutation the tests miss, a baseline failure, or a mutation whose source pattern no longer
 matches: update the pattern here when the kernel changes). Skipped (exit 0) where the AVX2 path
-cannot run (not x86-64, or no AVX2). Needs make and a C compiler, as the C tests do.
+cannot run (not x86-64, or no AVX2). A mutation of the AVX-512 file is skipped (reported, not a
+failure) where neither this CPU runs AVX-512 VNNI nor SIMDe emulates it. Needs make and a C
+compiler, as the C tests do.
 """
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 AVX2 = "csrc/cpu/isa_avx2.c"
+AVX512 = "csrc/cpu/isa_avx512vnni.c"
+LUT = "csrc/cpu/lut.c"
 
 # (name, file, regex that must match exactly once, replacement, what it breaks)
 MUTATIONS = [
@@ -56,7 +62,24 @@ MUTATIONS = [
      r"#define TILE256_CHUNK_BLOCKS 16\b",
      "#define TILE256_CHUNK_BLOCKS 32",
      "the AVX2 tile's int16 chunk doubled (16 -> 32 blocks): int16 overflow"),
+    # the decode layout (LUT)
+    ("g-lut-flush-cols", AVX512,
+     r"#define LUT_FLUSH_COLS 28\b",
+     "#define LUT_FLUSH_COLS 40",
+     "the AVX-512 LUT GEMV's int16 flush interval 28 -> 40 columns (40 x 1152 > 32767): int16 "
+     "overflow at x = -128 / 127 with weights of one sign"),
+    ("h-lut-pad-row-word", LUT,
+     r"13 \* \(1 \+ 32 \+ 1024\)",
+     "14 * (1 + 32 + 1024)",
+     "bl_lut_pack's padding rows (n >= N) hold weight +1 in each triple instead of zeros (outputs "
+     "unchanged: only the layout check against the spec sees it)"),
+    ("i-lut-code3-kept", LUT,
+     r"c\[32 \* s \+ j\] = v > 2 \? 2 : v;",
+     "c[32 * s + j] = v;",
+     "bl_lut_pack keeps the invalid code 3 as digit 3 instead of reading it as 2"),
 ]
+# mutations that only the AVX-512 path (native, or emulated by test_emu) can catch
+NEEDS_AVX512 = {"g-lut-flush-cols"}
 
 
 def run(cmd, cwd, env=None):
@@ -64,14 +87,26 @@ def run(cmd, cwd, env=None):
                           text=True)
 
 
-def run_tests(tdir: Path, env) -> tuple[int, dict]:
-    """Runs test_core and test_directed (both, even if the first fails): (failed programs,
-    {program: FAIL lines})."""
+def arch() -> str:
     cc = os.environ.get("CC", "cc")
-    arch = subprocess.run([cc, "-dumpmachine"], stdout=subprocess.PIPE, text=True).stdout.split("-")[0]
+    return subprocess.run([cc, "-dumpmachine"], stdout=subprocess.PIPE, text=True).stdout.split("-")[0]
+
+
+def has_simde() -> bool:
+    """The emulated build (tests/c/Makefile `emulated`) can be made here."""
+    return arch() == "x86_64" and Path("/usr/include/simde/x86/avx512.h").is_file()
+
+
+def programs() -> tuple[str, ...]:
+    return ("test_core", "test_directed") + (("test_emu",) if has_simde() else ())
+
+
+def run_tests(tdir: Path, env) -> tuple[int, dict]:
+    """Runs test_core, test_directed and test_emu where it builds (all, even if one fails):
+    (failed programs, {program: FAIL lines})."""
     bad, fails = 0, {}
-    for prog in ("test_core", "test_directed"):
-        r = run([str(tdir / "build" / arch / prog)], tdir, env)
+    for prog in programs():
+        r = run([str(tdir / "build" / arch() / prog)], tdir, env)
         fails[prog] = [l for l in r.stdout.splitlines() if l.startswith("FAIL")]
         bad += r.returncode != 0
     return bad, fails
@@ -84,6 +119,15 @@ def has_avx2() -> bool:
         return " avx2 " in " " + Path("/proc/cpuinfo").read_text().replace("\n", " ") + " "
     except OSError:
         return False
+
+
+def has_avx512vnni() -> bool:
+    """What bl_isa_supported(BL_ISA_AVX512VNNI) asks of cpuid (the OS state aside)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"} <= flags
 
 
 def main() -> int:
@@ -104,8 +148,12 @@ def main() -> int:
                         ignore=shutil.ignore_patterns("build", "*.o"))
         tdir = tmp / "tests" / "c"
         make = ["make", "-s", "-j2", "-C", str(tdir)]
+        targets = ["all"] + [f"build/{arch()}/{p}" for p in programs() if p == "test_emu"]
+        can_avx512 = has_avx512vnni() or has_simde()
+        print(f"programs: {', '.join(programs())}; AVX-512 VNNI "
+              f"{'native' if has_avx512vnni() else 'emulated (SIMDe)' if has_simde() else 'unavailable'}")
 
-        r = run(make + ["all"], tmp, env)
+        r = run(make + targets, tmp, env)
         if r.returncode != 0:
             print(r.stdout[-4000:])
             print("mutation check: the unmutated copy does not build")
@@ -121,6 +169,9 @@ def main() -> int:
         for name, rel, pattern, repl, what in MUTATIONS:
             if args.only and name != args.only:
                 continue
+            if name in NEEDS_AVX512 and not can_avx512:
+                print(f"SKIPPED {name}: needs AVX-512 VNNI or SIMDe (libsimde-dev) to run")
+                continue
             t0 = time.time()
             path = tmp / rel
             src = path.read_text()
@@ -131,7 +182,7 @@ def main() -> int:
                 continue
             path.write_text(new)
             try:
-                r = run(make + ["all"], tmp, env)
+                r = run(make + targets, tmp, env)
                 if r.returncode != 0:
                     print(r.stdout[-3000:])
                     print(f"  {name}: the mutated source does not build")

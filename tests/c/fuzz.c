@@ -13,7 +13,14 @@
  *     against every path: the same status; where BL_OK the same output buffers (gaps between rows
  *     included: they must stay untouched), NaN compared as NaN-ness;
  *   bl_unpack_weights(_f): against an independent decode (code 3 as the reference GEMM reads it);
- *   bl_linear on the reference == bl_quantize_acts + bl_linear_q on the reference.
+ *   bl_linear on the reference == bl_quantize_acts + bl_linear_q on the reference;
+ *   the decode layout (LUT), with the gemm_acc and linear ops: bl_lut_pack against the layout
+ *     written from its spec (lut_spec.h); bl_lut_gemm_acc (the layout in place of the packed
+ *     weights, the same arguments, bad ones included) on ref and every path against
+ *     bl_gemm_acc_ref; bl_linear_lut against bl_linear on the reference under a drawn option
+ *     setting (FORCE, FORCE without a layout, AUTO with a drawn max M, OFF), a garbage layout
+ *     wherever bl_lut_used says it is not read. Their parameter bytes are drawn after all the
+ *     others, so the decoding of everything above is unchanged.
  * Buffers have their exact sizes (ASan sees one element too far). Any mismatch prints the inputs
  * and aborts (libFuzzer keeps the input as a crash file: rerun `fuzz <file>` to reproduce).
  *
@@ -23,6 +30,7 @@
  * draws random inputs. Either way it prints the execution count at exit. */
 #define _POSIX_C_SOURCE 200809L /* posix_memalign */
 #include "paths.h"
+#include "lut_spec.h"
 
 #include <float.h>
 #include <stdarg.h>
@@ -65,7 +73,7 @@ static float fbits(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
 static uint32_t bitsf(float f) { uint32_t b; memcpy(&b, &f, 4); return b; }
 
 /* ---------------------------------------------------------------- allocations */
-#define MAX_ALLOC 64
+#define MAX_ALLOC 128
 static void *allocs[MAX_ALLOC];
 static int n_alloc;
 /* Exactly n bytes (64-byte aligned), filled with `fill`; freed at the end of the execution. */
@@ -236,6 +244,22 @@ static const int64_t LD_EXTRA[] = {0, 0, 0, 0, 1, 2, 3, 7, 16, 64, 129};
 
 /* ---------------------------------------------------------------- one execution */
 static int code3_w; /* what the reference GEMM makes of code 3 */
+static int64_t lut_mode0, lut_max_m0; /* the CPU options at start: put back after each use */
+
+/* The decode layout of P ([N, K]) by bl_lut_pack, checked word for word against the spec. */
+static uint8_t *lut_of(const uint8_t *P, int64_t N, int64_t K, int nt) {
+  const size_t lb = bl_lut_bytes(N, K);
+  uint8_t *L = xalloc(lb, 0xa5);
+  uint16_t *want = xalloc(lb, 0);
+  const bl_status st = bl_lut_pack(P, N, K, L, nt);
+  n_cmp++;
+  if (st != BL_OK) fail("lut_pack status %d", st);
+  lut_spec_layout(P, N, K, want);
+  for (size_t i = 0; i < lb / 2; i++)
+    if (((const uint16_t *)L)[i] != want[i])
+      fail("lut_pack word %zu: 0x%04x, spec 0x%04x", i, ((const uint16_t *)L)[i], want[i]);
+  return L;
+}
 
 static void run_one(void) {
   /* shapes and flags */
@@ -482,6 +506,22 @@ static void run_one(void) {
                        (long long)(d / 4 % ldacc), acc[d / 4], acc_ref[d / 4]);
     }
     if (st != BL_OK && bad == 0) fail("ref gemm_acc refused a good call: %d", st);
+    /* bl_lut_gemm_acc: the same call on the decode layout of P (NULL where P was), on ref and every
+     * path: the reference GEMM's status and acc */
+    const uint8_t *L = lut_of(P, N, K, nt), *a_l = BAD(3, 2) ? NULL : L;
+    for (int i = -1; i < tp_count; i++) {
+      const tpath *p = i < 0 ? &tp_ref : &tp_list[i];
+      if (p->kt && (st != BL_OK || a_M == 0)) continue;
+      int32_t *acc = xalloc(ab, 0x44);
+      bl_status st2 = tp_lut_gemm_acc(p, a_q, a_ldq, a_l, a_M, a_N, a_K, a_acc ? acc : NULL,
+                                      a_ldacc, nt);
+      n_cmp++;
+      if (st2 != st) fail("%s lut_gemm_acc status %d, ref gemm_acc %d", p->name, st2, st);
+      int64_t d = diff_bytes(acc, acc_ref, ab);
+      if (d >= 0) fail("%s lut_gemm_acc acc[%lld][%lld] %d, ref %d", p->name,
+                       (long long)(d / 4 / ldacc), (long long)(d / 4 % ldacc), acc[d / 4],
+                       acc_ref[d / 4]);
+    }
   }
 
   /* ------------------------------------------------------------ bl_linear_q (op 4) */
@@ -551,6 +591,42 @@ static void run_one(void) {
     }
     if (st != BL_OK && bad == 0 && eps_ok)
       fail("ref linear refused a good call: %d", st);
+    /* bl_linear_lut: the same call with the decode layout of P, on ref and every path: bl_linear's
+     * status and y. Natively under a drawn option setting; where bl_lut_used says the layout is
+     * not read, a garbage one (random words) is passed and must make no difference. */
+    static const char *const lmode_name[] = {"FORCE", "FORCE, no layout", "AUTO", "OFF"};
+    const unsigned lmode = pick(4);
+    const int64_t lmax = (int64_t)pick(65);
+    const size_t lb = bl_lut_bytes(N, K), wsl = bl_linear_lut_workspace_bytes(M, K);
+    const uint8_t *L = lut_of(P, N, K, nt);
+    uint16_t *G = xalloc(lb, 0);
+    for (size_t i = 0; i < lb / 2; i++) G[i] = (uint16_t)(rnd() >> 48);
+    for (int i = -1; i < tp_count; i++) {
+      const tpath *p = i < 0 ? &tp_ref : &tp_list[i];
+      if (p->kt && (st != BL_OK || a_M == 0)) continue;
+      int used = 1;
+      if (!p->kt) {
+        bl_isa_set(p->isa);
+        bl_cpu_set_option(BL_CPU_OPT_LUT, lmode == 2 ? BL_CPU_LUT_AUTO
+                                          : lmode == 3 ? BL_CPU_LUT_OFF : BL_CPU_LUT_FORCE);
+        bl_cpu_set_option(BL_CPU_OPT_LUT_MAX_M, lmax);
+        used = bl_lut_used(a_M);
+      }
+      const uint8_t *l = p->kt ? L : lmode == 1 ? NULL : used ? L : (const uint8_t *)G;
+      void *wsp = xalloc(wsl, 0xcd);
+      void *y = xalloc(yb, 0x66);
+      bl_status st2 = tp_linear_lut(p, a_x, a_xdt, a_M, a_K, a_ldx, P, l, a_N, a_ws, pc, B, eps,
+                                    pt, y, a_ydt, a_ldy, a_wsp ? wsp : NULL, nt);
+      bl_cpu_set_option(BL_CPU_OPT_LUT, lut_mode0);
+      bl_cpu_set_option(BL_CPU_OPT_LUT_MAX_M, lut_max_m0);
+      n_cmp++;
+      if (st2 != st) fail("%s linear_lut (%s, max M %lld, layout read %d) status %d, ref linear %d",
+                          p->name, lmode_name[lmode], (long long)lmax, used, st2, st);
+      int64_t d = dt_ok(ydt) ? diff_vals(y, y_ref, ydt, (int64_t)(yb / esz(ydt))) : -1;
+      if (d >= 0) fail("%s linear_lut (%s, max M %lld, layout read %d) y[%lld][%lld] %a, ref linear %a",
+                       p->name, lmode_name[lmode], (long long)lmax, used, (long long)(d / ldy),
+                       (long long)(d % ldy), (double)load_v(y, ydt, d), (double)load_v(y_ref, ydt, d));
+    }
   }
 #undef BAD
 }
@@ -567,6 +643,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argv;
   tp_init();
   code3_w = tp_code3_weight();
+  lut_mode0 = bl_cpu_get_option(BL_CPU_OPT_LUT);
+  lut_max_m0 = bl_cpu_get_option(BL_CPU_OPT_LUT_MAX_M);
   atexit(report);
   return 0;
 }

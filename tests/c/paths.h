@@ -13,6 +13,7 @@
 #include "../../csrc/cpu/kernels.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define TP_FN static __attribute__((unused))
@@ -114,6 +115,49 @@ TP_FN bl_status tp_linear(const tpath *p, const void *x, bl_dtype xdt, int64_t M
   bl_isa_set(p->isa);
   return bl_linear(x, xdt, M, K, ldx, packed, N, wscale, w_per_channel, bias, eps, per_token, y,
                    ydt, ldy, workspace, nthreads);
+}
+
+/* The decode layout (bitlinear.h, "CPU decode layout (LUT)"): bl_lut_gemm_acc on `lut` (the layout
+ * of the packed weights). Emulated: the table's LUT kernels (or the portable C ones where it has
+ * none) through the internal drivers, as dispatch.c drives them. */
+TP_FN bl_status tp_lut_gemm_acc(const tpath *p, const int8_t *xq, int64_t ldq, const uint8_t *lut,
+                                 int64_t M, int64_t N, int64_t K, int32_t *acc, int64_t ldacc,
+                                 int nthreads) {
+  if (p->kt) {
+    int16_t *tabs = (int16_t *)malloc((size_t)M * (size_t)bl_lut_table_len(K) * sizeof(int16_t));
+    if (!tabs) return BL_ERR_ALLOC;
+    bl_lut_tables_k(p->kt, xq, ldq, M, K, tabs);
+    bl_lut_gemm_acc_k(p->kt, tabs, lut, M, N, K, acc, ldacc, nthreads);
+    free(tabs);
+    return BL_OK;
+  }
+  bl_isa_set(p->isa);
+  return bl_lut_gemm_acc(xq, ldq, lut, M, N, K, acc, ldacc, nthreads);
+}
+
+/* bl_linear_lut: natively with the CPU options as they are; emulated, the layout is always read
+ * (bl_linear_lut's workspace: bl_linear's, then the M tables). */
+TP_FN bl_status tp_linear_lut(const tpath *p, const void *x, bl_dtype xdt, int64_t M, int64_t K,
+                               int64_t ldx, const uint8_t *packed, const uint8_t *lut, int64_t N,
+                               const float *wscale, int w_per_channel, const float *bias, float eps,
+                               int per_token, void *y, bl_dtype ydt, int64_t ldy, void *workspace,
+                               int nthreads) {
+  if (p->kt) {
+    const int64_t Kp = bl_padded_k(K);
+    const size_t a = ((size_t)M * (size_t)Kp + 63) / 64 * 64, b = ((size_t)M * 4 + 63) / 64 * 64;
+    int8_t *xq = (int8_t *)workspace;
+    float *xs = (float *)((char *)workspace + a);
+    int32_t *rs = (int32_t *)((char *)workspace + a + b);
+    int16_t *tabs = (int16_t *)((char *)workspace + bl_linear_workspace_bytes(M, K));
+    bl_quantize_acts_k(p->kt, x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs, nthreads);
+    bl_lut_tables_k(p->kt, xq, Kp, M, K, tabs);
+    bl_lut_gemm_epi_k(p->kt, tabs, lut, M, N, K, xs, wscale, w_per_channel, bias, y, ydt, ldy,
+                      nthreads);
+    return BL_OK;
+  }
+  bl_isa_set(p->isa);
+  return bl_linear_lut(x, xdt, M, K, ldx, packed, lut, N, wscale, w_per_channel, bias, eps,
+                       per_token, y, ydt, ldy, workspace, nthreads);
 }
 
 /* The value the reference GEMM gives the invalid code 3 (2 before the format made it read as code

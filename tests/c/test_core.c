@@ -4,6 +4,7 @@
 #include "bitlinear.h"
 
 #include "harness.h"
+#include "lut_spec.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -569,6 +570,464 @@ static void test_invalid_codes(void) {
   }
 }
 
+/* ---------------------------------------------------------------- decode layout (LUT) */
+/* The CPU options as the process started (AUTO and the measured max M): every test that changes
+ * them puts these back. */
+static int64_t lut_mode0, lut_max_m0;
+static void lut_defaults(void) {
+  bl_cpu_set_option(BL_CPU_OPT_LUT, lut_mode0);
+  bl_cpu_set_option(BL_CPU_OPT_LUT_MAX_M, lut_max_m0);
+}
+
+static int all_bytes(const void *p, int v, size_t n) {
+  const uint8_t *b = p;
+  for (size_t i = 0; i < n; i++)
+    if (b[i] != (uint8_t)v) return 0;
+  return 1;
+}
+
+/* bl_lut_pack into a fresh buffer (the layout's size + 64 guard bytes of 0xa5). */
+static uint8_t *lut_packed(const uint8_t *p, int64_t N, int64_t K, int nthreads, bl_status *st) {
+  const size_t lb = bl_lut_bytes(N, K);
+  uint8_t *lut = xmalloc(lb + 64);
+  memset(lut, 0xa5, lb + 64);
+  *st = bl_lut_pack(p, N, K, lut, nthreads);
+  return lut;
+}
+
+/* Random 16-bit words: a "layout" that gives wrong sums wherever it is read (any word is safe to
+ * read: each 5-bit index is < 32 entries). */
+static uint8_t *lut_garbage(int64_t N, int64_t K) {
+  const size_t lb = bl_lut_bytes(N, K);
+  uint8_t *g = xmalloc(lb);
+  for (size_t i = 0; i < lb / 2; i++) ((uint16_t *)g)[i] = (uint16_t)rnd();
+  return g;
+}
+
+/* Sets the code of (n, k) in a packed buffer. */
+static void set_code(uint8_t *p, int64_t K, int64_t n, int64_t k, int c) {
+  uint8_t *b = p + n * bl_packed_row_bytes(K) + (k / 128) * 32 + (k % 32);
+  const int sh = (int)(2 * ((k % 128) / 32));
+  *b = (uint8_t)((*b & ~(3 << sh)) | (c << sh));
+}
+
+/* Options: defaults at start, bounds, rejected values change nothing, unknown options read -1. */
+static void test_lut_options(void) {
+  check(lut_mode0 == BL_CPU_LUT_AUTO && lut_max_m0 >= 0 && lut_max_m0 <= 64,
+        "cpu options at start: LUT = %lld (AUTO), LUT_MAX_M = %lld in 0..64", (long long)lut_mode0,
+        (long long)lut_max_m0);
+  check(bl_cpu_get_option(-1) == -1 && bl_cpu_get_option(BL_CPU_OPT_COUNT) == -1 &&
+            bl_cpu_get_option(1000) == -1,
+        "cpu_get_option of an unknown option -> -1");
+  int ok = bl_cpu_set_option(BL_CPU_OPT_LUT, BL_CPU_LUT_FORCE) == BL_OK &&
+           bl_cpu_set_option(BL_CPU_OPT_LUT_MAX_M, 7) == BL_OK;
+  static const int64_t bad[][2] = {
+      {-1, 0}, {BL_CPU_OPT_COUNT, 0}, {99, 1}, {BL_CPU_OPT_LUT, -1}, {BL_CPU_OPT_LUT, 3},
+      {BL_CPU_OPT_LUT, INT64_MIN}, {BL_CPU_OPT_LUT, ((int64_t)1 << 32) + 1},
+      {BL_CPU_OPT_LUT_MAX_M, -1}, {BL_CPU_OPT_LUT_MAX_M, 65}, {BL_CPU_OPT_LUT_MAX_M, INT64_MAX},
+      {BL_CPU_OPT_LUT_MAX_M, (int64_t)1 << 32}};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    ok &= bl_cpu_set_option((int)bad[i][0], bad[i][1]) == BL_ERR_ARG &&
+          bl_cpu_get_option(BL_CPU_OPT_LUT) == BL_CPU_LUT_FORCE &&
+          bl_cpu_get_option(BL_CPU_OPT_LUT_MAX_M) == 7;
+  check(ok, "cpu_set_option: unknown options and values out of range -> BL_ERR_ARG, nothing changes");
+  ok = 1;
+  for (int64_t v = 0; v <= 64; v += 64) /* the bounds */
+    ok &= bl_cpu_set_option(BL_CPU_OPT_LUT_MAX_M, v) == BL_OK && bl_cpu_get_option(BL_CPU_OPT_LUT_MAX_M) == v;
+  for (int64_t v = BL_CPU_LUT_OFF; v <= BL_CPU_LUT_FORCE; v++)
+    ok &= bl_cpu_set_option(BL_CPU_OPT_LUT, v) == BL_OK && bl_cpu_get_option(BL_CPU_OPT_LUT) == v;
+  lut_defaults();
+  ok &= bl_cpu_get_option(BL_CPU_OPT_LUT) == lut_mode0 &&
+        bl_cpu_get_option(BL_CPU_OPT_LUT_MAX_M) == lut_max_m0;
+  check(ok, "cpu_set_option: LUT_MAX_M 0 and 64, LUT OFF/AUTO/FORCE accepted and read back");
+}
+
+/* Sizes: bl_lut_bytes, bl_linear_lut_workspace_bytes; bl_lut_pack's statuses. */
+static void test_lut_sizes(void) {
+  int ok = BL_LUT_COL_K == 9 && BL_LUT_TILE_ROWS == 32 && BL_LUT_SUPER_TILES == 16;
+  static const int64_t bad[][2] = {{0, 1}, {-1, 1}, {INT64_MIN, 5}, {1, 0}, {1, -1}, {7, INT64_MIN},
+                                   {1, BL_MAX_K + 1}, {(int64_t)1 << 50, 10},
+                                   {((int64_t)1 << 40) + 1, 1}, {0, 0}};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) ok &= bl_lut_bytes(bad[i][0], bad[i][1]) == 0;
+  static const int64_t Ns[] = {1, 2, 31, 32, 33, 511, 512, 513, 1000, (int64_t)1 << 40};
+  static const int64_t Ks[] = {1, 2, 8, 9, 10, 27, 28, 128, 1153, BL_MAX_K};
+  for (int a = 0; a < 10; a++)
+    for (int b = 0; b < 10; b++)
+      ok &= bl_lut_bytes(Ns[a], Ks[b]) == (size_t)(64 * ((Ns[a] + 31) / 32) * ((Ks[b] + 8) / 9));
+  check(ok, "lut_bytes: 0 for N < 1, K < 1, K > BL_MAX_K, N > 2^40; else 64 ceil(N/32) ceil(K/9)");
+  ok = 1;
+  static const int64_t Ms[] = {0, 1, 3, 64};
+  for (int a = 0; a < 4; a++)
+    for (int b = 0; b < 9; b++)
+      ok &= bl_linear_lut_workspace_bytes(Ms[a], Ks[b]) >=
+            bl_linear_workspace_bytes(Ms[a], Ks[b]) + (size_t)(Ms[a] * 96 * ((Ks[b] + 8) / 9)) * 2;
+  ok &= bl_linear_lut_workspace_bytes(-1, 10) == 0 && bl_linear_lut_workspace_bytes(1, 0) == 0 &&
+        bl_linear_lut_workspace_bytes(1, BL_MAX_K + 1) == 0;
+  check(ok, "linear_lut_workspace_bytes >= linear's + M tables of 96 ceil(K/9) int16; 0 for bad sizes");
+  /* bl_lut_pack: statuses, nothing written on a refusal */
+  const int64_t N = 2, K = 100;
+  uint8_t *p = xmalloc((size_t)(N * bl_packed_row_bytes(K)));
+  memset(p, 0x55, (size_t)(N * bl_packed_row_bytes(K)));
+  const size_t lb = bl_lut_bytes(N, K);
+  uint8_t *lut = xmalloc(lb);
+  memset(lut, 0xa5, lb);
+  ok = bl_lut_pack(NULL, N, K, lut, 1) == BL_ERR_NULL && bl_lut_pack(p, N, K, NULL, 1) == BL_ERR_NULL &&
+       bl_lut_pack(NULL, 0, 0, NULL, 1) == BL_ERR_NULL && bl_lut_pack(p, 0, K, lut, 1) == BL_ERR_SIZE &&
+       bl_lut_pack(p, -2, K, lut, 1) == BL_ERR_SIZE && bl_lut_pack(p, N, 0, lut, 1) == BL_ERR_SIZE &&
+       bl_lut_pack(p, N, -7, lut, 1) == BL_ERR_SIZE &&
+       bl_lut_pack(p, N, BL_MAX_K + 1, lut, 1) == BL_ERR_SIZE &&
+       bl_lut_pack(p, ((int64_t)1 << 40) + 1, K, lut, 1) == BL_ERR_SIZE && all_bytes(lut, 0xa5, lb);
+  ok &= bl_lut_pack(p, N, K, lut, 100000) == BL_OK; /* absurd thread count: clamped */
+  check(ok, "lut_pack: NULL -> BL_ERR_NULL, bad sizes -> BL_ERR_SIZE, nothing written");
+  free(p); free(lut);
+}
+
+/* bl_lut_pack against the layout written from its spec (lut_spec.h): every word, padding rows
+ * (n >= N) and padding columns (k >= K) as zero weights, code 3 as 2, nothing past the end. */
+static void test_lut_layout(int64_t N, int64_t K, int wpat, int nthreads) {
+  const int64_t rb = bl_packed_row_bytes(K), C = (K + 8) / 9;
+  uint8_t *p = xmalloc((size_t)(N * rb));
+  fill_bytes_invalid(p, N * rb, wpat);
+  const size_t lb = bl_lut_bytes(N, K);
+  uint16_t *want = xmalloc(lb);
+  lut_spec_layout(p, N, K, want);
+  bl_status st;
+  uint8_t *lut = lut_packed(p, N, K, nthreads, &st);
+  const uint16_t *got = (const uint16_t *)lut;
+  int ok = st == BL_OK && lb == (size_t)(64 * ((N + 31) / 32) * C) && !memcmp(got, want, lb) &&
+           all_bytes(lut + lb, 0xa5, 64);
+  /* a padded row's words: three indices of code 1 */
+  if (N % 32) ok &= got[lut_spec_offset(N, K, N, 0)] == LUT_SPEC_ZERO_WORD &&
+                    got[lut_spec_offset(N, K, 32 * ((N + 31) / 32) - 1, C - 1)] == LUT_SPEC_ZERO_WORD;
+  /* 0xFF everywhere (code 3 = weight +1): the last column reads 2 below K, 1 from K on */
+  if (wpat == 0) {
+    unsigned w = 0;
+    for (int j = 0; j < 3; j++) {
+      unsigned idx = 0, pw = 1;
+      for (int t = 0; t < 3; t++, pw *= 3) idx += (9 * (C - 1) + 3 * j + t < K ? 2u : 1u) * pw;
+      w |= idx << (5 * j);
+    }
+    for (int64_t n = 0; n < N; n++) ok &= got[lut_spec_offset(N, K, n, C - 1)] == w;
+  }
+  check(ok, "lut_pack N=%lld K=%lld weights=%d threads=%d: layout == spec (code 3 as 2, padding rows "
+        "and columns zero weights, nothing past %zu bytes)", (long long)N, (long long)K, wpat,
+        nthreads, lb);
+  free(p); free(want); free(lut);
+}
+
+/* bl_lut_gemm_acc on every supported ISA (1, 2 and 3 threads) vs bl_gemm_acc_ref: identical acc
+ * (gaps between rows untouched). x: 0 = random with a quarter -128 and a quarter 127, 1 = all
+ * -128, 2 = all 127. weights: 0 = random bytes (code 3 included), row 0 with the signs of x row 0
+ * (so acc is never all zero); 1 = rows of code 0 / 2 / 3 (0x00, 0xAA, 0xFF) in turn: with x all
+ * -128 or 127 every lane of the int16 partial sums takes its largest value (the worst case of the
+ * flush interval), and acc has a closed form. */
+static void test_lut_gemm(int64_t M, int64_t N, int64_t K, int xmode, int wmode) {
+  const int64_t Kp = bl_padded_k(K), rb = bl_packed_row_bytes(K), ldq = Kp + irand(2) * 5;
+  const int64_t ldacc = N + irand(3);
+  int8_t *xq = xmalloc((size_t)(M * ldq));
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t k = 0; k < ldq; k++) {
+      const int r = irand(4);
+      xq[m * ldq + k] = k >= K ? (k < Kp ? 0 : 0x5a)
+                      : (int8_t)(xmode == 1 ? -128 : xmode == 2 ? 127
+                                 : r == 0 ? -128 : r == 1 ? 127 : irand(256) - 128);
+    }
+  uint8_t *p = xmalloc((size_t)(N * rb));
+  if (wmode == 0) {
+    fill_bytes_invalid(p, N * rb, 1);
+    for (int64_t k = 0; k < K; k++) {
+      const int v = xq[k];
+      set_code(p, K, 0, k, v > 0 ? 2 + irand(2) : v < 0 ? 0 : irand(4));
+    }
+  } else {
+    for (int64_t n = 0; n < N; n++) memset(p + n * rb, n % 3 == 0 ? 0x00 : n % 3 == 1 ? 0xAA : 0xFF, (size_t)rb);
+  }
+  bl_status st;
+  uint8_t *lut = lut_packed(p, N, K, 2, &st);
+  const size_t bytes = (size_t)((M - 1) * ldacc + N) * 4;
+  int32_t *a = xmalloc(bytes), *b = xmalloc(bytes);
+  memset(a, 0x33, bytes);
+  int ok = st == BL_OK && bl_gemm_acc_ref(xq, ldq, p, M, N, K, a, ldacc, 1) == BL_OK;
+  int nonzero = 0;
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t n = 0; n < N; n++) {
+      nonzero |= a[m * ldacc + n] != 0;
+      if (wmode == 1 && xmode) /* closed form: weight -1 (row n % 3 == 0) or +1, x constant */
+        ok &= a[m * ldacc + n] == (n % 3 == 0 ? -1 : 1) * (xmode == 1 ? -128 : 127) * (int32_t)K;
+    }
+  for (int isa = 0; isa < BL_ISA_COUNT; isa++) {
+    if (!bl_isa_supported(isa)) continue;
+    bl_isa_set(isa);
+    int ok2 = ok && nonzero;
+    for (int nt = 1; nt <= 3; nt++) {
+      memset(b, 0x33, bytes);
+      ok2 &= bl_lut_gemm_acc(xq, ldq, lut, M, N, K, b, ldacc, nt) == BL_OK && !memcmp(a, b, bytes);
+    }
+    check(ok2, "%s lut_gemm_acc M=%lld N=%lld K=%lld x=%d weights=%d (kernel %d), 1/2/3 threads == gemm_acc_ref",
+          bl_isa_name(isa), (long long)M, (long long)N, (long long)K, xmode, wmode, bl_lut_kernel());
+  }
+  free(xq); free(p); free(lut); free(a); free(b);
+}
+
+/* bl_linear_lut (FORCE, 1 and 2 threads; lut NULL; OFF with a garbage layout) on every supported
+ * ISA vs bl_linear on ref: identical output bytes. wsrc 0: weights quantized from floats, 1: random
+ * bytes (code 3) with random scales. mode 1: the last row of x NaN (a NaN row). */
+static void test_lut_linear(int64_t M, int64_t N, int64_t K, bl_dtype xdt, bl_dtype ydt, int pc,
+                            int pt, int has_bias, int wsrc, int mode) {
+  const int64_t ldx = K + irand(3), ldy = N + irand(3), rb = bl_packed_row_bytes(K);
+  void *x = xmalloc((size_t)(M * ldx) * esz(xdt));
+  fill_x(x, xdt, M * ldx, irand(3) == 0 ? 2 : 0);
+  if (mode == 1) set_x(x, xdt, (M - 1) * ldx + irand((int)K), NAN);
+  float *ws = xmalloc((size_t)N * 4), *bias = xmalloc((size_t)N * 4);
+  uint8_t *p = xmalloc((size_t)(N * rb));
+  if (wsrc == 0) {
+    float *wt = xmalloc((size_t)(N * K) * 4);
+    for (int64_t i = 0; i < N * K; i++) wt[i] = frand();
+    bl_quantize_weights_ref(wt, BL_F32, N, K, K, 1e-5f, pc, ws, p, 1);
+    free(wt);
+  } else {
+    fill_bytes_invalid(p, N * rb, 1);
+    for (int64_t n = 0; n < N; n++) ws[n] = ldexpf(1.0f + frand() * 0.5f, irand(20) - 14);
+  }
+  for (int64_t n = 0; n < N; n++) bias[n] = frand() * 3.0f;
+  const float *bp = has_bias ? bias : NULL;
+  bl_status st;
+  uint8_t *lut = lut_packed(p, N, K, 1, &st), *garbage = lut_garbage(N, K);
+  const size_t wsb = bl_linear_lut_workspace_bytes(M, K), ybytes = (size_t)(M * ldy) * esz(ydt);
+  void *wk = xmalloc(wsb), *ya = xmalloc(ybytes), *yb = xmalloc(ybytes);
+  memset(ya, 0x44, ybytes);
+  memset(wk, 0xcd, wsb);
+  bl_isa_set(BL_ISA_REF);
+  int ok0 = st == BL_OK &&
+            bl_linear(x, xdt, M, K, ldx, p, N, ws, pc, bp, 1e-5f, pt, ya, ydt, ldy, wk, 1) == BL_OK;
+  for (int isa = 0; isa < BL_ISA_COUNT; isa++) {
+    if (!bl_isa_supported(isa)) continue;
+    bl_isa_set(isa);
+    int ok = ok0;
+    bl_cpu_set_option(BL_CPU_OPT_LUT, BL_CPU_LUT_FORCE);
+    ok &= bl_lut_used(M);
+    for (int v = 0; v < 4; v++) { /* 1 thread, 2 threads, lut NULL, OFF with garbage */
+      if (v == 3) bl_cpu_set_option(BL_CPU_OPT_LUT, BL_CPU_LUT_OFF);
+      memset(yb, 0x44, ybytes);
+      memset(wk, 0xcd, wsb);
+      const uint8_t *l = v == 2 ? NULL : v == 3 ? garbage : lut;
+      ok &= bl_linear_lut(x, xdt, M, K, ldx, p, l, N, ws, pc, bp, 1e-5f, pt, yb, ydt, ldy, wk,
+                          v == 1 ? 2 : 1) == BL_OK &&
+            !memcmp(ya, yb, ybytes);
+    }
+    lut_defaults();
+    check(ok, "%s linear_lut M=%lld N=%lld K=%lld %s->%s per_channel=%d per_token=%d bias=%d "
+          "weights=%d mode=%d == linear (FORCE 1/2 threads, lut NULL, OFF ignores a garbage layout)",
+          bl_isa_name(isa), (long long)M, (long long)N, (long long)K, dtn[xdt], dtn[ydt], pc, pt,
+          has_bias, wsrc, mode);
+  }
+  free(x); free(ws); free(bias); free(p); free(lut); free(garbage); free(wk); free(ya); free(yb);
+}
+
+/* AUTO on `isa`: bl_lut_used(M) == (M >= 0 and M <= LUT_MAX_M and the ISA's kernel is one AUTO
+ * uses: AVX-512 VNNI; not ref, AVX2 or AVX-VNNI; NEON: whatever its table says, but only with a
+ * kernel); FORCE: every M >= 0; OFF: none. Then bl_linear_lut with a garbage layout: equal to
+ * bl_linear exactly where the layout is not read (bl_lut_used false), and with the real one
+ * always equal. */
+static void test_lut_auto(int isa) {
+  bl_isa_set(isa);
+  const char *nm = bl_isa_name(isa);
+  const int kern = bl_lut_kernel();
+  bl_cpu_set_option(BL_CPU_OPT_LUT, BL_CPU_LUT_AUTO);
+  bl_cpu_set_option(BL_CPU_OPT_LUT_MAX_M, 64);
+  const int auto_k = bl_lut_used(0); /* M = 0 <= any max M: 1 iff the kernel is an AUTO one */
+  int ok = isa == BL_ISA_AVX512VNNI ? kern && auto_k
+           : isa == BL_ISA_NEON_DOT ? (!auto_k || kern)
+           : !kern && !auto_k;
+  check(ok, "%s lut_kernel() = %d, AUTO kernel = %d (avx512vnni: 1 and 1; ref/avx2/avxvnni: 0 and 0)",
+        nm, kern, auto_k);
+  static const int64_t mms[] = {0, 1, 2, 5, 64};
+  static const int64_t Ms[] = {-5, -1, 0, 1, 2, 3, 5, 6, 63, 64, 65, 1000, (int64_t)1 << 40};
+  ok = 1;
+  for (int a = 0; a < 5; a++) {
+    bl_cpu_set_option(BL_CPU_OPT_LUT_MAX_M, mms[a]);
+    for (int b = 0; b < 13; b++) {
+      bl_cpu_set_option(BL_CPU_OPT_LUT, BL_CPU_LUT_AUTO);
+      ok &= bl_lut_used(Ms[b]) == (Ms[b] >= 0 && auto_k && Ms[b] <= mms[a]);
+      bl_cpu_set_option(BL_CPU_OPT_LUT, BL_CPU_LUT_FORCE);
+      ok &= bl_lut_used(Ms[b]) == (Ms[b] >= 0);
+      bl_cpu_set_option(BL_CPU_OPT_LUT, BL_CPU_LUT_OFF);
+      ok &= bl_lut_used(Ms[b]) == 0;
+    }
+  }
+  lut_defaults();
+  bl_cpu_set_option(BL_CPU_OPT_LUT, BL_CPU_LUT_AUTO);
+  for (int64_t m = 0; m <= 66; m++) ok &= bl_lut_used(m) == (auto_k && m <= lut_max_m0);
+  check(ok, "%s lut_used: AUTO M <= max_m with an AUTO kernel only, FORCE all M >= 0, OFF none", nm);
+  /* what bl_linear_lut reads */
+  const int64_t N = 70, K = 100, rb = bl_packed_row_bytes(K);
+  float *x = xmalloc(4 * K * 4), *wt = xmalloc((size_t)(N * K) * 4), ws[1];
+  for (int64_t i = 0; i < 4 * K; i++) x[i] = frand() * 4.0f;
+  for (int64_t i = 0; i < N * K; i++) wt[i] = frand();
+  uint8_t *p = xmalloc((size_t)(N * rb));
+  bl_quantize_weights_ref(wt, BL_F32, N, K, K, 1e-5f, 0, ws, p, 1);
+  bl_status st;
+  uint8_t *lut = lut_packed(p, N, K, 1, &st), *garbage = lut_garbage(N, K);
+  const size_t wsb = bl_linear_lut_workspace_bytes(4, K);
+  void *wk = xmalloc(wsb);
+  float *y0 = xmalloc(4 * N * 4), *y1 = xmalloc(4 * N * 4), *y2 = xmalloc(4 * N * 4);
+  ok = st == BL_OK;
+  static const int64_t modes[][2] = {{BL_CPU_LUT_AUTO, -1}, {BL_CPU_LUT_AUTO, 2}, {BL_CPU_LUT_AUTO, 0},
+                                     {BL_CPU_LUT_FORCE, 0}, {BL_CPU_LUT_OFF, 64}};
+  int n_used = 0, n_not = 0;
+  for (int a = 0; a < 5; a++)
+    for (int64_t M = 1; M <= 4; M++) {
+      lut_defaults();
+      bl_cpu_set_option(BL_CPU_OPT_LUT, modes[a][0]);
+      if (modes[a][1] >= 0) bl_cpu_set_option(BL_CPU_OPT_LUT_MAX_M, modes[a][1]);
+      const int used = bl_lut_used(M);
+      n_used += used, n_not += !used;
+      ok &= bl_linear(x, BL_F32, M, K, K, p, N, ws, 0, NULL, 1e-5f, 1, y0, BL_F32, N, wk, 1) == BL_OK;
+      ok &= bl_linear_lut(x, BL_F32, M, K, K, p, lut, N, ws, 0, NULL, 1e-5f, 1, y1, BL_F32, N, wk, 1) == BL_OK;
+      ok &= bl_linear_lut(x, BL_F32, M, K, K, p, garbage, N, ws, 0, NULL, 1e-5f, 1, y2, BL_F32, N, wk, 1) == BL_OK;
+      const size_t yb = (size_t)(M * N) * 4;
+      ok &= !memcmp(y0, y1, yb) && (memcmp(y0, y2, yb) == 0) == !used;
+    }
+  lut_defaults();
+  check(ok && n_used && n_not, "%s linear_lut reads the layout exactly where lut_used says so "
+        "(%d calls read it, %d did not)", nm, n_used, n_not);
+  free(x); free(wt); free(p); free(lut); free(garbage); free(wk); free(y0); free(y1); free(y2);
+}
+
+/* bl_lut_gemm_acc and bl_linear_lut refuse what bl_gemm_acc and bl_linear refuse, with the same
+ * status, and write nothing then; M = 0 is BL_OK and writes nothing. */
+static void test_lut_bad_args(int isa) {
+  bl_isa_set(isa);
+  const char *nm = bl_isa_name(isa);
+  const int64_t N = 4, K = 100, big = (int64_t)BL_MAX_K + 1, bigp = bl_padded_k(big);
+  int8_t *q = xmalloc(2 * 128);
+  memset(q, 1, 2 * 128);
+  uint8_t *p = xmalloc((size_t)(N * 32));
+  memset(p, 0x55, (size_t)(N * 32));
+  bl_status st;
+  uint8_t *lut = lut_packed(p, N, K, 1, &st);
+  int32_t acc[16], acc2[16];
+  struct { int nq, nl, na; int64_t ldq, M, N, K, ldacc; bl_status want; } g[] = {
+      {1, 0, 0, 128, 2, N, K, N, BL_ERR_NULL},  {0, 1, 0, 128, 2, N, K, N, BL_ERR_NULL},
+      {0, 0, 1, 128, 2, N, K, N, BL_ERR_NULL},  {0, 0, 0, 128, 2, 0, K, N, BL_ERR_SIZE},
+      {0, 0, 0, 128, 2, -1, K, N, BL_ERR_SIZE}, {0, 0, 0, 128, 2, N, 0, N, BL_ERR_SIZE},
+      {0, 0, 0, 128, 2, N, -5, N, BL_ERR_SIZE}, {0, 0, 0, bigp, 1, N, big, N, BL_ERR_SIZE},
+      {0, 0, 0, 100, 2, N, K, N, BL_ERR_STRIDE}, {0, 0, 0, 127, 1, N, K, N, BL_ERR_STRIDE},
+      {0, 0, 0, 128, 2, N, K, 3, BL_ERR_STRIDE}, {0, 0, 0, 128, -1, N, K, N, BL_ERR_SIZE},
+      {0, 0, 0, 128, (int64_t)1 << 41, N, K, N, BL_ERR_SIZE},
+      {0, 0, 0, 128, 0, N, K, N, BL_OK}, {1, 1, 1, 128, 0, N, K, N, BL_OK}};
+  int ok = st == BL_OK;
+  for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
+    memset(acc, 0x33, sizeof(acc));
+    memset(acc2, 0x33, sizeof(acc2));
+    const bl_status s1 = bl_lut_gemm_acc(g[i].nq ? NULL : q, g[i].ldq, g[i].nl ? NULL : lut, g[i].M,
+                                         g[i].N, g[i].K, g[i].na ? NULL : acc, g[i].ldacc, 1);
+    const bl_status s2 = bl_gemm_acc(g[i].nq ? NULL : q, g[i].ldq, NULL, g[i].nl ? NULL : p, g[i].M,
+                                     g[i].N, g[i].K, g[i].na ? NULL : acc2, g[i].ldacc, 1);
+    ok &= s1 == g[i].want && s2 == g[i].want && all_bytes(acc, 0x33, sizeof(acc));
+  }
+  check(ok, "%s lut_gemm_acc bad arguments -> gemm_acc's status codes, nothing written; M = 0 -> BL_OK", nm);
+  /* bl_linear_lut: N = 2 outputs of K = 100, M = 2 */
+  float w[2 * 100], s[2] = {0.5f, 0.25f}, y[8];
+  for (int i = 0; i < 200; i++) w[i] = (float)(i % 7) - 3.0f;
+  char *wk = xmalloc(bl_linear_lut_workspace_bytes(2, 100));
+  uint8_t *p2 = xmalloc(2 * 32);
+  memset(p2, 0x99, 64);
+  uint8_t *lut2 = lut_packed(p2, 2, 100, 1, &st);
+  ok = st == BL_OK;
+  const float bad_eps[] = {0.0f, -1e-6f, 1e-45f, 1e-37f, NAN, INFINITY};
+  struct { int nx, np, ns, ny, nw; int64_t M, K, ldx, N, ldy; int xdt, ydt; float eps; } c[] = {
+      {1, 0, 0, 0, 0, 2, 100, 100, 2, 2, 0, 0, 1e-5f}, {0, 1, 0, 0, 0, 2, 100, 100, 2, 2, 0, 0, 1e-5f},
+      {0, 0, 1, 0, 0, 2, 100, 100, 2, 2, 0, 0, 1e-5f}, {0, 0, 0, 1, 0, 2, 100, 100, 2, 2, 0, 0, 1e-5f},
+      {0, 0, 0, 0, 1, 2, 100, 100, 2, 2, 0, 0, 1e-5f}, {0, 0, 0, 0, 0, 2, 100, 100, 0, 2, 0, 0, 1e-5f},
+      {0, 0, 0, 0, 0, -1, 100, 100, 2, 2, 0, 0, 1e-5f}, {0, 0, 0, 0, 0, 2, 0, 100, 2, 2, 0, 0, 1e-5f},
+      {0, 0, 0, 0, 0, 1, big, big, 2, 2, 0, 0, 1e-5f}, {0, 0, 0, 0, 0, 2, 100, 50, 2, 2, 0, 0, 1e-5f},
+      {0, 0, 0, 0, 0, 2, 100, 100, 2, 1, 0, 0, 1e-5f}, {0, 0, 0, 0, 0, 2, 100, 100, 2, 2, 7, 0, 1e-5f},
+      {0, 0, 0, 0, 0, 2, 100, 100, 2, 2, 0, 3, 1e-5f}, {0, 0, 0, 0, 0, 2, 100, 100, 2, 2, 0, -1, 1e-5f},
+      {0, 0, 0, 0, 0, (int64_t)1 << 41, 100, 100, 2, 2, 0, 0, 1e-5f},
+      {0, 0, 0, 0, 0, 0, 100, 100, 2, 2, 0, 0, 1e-5f}, {1, 1, 1, 1, 1, 0, 100, 100, 2, 2, 0, 0, 1e-5f},
+      {0, 0, 0, 0, 0, 0, 100, 100, 2, 1, 0, 0, 1e-5f}};
+  const int nc = (int)(sizeof(c) / sizeof(c[0])), ne = (int)(sizeof(bad_eps) / sizeof(bad_eps[0]));
+  int n_err = 0;
+  for (int mode = BL_CPU_LUT_OFF; mode <= BL_CPU_LUT_FORCE; mode++) {
+    bl_cpu_set_option(BL_CPU_OPT_LUT, mode);
+    bl_cpu_set_option(BL_CPU_OPT_LUT_MAX_M, 64);
+    for (int i = 0; i < nc + ne; i++) {
+      const int e = i >= nc;
+      const int j = e ? 0 : i; /* the eps cases: the good call with a bad eps */
+      const float eps = e ? bad_eps[i - nc] : c[j].eps;
+      memset(y, 0x44, sizeof(y));
+      bl_status s1 = bl_linear_lut(c[j].nx ? NULL : w, (bl_dtype)c[j].xdt, c[j].M, c[j].K, c[j].ldx,
+                                   c[j].np ? NULL : p2, lut2, c[j].N, c[j].ns ? NULL : s, 0, NULL,
+                                   eps, 1, c[j].ny ? NULL : y, (bl_dtype)c[j].ydt, c[j].ldy,
+                                   c[j].nw ? NULL : wk, 1);
+      const int untouched = all_bytes(y, 0x44, sizeof(y));
+      bl_status s2 = bl_linear(c[j].nx ? NULL : w, (bl_dtype)c[j].xdt, c[j].M, c[j].K, c[j].ldx,
+                               c[j].np ? NULL : p2, c[j].N, c[j].ns ? NULL : s, 0, NULL, eps, 1,
+                               c[j].ny ? NULL : y, (bl_dtype)c[j].ydt, c[j].ldy, c[j].nw ? NULL : wk, 1);
+      const int want_ok = !e && c[j].M == 0 && c[j].ldy >= c[j].N;
+      ok &= s1 == s2 && (s1 == BL_OK) == want_ok && untouched;
+      n_err += s1 != BL_OK;
+    }
+  }
+  lut_defaults();
+  check(ok && n_err == 3 * (nc + ne - 2), "%s linear_lut bad arguments (OFF, AUTO, FORCE) -> linear's "
+        "status codes, nothing written; M = 0 -> BL_OK", nm);
+  free(q); free(p); free(lut); free(wk); free(p2); free(lut2);
+}
+
+static void test_lut(void) {
+  test_lut_options();
+  test_lut_sizes();
+  /* layout: odd N and K, one and several super-tiles, the threaded pack (N K >= 2^20) */
+  static const int64_t lN[] = {1, 31, 32, 33, 511, 512, 513, 1000};
+  static const int64_t lK[] = {1, 8, 9, 10, 26, 27, 28, 129, 1153};
+  const int nln = small ? 6 : 8, nlk = small ? 8 : 9;
+  for (int a = 0; a < nln; a++)
+    for (int b = 0; b < nlk; b++) test_lut_layout(lN[a], lK[b], (a + b) % 4, 1 + (a + b) % 2);
+  if (!small) test_lut_layout(1000, 1153, 1, 2), test_lut_layout(2049, 1000, 3, 3);
+  for (int isa = 0; isa < BL_ISA_COUNT; isa++) {
+    if (!bl_isa_supported(isa)) continue;
+    test_lut_auto(isa);
+    test_lut_bad_args(isa);
+  }
+  /* GEMM: every N x K of the lists, M cycling through 1..5 (each on every ISA, 1/2/3 threads) */
+  static const int64_t gK[] = {1, 2, 3, 7, 8, 9, 10, 17, 26, 27, 28, 127, 128, 129, 251, 252, 253,
+                               1000, 1153};
+  static const int64_t gN[] = {1, 3, 7, 31, 32, 33, 129, 480, 511, 512, 513, 1000};
+  const int ngk = 19, ngn = 12;
+  for (int a = 0; a < ngn; a++)
+    for (int b = 0; b < ngk; b++) {
+      const int64_t N = gN[a], K = gK[b];
+      if (small && (double)N * (double)K > 200000.0) continue;
+      test_lut_gemm(1 + (a * 7 + b) % 5, N, K, 0, 0);
+    }
+  /* every M 1..5 where 2 and 3 threads really split (M N K >= 2^20 per thread pair) */
+  for (int64_t m = 1; m <= 5; m++) {
+    test_lut_gemm(m, 33, 28, 0, 0);
+    if (!small) test_lut_gemm(m, 1000, 1153, 0, 0), test_lut_gemm(m, 513, 1000, 0, 0);
+  }
+  /* the kernels' flush intervals crossed several times at their worst case: AVX-512's int16
+   * partial sums (28 columns = 252 k), NEON's (256 columns = 2304 k) */
+  static const int64_t eK[] = {252, 253, 1267, 4100, 7000};
+  for (int b = 0; b < 5; b++)
+    for (int xm = 1; xm <= 2; xm++) {
+      for (int64_t m = 1; m <= 3; m++) test_lut_gemm(m, 33, eK[b], xm, 1); /* 1, a pair, pair + 1 */
+      if (!small || b < 2) test_lut_gemm(3, 513, eK[b], xm, 1);
+    }
+  test_lut_gemm(2, 32, 4100, 0, 1); /* rows of one sign, random x */
+  /* linear: every dtype pair x per-channel / per-token / bias, odd shapes; NaN rows; weights
+   * quantized or random bytes */
+  static const int64_t Ms[] = {1, 2, 3, 5, 7}, Ns[] = {1, 3, 31, 33, 100, 513}, Ks[] = {1, 2, 10, 27, 28, 129, 700};
+  for (int dx = 0; dx < 3; dx++)
+    for (int dy = 0; dy < 3; dy++)
+      for (int f = 0; f < 8; f++)
+        test_lut_linear(Ms[irand(5)], Ns[irand(small ? 5 : 6)], Ks[irand(7)], (bl_dtype)dx,
+                        (bl_dtype)dy, f & 1, (f >> 1) & 1, (f >> 2) & 1, irand(2), irand(6) == 0);
+  if (!small) test_lut_linear(2, 1000, 1153, BL_BF16, BL_F16, 1, 1, 1, 1, 0); /* 2 threads split */
+  test_lut_linear(3, 65, 300, BL_F32, BL_F32, 0, 0, 1, 0, 1);
+}
+
 int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++)
     if (!strcmp(argv[i], "--small")) small = 1;
@@ -577,6 +1036,8 @@ int main(int argc, char **argv) {
   rng_state = seed * 0x9E3779B97F4A7C15ULL + 1;
   printf("seed %llu (set BL_TEST_SEED to repeat)%s\n", (unsigned long long)seed, small ? ", small" : "");
 
+  lut_mode0 = bl_cpu_get_option(BL_CPU_OPT_LUT); /* before anything changes them */
+  lut_max_m0 = bl_cpu_get_option(BL_CPU_OPT_LUT_MAX_M);
   test_conversions();
   for (int i = 0; i < BL_ISA_COUNT; i++)
     printf("isa %-10s compiled=%d supported=%d\n", bl_isa_name(i), bl_isa_compiled(i), bl_isa_supported(i));
@@ -629,6 +1090,7 @@ int main(int argc, char **argv) {
     for (int dy = 1; dy < 3; dy++) test_linear(isa, 3, 200, small ? 700 : 5000, BL_F32, (bl_dtype)dy, 3);
   }
   test_invalid_codes();
+  test_lut();
   printf("%d passed, %d failed\n", n_pass, n_fail);
   return n_fail ? 1 : 0;
 }
