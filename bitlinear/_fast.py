@@ -67,6 +67,12 @@ def refresh_lut_policy() -> None:
 refresh_lut_policy()
 
 
+def _version(t) -> int:
+    """t's version counter (in-place writes bump it); -1 for an inference tensor, which has none
+    (an in-place write to one under inference_mode is not seen: load_state_dict rebuilds anyway)."""
+    return -1 if t.is_inference() else t._version
+
+
 def _build_lut(layer, wp):
     """The decode layout of ``wp`` (a CPU uint8 [N, Kp/4] tensor, checked), remembered on the layer
     with what it was built from; None if it cannot be built (the call then reads w_packed)."""
@@ -80,7 +86,7 @@ def _build_lut(layer, wp):
     off = -lut.data_ptr() % 64  # the kernels read 64-byte vectors: align the start
     view = lut[off:off + nbytes]
     _lut_pack(wp.data_ptr(), N, K, view.data_ptr(), _get_threads())
-    entry = (view, wp, wp._version, wp.data_ptr())
+    entry = (view, wp, _version(wp), wp.data_ptr())
     layer.__dict__["_lut"] = entry
     return entry
 
@@ -94,7 +100,7 @@ def lut_for(layer):
     if wp is None or not wp.is_cpu:
         return None
     e = layer.__dict__.get("_lut")
-    if e is not None and e[1] is wp and e[2] == wp._version and e[3] == wp.data_ptr():
+    if e is not None and e[1] is wp and e[2] == _version(wp) and e[3] == wp.data_ptr():
         return e[0]
     e = _build_lut(layer, wp)
     return None if e is None else e[0]
@@ -166,7 +172,7 @@ def linear(layer, x: torch.Tensor):
             p_lut = 0
             if _lut_wanted:
                 e = layer.__dict__.get("_lut")
-                if e is None or e[1] is not wp or e[2] != wp._version or e[3] != p_wp:
+                if e is None or e[1] is not wp or e[2] != _version(wp) or e[3] != p_wp:
                     e = _build_lut(layer, wp)
                 if e is not None:
                     p_lut = e[0].data_ptr()

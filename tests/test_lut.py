@@ -278,3 +278,20 @@ def test_size_report_counts_the_decode_layout_apart(gen):
             _fast.prepare_lut(m)
     rep = bitlinear.size_report(model)
     assert rep["decode_layout"] == 0 and "decode_layout" not in rep["text"]
+
+
+def test_layers_deployed_under_inference_mode(gen):
+    # inference tensors have no version counter: the layout must still be built and used
+    bitlinear.set_cpu_lut("force")
+    with torch.inference_mode():
+        layer = make(gen, 200, 70)
+        x = rand(gen, 1, 200)
+        y = layer(x)
+        assert lut_of(layer) is not None
+        assert torch.equal(y, op_output(layer, x))
+    with torch.no_grad():
+        assert torch.equal(layer(x), y)
+    with torch.inference_mode():  # (torch refuses in-place writes to inference tensors outside)
+        other = make(gen, 200, 70)
+        layer.load_state_dict(other.state_dict())  # rebuilt on load
+        assert torch.equal(layer(x), op_output(other, x))
