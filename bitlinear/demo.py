@@ -18,7 +18,7 @@ import time
 import torch
 from torch import nn
 
-from .convert import convert, deploy, model_size_bytes
+from .convert import convert, deploy, model_size_bytes, size_report
 
 FULL = dict(epochs=30, hidden=1024, batch_size=64, lr=2e-3)
 QUICK = dict(epochs=3, hidden=128, batch_size=64, lr=3e-3)
@@ -121,6 +121,7 @@ def run(quick: bool = False, seed: int = 0, epochs=None, hidden=None, threads=No
     bytes_before = model_size_bytes(bit_model)
     deploy(bit_model)
     bytes_after = model_size_bytes(bit_model)
+    lut_bytes = size_report(bit_model)["decode_layout"]  # CPU decode layout, in memory only
     dep_logits = logits_of(bit_model, x_te)
 
     def acc(logits):
@@ -159,6 +160,7 @@ def run(quick: bool = False, seed: int = 0, epochs=None, hidden=None, threads=No
         "float_bytes": model_size_bytes(float_model),
         "fake_quant_bytes": bytes_before,
         "deployed_bytes": bytes_after,
+        "decode_layout_bytes": lut_bytes,
         "speed": speed,
         "total_seconds": time.perf_counter() - t_start,
     }
@@ -188,7 +190,9 @@ def format_result(r: dict) -> str:
         f"agreement : deployed vs training-mode predictions {r['prediction_agreement']:.2%}, "
         f"max |logit diff| {r['max_abs_logit_diff']:.2e}, allclose {r['logits_allclose']}",
         f"memory    : float {r['float_bytes'] / kb:.1f} KiB -> deployed {r['deployed_bytes'] / kb:.1f} KiB "
-        f"({r['float_bytes'] / r['deployed_bytes']:.1f}x smaller)",
+        f"({r['float_bytes'] / r['deployed_bytes']:.1f}x smaller)"
+        + (f"; in RAM also {r['decode_layout_bytes'] / kb:.1f} KiB of decode layout (not saved; "
+           f"bitlinear.set_cpu_lut('off') drops it)" if r.get("decode_layout_bytes") else ""),
     ]
     for batch, s in r["speed"].items():
         lines.append(f"speed     : batch {batch:>4}: float {s['float_ms']:.3f} ms, deployed "
