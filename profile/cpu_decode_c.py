@@ -4,7 +4,10 @@ csrc/cpu (flags from csrc/cpu/isa_flags.txt) of the working tree, or of a git re
 e.g. the commit before a change, for a before / after in one session), with the driver below.
 
     python profile/cpu_decode_c.py [--rev REV] [--shape 4096x4096] [--ms 1,2,4] [--cold]
-        [--isa avx512vnni] [--threads 1] [--no-solo]
+        [--isa avx512vnni] [--threads 1] [--no-solo] [--lut]
+
+--lut times bl_linear_lut on float32 inputs (quantization included) twice: reading the decode
+layout (forced) and the packed weights; GB/s count the bytes each streams.
 
 --no-solo builds gemm.c with its oversubscription fallback off (take_solo_call never fires), so
 on a shared machine a 2-thread call waits for the scheduler instead of running on one thread: the
@@ -42,13 +45,32 @@ int main(int argc,char**argv){
   int MM=256;int8_t*xq=aligned_alloc(64,MM*Kp);for(int i=0;i<MM*Kp;i++)xq[i]=(int8_t)(rand()%255-127);
   int32_t*acc=aligned_alloc(64,(size_t)MM*N*4+64);
   float xs[256],ws=1.0f;for(int i=0;i<256;i++)xs[i]=0.01f;float*y=aligned_alloc(64,(size_t)MM*N*4+64);
+  int lut=argc>7?atoi(argv[7]):0;
+#ifdef BL_LUT_COL_K
+  /* --lut: bl_linear_lut on float32 x (quantization included) reading the decode layout of each
+     copy (BL_CPU_LUT_FORCE), against the same call on the packed weights (BL_CPU_LUT_OFF) */
+  size_t lb=lut?bl_lut_bytes(N,K):0;uint8_t*L=lut?aligned_alloc(64,(lb*copies+63)/64*64):NULL;
+  for(int c=0;lut&&c<copies;c++)bl_lut_pack(w+(size_t)c*wb,N,K,L+(size_t)c*lb,nt);
+  float*xf=malloc(sizeof(float)*MM*K);for(int i=0;i<MM*K;i++)xf[i]=(float)(rand()%2001-1000);
+  void*work=aligned_alloc(64,(bl_linear_lut_workspace_bytes(MM,K)+63)/64*64);
+#else
+  if(lut){fprintf(stderr,"--lut: this revision has no decode layout\n");return 2;}
+#endif
   for(char*tok=strtok(ml,",");tok;tok=strtok(NULL,",")){int M=atoi(tok);
   int reps=cold?copies*3:200; if(reps<60)reps=60; if(M>16)reps=20;
   double*t=malloc(sizeof(double)*reps);
-  for(int r=0;r<20;r++) bl_linear_q(xq,Kp,xs,NULL,M,w+(size_t)(r%copies)*wb,N,K,&ws,0,NULL,y,BL_F32,N,nt);
-  for(int r=0;r<reps;r++){double t0=now();bl_linear_q(xq,Kp,xs,NULL,M,w+(size_t)(r%copies)*wb,N,K,&ws,0,NULL,y,BL_F32,N,nt);t[r]=now()-t0;}
+  for(int mode=lut?0:-1;mode<(lut?2:0);mode++){
+  for(int r=-20;r<reps;r++){int c=(r+20)%copies;double t0=now();
+    if(mode<0) bl_linear_q(xq,Kp,xs,NULL,M,w+(size_t)c*wb,N,K,&ws,0,NULL,y,BL_F32,N,nt);
+#ifdef BL_LUT_COL_K
+    else {bl_cpu_set_option(BL_CPU_OPT_LUT,mode?BL_CPU_LUT_FORCE:BL_CPU_LUT_OFF);
+      bl_linear_lut(xf,BL_F32,M,K,K,w+(size_t)c*wb,L+(size_t)c*lb,N,&ws,0,NULL,1e-6f,1,y,BL_F32,N,work,nt);}
+#endif
+    if(r>=0)t[r]=now()-t0;}
   qsort(t,reps,sizeof(double),cmpd);
-  printf("%s K=%d N=%d M=%d %s nt=%d: p10 %.1f us median %.1f us min %.1f us  (%.1f GB/s)\n",isa,K,N,M,cold?"cold":"hot",nt,t[reps/10]*1e6,t[reps/2]*1e6,t[0]*1e6,wb/t[reps/2]/1e9);
+  size_t bytes=mode==1?lb:wb;const char*what=mode<0?"linear_q":mode?"lut":"packed";
+  printf("%s %s K=%d N=%d M=%d %s nt=%d: p10 %.1f us median %.1f us min %.1f us  (%.1f GB/s)\n",isa,what,K,N,M,cold?"cold":"hot",nt,t[reps/10]*1e6,t[reps/2]*1e6,t[0]*1e6,bytes/t[reps/2]/1e9);
+  }
   free(t);}
   return 0;}
 """
@@ -101,6 +123,8 @@ def main() -> int:
     ap.add_argument("--isa", default="avx512vnni")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-solo", action="store_true")
+    ap.add_argument("--lut", action="store_true",
+                    help="bl_linear_lut on float inputs, decode layout (lut) against packed weights")
     a = ap.parse_args()
     K, N = (int(v) for v in a.shape.lower().split("x"))
     cc = os.environ.get("CC", "cc")
@@ -120,7 +144,7 @@ def main() -> int:
         subprocess.run([cc, "-O2", "-fopenmp", f"-I{cpu.parent}", src, *objs, "-lm", "-o", exe],
                        check=True)
         return subprocess.run([exe, str(K), str(N), a.ms, "1" if a.cold else "0", a.isa,
-                               str(a.threads)]).returncode
+                               str(a.threads), "1" if a.lut else "0"]).returncode
 
 
 if __name__ == "__main__":

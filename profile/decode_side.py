@@ -1,6 +1,6 @@
 """Decode side by side, module level: the deployed BitLinear on float32 inputs (what users call),
-weights hot, on the table-lookup path (auto), the packed AVX-512 GEMV (LUT off) and the forced AVX2
-GEMV, interleaved in rounds; the best median of the rounds per case. With --llama-log, the
+weights hot, on the table-lookup path (forced at every M; auto uses it at M <= cpu_lut_max_m()),
+the packed GEMV of the same path (LUT off) and the forced AVX2 GEMV, interleaved in rounds; the best median of the rounds per case. With --llama-log, the
 us/run of a llama.cpp `test-backend-ops perf -o MUL_MAT` log for the same shapes (type_a tq2_0 /
 tq1_0, m = N, n = M, k = K) is put next to them (docs/benchmarks.md, "The lookup-table GEMV").
 
@@ -20,7 +20,7 @@ import bitlinear
 from bitlinear import BitLinear
 
 SHAPES = ((4096, 4096), (2560, 6912), (6912, 2560))
-VARIANTS = (("lut", None, "auto"), ("packed", None, "off"), ("avx2", "avx2", "off"))
+VARIANTS = (("lut", None, "force"), ("packed", None, "off"), ("avx2", "avx2", "off"))
 
 
 def median_us(layer, x, reps: int) -> float:
@@ -62,7 +62,7 @@ def main() -> int:
     a = ap.parse_args()
     isa = bitlinear.cpu_isa()
     variants = [v for v in VARIANTS if v[1] is None or v[1] in bitlinear.available_cpu_isas()]
-    if not bitlinear.cpu_lut_used(1) and bitlinear.cpu_lut() == "auto":
+    if not bitlinear._ext.native().lut_status(1)[0]:
         variants = [v for v in variants if v[0] != "lut"]  # no lookup kernel on this path
     llama = llama_times(a.llama_log)
     torch.manual_seed(0)

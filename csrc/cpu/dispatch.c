@@ -272,8 +272,9 @@ bl_status bl_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t l
 }
 
 /* ---------------------------------------------------------------- decode layout (LUT) */
-/* AUTO's largest M: measured on Zen 5 (docs/benchmarks.md, "Decode"). */
-#define LUT_MAX_M_DEFAULT 2
+/* AUTO's largest M: measured on Zen 5 (docs/benchmarks.md, "Decode"): M = 2 wins hot but loses
+ * with the weights streamed from DRAM (a real model's case), M = 1 wins both. */
+#define LUT_MAX_M_DEFAULT 1
 static int64_t cpu_options[BL_CPU_OPT_COUNT] = {BL_CPU_LUT_AUTO, LUT_MAX_M_DEFAULT};
 
 bl_status bl_cpu_set_option(int option, int64_t value) {

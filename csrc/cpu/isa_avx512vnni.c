@@ -158,53 +158,60 @@ static void lut_tables_avx512(const int8_t *x, int64_t K, int64_t C, int16_t *T)
 }
 
 /* NT tiles x MR tokens (tables T + m * tl): each word vector is loaded and split once for the MR
- * tokens; outputs of token m at out + m * ldo. */
+ * tokens; outputs of token m at out + m * ldo, which also holds the int32 totals between flushes.
+ * The int16 sums of G tiles x MR tokens live in registers (G = 16 for one token, 8 for two: with
+ * the 3 MR tables, 19 / 22 of the 32 zmm), and the G-tile groups of a super-tile take turns
+ * inside each flush chunk of columns, so the weights still stream in order (a chunk of 28
+ * columns of 16 tiles is 28 KiB) rather than in one pass per group (M = 2 at 4096 x 4096, 1 thread: hot 79 -> 73 us,
+ * cold 144 -> 132 us; prefetching every group's lines from the first pass was slower, 152 us). */
 BL_INLINE void lut_gemv_body(const uint16_t *w, int64_t C, int64_t cstride, const int16_t *T,
                              int64_t tl, int32_t *out, int64_t ldo, const int NT, const int MR) {
+  const int G = MR == 1 ? NT : (NT < 8 ? NT : 8);
   /* prefetch distance in columns: about BL_PF_DIST bytes of the stream ahead */
   const int64_t pfc = (BL_PF_DIST / 2 + cstride - 1) / cstride;
-  __m512i acc[2][BL_LUT_SUPER_TILES][2];
-  for (int m = 0; m < MR; m++)
-    for (int i = 0; i < NT; i++) acc[m][i][0] = acc[m][i][1] = _mm512_setzero_si512();
-  for (int64_t c0 = 0; c0 < C; c0 += LUT_FLUSH_COLS) {
-    const int64_t c1 = c0 + LUT_FLUSH_COLS < C ? c0 + LUT_FLUSH_COLS : C;
-    __m512i a[2][BL_LUT_SUPER_TILES];
-    for (int m = 0; m < MR; m++)
-      for (int i = 0; i < NT; i++) a[m][i] = _mm512_setzero_si512();
-    for (int64_t c = c0; c < c1; c++) {
-      __m512i t0[2], t1[2], t2[2];
-      for (int m = 0; m < MR; m++) {
-        const int16_t *tc = T + m * tl + 96 * c;
-        t0[m] = _mm512_loadu_si512((const void *)tc);
-        t1[m] = _mm512_loadu_si512((const void *)(tc + 32));
-        t2[m] = _mm512_loadu_si512((const void *)(tc + 64));
-      }
-      const uint16_t *wc = w + c * cstride;
-      for (int i = 0; i < NT; i++) {
-        BL_PREFETCH_NEXT_TILE(wc, (pfc * cstride + 32 * i) * 2);
-        const __m512i v0 = _mm512_loadu_si512((const void *)(wc + 32 * i));
-        const __m512i v1 = _mm512_srli_epi16(v0, 5), v2 = _mm512_srli_epi16(v0, 10);
-        for (int m = 0; m < MR; m++) {
-          const __m512i s0 = _mm512_permutexvar_epi16(v0, t0[m]);
-          const __m512i s1 = _mm512_permutexvar_epi16(v1, t1[m]);
-          const __m512i s2 = _mm512_permutexvar_epi16(v2, t2[m]);
-          a[m][i] = _mm512_add_epi16(a[m][i], _mm512_add_epi16(s0, _mm512_add_epi16(s1, s2)));
-        }
-      }
-    }
-    for (int m = 0; m < MR; m++)
-      for (int i = 0; i < NT; i++) {
-        acc[m][i][0] = _mm512_add_epi32(acc[m][i][0],
-                                        _mm512_cvtepi16_epi32(_mm512_castsi512_si256(a[m][i])));
-        acc[m][i][1] = _mm512_add_epi32(
-            acc[m][i][1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(a[m][i], 1)));
-      }
-  }
   for (int m = 0; m < MR; m++)
     for (int i = 0; i < NT; i++) {
-      _mm512_storeu_si512((void *)(out + m * ldo + 32 * i), acc[m][i][0]);
-      _mm512_storeu_si512((void *)(out + m * ldo + 32 * i + 16), acc[m][i][1]);
+      _mm512_storeu_si512((void *)(out + m * ldo + 32 * i), _mm512_setzero_si512());
+      _mm512_storeu_si512((void *)(out + m * ldo + 32 * i + 16), _mm512_setzero_si512());
     }
+  for (int64_t c0 = 0; c0 < C; c0 += LUT_FLUSH_COLS) {
+    const int64_t c1 = c0 + LUT_FLUSH_COLS < C ? c0 + LUT_FLUSH_COLS : C;
+    for (int g0 = 0; g0 < NT; g0 += G) {
+      __m512i a[2][BL_LUT_SUPER_TILES];
+      for (int m = 0; m < MR; m++)
+        for (int i = 0; i < G; i++) a[m][i] = _mm512_setzero_si512();
+      for (int64_t c = c0; c < c1; c++) {
+        __m512i t0[2], t1[2], t2[2];
+        for (int m = 0; m < MR; m++) {
+          const int16_t *tc = T + m * tl + 96 * c;
+          t0[m] = _mm512_loadu_si512((const void *)tc);
+          t1[m] = _mm512_loadu_si512((const void *)(tc + 32));
+          t2[m] = _mm512_loadu_si512((const void *)(tc + 64));
+        }
+        const uint16_t *wc = w + c * cstride + 32 * g0;
+        for (int i = 0; i < G; i++) {
+          BL_PREFETCH_NEXT_TILE(wc, (pfc * cstride + 32 * i) * 2);
+          const __m512i v0 = _mm512_loadu_si512((const void *)(wc + 32 * i));
+          const __m512i v1 = _mm512_srli_epi16(v0, 5), v2 = _mm512_srli_epi16(v0, 10);
+          for (int m = 0; m < MR; m++) {
+            const __m512i s0 = _mm512_permutexvar_epi16(v0, t0[m]);
+            const __m512i s1 = _mm512_permutexvar_epi16(v1, t1[m]);
+            const __m512i s2 = _mm512_permutexvar_epi16(v2, t2[m]);
+            a[m][i] = _mm512_add_epi16(a[m][i], _mm512_add_epi16(s0, _mm512_add_epi16(s1, s2)));
+          }
+        }
+      }
+      for (int m = 0; m < MR; m++)
+        for (int i = 0; i < G; i++) {
+          int32_t *o = out + m * ldo + 32 * (g0 + i);
+          const __m512i lo = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(a[m][i]));
+          const __m512i hi = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(a[m][i], 1));
+          _mm512_storeu_si512((void *)o, _mm512_add_epi32(_mm512_loadu_si512((const void *)o), lo));
+          _mm512_storeu_si512((void *)(o + 16),
+                              _mm512_add_epi32(_mm512_loadu_si512((const void *)(o + 16)), hi));
+        }
+    }
+  }
 }
 
 #define LUT_DEF(NT, MR)                                                                        \
@@ -217,13 +224,13 @@ LUT_DEF(8, 1)
 LUT_DEF(4, 1)
 LUT_DEF(2, 1)
 LUT_DEF(1, 1)
-LUT_DEF(8, 2) /* two tokens: 16 int16 accumulators + 6 tables of the 32 registers */
+LUT_DEF(16, 2)
+LUT_DEF(8, 2)
 LUT_DEF(4, 2)
 LUT_DEF(2, 2)
 LUT_DEF(1, 2)
 
-/* nt tiles as pieces of 16 (one token) or 8 (two), then 4, 2, 1 (each piece loads the column's
- * tables once). */
+/* nt tiles as pieces of 16, 8, 4, 2, 1 (each piece loads the column's tables once per group). */
 static void lut_gemv_avx512(const uint16_t *w, int64_t C, int64_t cstride, int nt, int mr,
                             const int16_t *T, int64_t tl, int32_t *out, int64_t ldo) {
   int i = 0;
@@ -235,9 +242,8 @@ static void lut_gemv_avx512(const uint16_t *w, int64_t C, int64_t cstride, int n
       lut_gemv_##NT##x1(w + 32 * i, C, cstride, T, tl, out + 32 * i, ldo);                   \
     i += NT;                                                                                 \
   } while (0)
-  if (mr == 1)
-    for (; nt - i >= 16; i += 16) lut_gemv_16x1(w + 32 * i, C, cstride, T, tl, out + 32 * i, ldo);
-  while (nt - i >= 8) LUT_PIECE(8);
+  while (nt - i >= 16) LUT_PIECE(16);
+  if (nt - i >= 8) LUT_PIECE(8);
   if (nt - i >= 4) LUT_PIECE(4);
   if (nt - i >= 2) LUT_PIECE(2);
   if (nt - i >= 1) LUT_PIECE(1);
@@ -251,6 +257,6 @@ void bl_kernels_avx512vnni(bl_cpu_kernels *k) {
   BL_SET_TILES(k, 4);
   k->lut_tables = lut_tables_avx512;
   k->lut_gemv = lut_gemv_avx512;
-  k->lut_auto = 1; /* Zen 5, hot: M = 1 1.1-1.7x, M = 2 1.0-1.3x faster (docs/benchmarks.md) */
+  k->lut_auto = 1; /* Zen 5, M = 1: 1.1-1.7x faster hot, 1.1-1.2x cold (docs/benchmarks.md) */
 }
 #endif
