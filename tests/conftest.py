@@ -36,3 +36,20 @@ def rand(gen, *shape, dtype=torch.float32, scale=1.0):
         idx = torch.randint(0, x.numel(), (max(1, x.numel() // 97),), generator=gen)
         x.view(-1)[idx] *= 8
     return x.to(dtype)
+
+
+def op_output(layer, x):
+    """A deployed layer's output through torch.ops.bitlinear.linear (never the eager fast path)."""
+    return torch.ops.bitlinear.linear(x, layer.w_scale, layer.w_packed, layer.bias, layer.eps,
+                                      layer.in_features, layer.spec.act_per_token)
+
+
+def make_deployed(gen, K, N, quant_type="ai8pc_wpt", bias=True):
+    """A deployed BitLinear(K, N) from random float weights (and bias)."""
+    from bitlinear import BitLinear
+    lin = torch.nn.Linear(K, N, bias=bias)
+    with torch.no_grad():
+        lin.weight.copy_(rand(gen, N, K))
+        if bias:
+            lin.bias.copy_(rand(gen, N))
+    return BitLinear.from_linear(lin, quant_type=quant_type).deploy()

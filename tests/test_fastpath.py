@@ -6,10 +6,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import bitlinear
-from bitlinear import BitLinear, _fast
+from bitlinear import _fast
 from bitlinear import reference as ref
 
-from conftest import rand
+from conftest import make_deployed as make, op_output, rand
 
 pytestmark = pytest.mark.skipif(not _fast.fast_path_enabled(), reason="no native fast path")
 
@@ -28,20 +28,6 @@ class Spy:
             self.calls += 1
             return real(*args)
         monkeypatch.setattr(_fast, "_linear_cpu", spy)
-
-
-def op_output(layer, x):
-    return torch.ops.bitlinear.linear(x, layer.w_scale, layer.w_packed, layer.bias, layer.eps,
-                                      layer.in_features, layer.spec.act_per_token)
-
-
-def make(gen, K, N, quant_type="ai8pc_wpt", bias=True):
-    lin = torch.nn.Linear(K, N, bias=bias)
-    with torch.no_grad():
-        lin.weight.copy_(rand(gen, N, K))
-        if bias:
-            lin.bias.copy_(rand(gen, N))
-    return BitLinear.from_linear(lin, quant_type=quant_type).deploy()
 
 
 @pytest.mark.parametrize("K,N", SHAPES)

@@ -13,7 +13,7 @@ import bitlinear
 from bitlinear import BitLinear, _fast
 from bitlinear import reference as ref
 
-from conftest import rand
+from conftest import make_deployed as make, op_output, rand
 
 pytestmark = pytest.mark.skipif(not _fast.fast_path_enabled(), reason="no native fast path")
 
@@ -27,20 +27,6 @@ def restore_lut_mode():
     bitlinear.set_cpu_isa(isa)
     bitlinear.set_cpu_lut_max_m(max_m)
     bitlinear.set_cpu_lut(mode)
-
-
-def op_output(layer, x):
-    return torch.ops.bitlinear.linear(x, layer.w_scale, layer.w_packed, layer.bias, layer.eps,
-                                      layer.in_features, layer.spec.act_per_token)
-
-
-def make(gen, K, N, quant_type="ai8pc_wpt", bias=True):
-    lin = torch.nn.Linear(K, N, bias=bias)
-    with torch.no_grad():
-        lin.weight.copy_(rand(gen, N, K))
-        if bias:
-            lin.bias.copy_(rand(gen, N))
-    return BitLinear.from_linear(lin, quant_type=quant_type).deploy()
 
 
 def lut_of(layer):

@@ -242,10 +242,13 @@ bl_status bl_linear_q(const int8_t *xq, int64_t ldq, const float *xscale, const 
                   bias, y, ydt, ldy, nthreads);
 }
 
-bl_status bl_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
-                    const uint8_t *packed, int64_t N, const float *wscale, int w_per_channel,
-                    const float *bias, float eps, int per_token, void *y, bl_dtype ydt,
-                    int64_t ldy, void *workspace, int nthreads) {
+/* bl_linear; with lut (the decode layout of packed), the GEMM reads it instead (the caller
+ * decided: bl_linear_lut), and the workspace holds the M tables after bl_linear's. */
+static bl_status linear_impl(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
+                             const uint8_t *packed, const uint8_t *lut, int64_t N,
+                             const float *wscale, int w_per_channel, const float *bias, float eps,
+                             int per_token, void *y, bl_dtype ydt, int64_t ldy, void *workspace,
+                             int nthreads) {
   if (M > 0 && (!x || !packed || !wscale || !y || !workspace)) return BL_ERR_NULL;
   if (N < 1 || K < 1 || K > BL_MAX_K || M < 0) return BL_ERR_SIZE;
   if (!bl_dtype_ok(xdt) || !bl_dtype_ok(ydt) || bl_check_eps(eps) != BL_OK) return BL_ERR_ARG;
@@ -259,16 +262,30 @@ bl_status bl_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t l
   float *xs = (float *)(ws + align64((size_t)M * (size_t)Kp));
   int32_t *rs = (int32_t *)((char *)xs + align64((size_t)M * 4));
   const int isa = bl_isa_get();
+  bl_cpu_kernels kt;
+  kernels_for(isa, &kt); /* all NULL for ref: the portable loops */
   if (isa != BL_ISA_REF) {
-    bl_cpu_kernels kt;
-    kernels_for(isa, &kt);
     bl_quantize_acts_k(&kt, x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs, nthreads);
   } else if ((st = bl_quantize_acts_ref(x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs,
                                         nthreads)) != BL_OK) {
     return st;
   }
-  return linear_q(isa, xq, Kp, xs, rs, M, packed, N, K, wscale, w_per_channel, bias, y, ydt, ldy,
-                  nthreads);
+  if (!lut)
+    return linear_q(isa, xq, Kp, xs, rs, M, packed, N, K, wscale, w_per_channel, bias, y, ydt,
+                    ldy, nthreads);
+  int16_t *tabs = (int16_t *)(ws + bl_linear_workspace_bytes(M, K));
+  bl_lut_tables_k(&kt, xq, Kp, M, K, tabs);
+  bl_lut_gemm_epi_k(&kt, tabs, lut, M, N, K, xs, wscale, w_per_channel, bias, y, ydt, ldy,
+                    nthreads);
+  return BL_OK;
+}
+
+bl_status bl_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
+                    const uint8_t *packed, int64_t N, const float *wscale, int w_per_channel,
+                    const float *bias, float eps, int per_token, void *y, bl_dtype ydt,
+                    int64_t ldy, void *workspace, int nthreads) {
+  return linear_impl(x, xdt, M, K, ldx, packed, NULL, N, wscale, w_per_channel, bias, eps,
+                     per_token, y, ydt, ldy, workspace, nthreads);
 }
 
 /* ---------------------------------------------------------------- decode layout (LUT) */
@@ -345,31 +362,7 @@ bl_status bl_linear_lut(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64
                         int nthreads) {
   bl_cpu_kernels kt;
   kernels_for(bl_isa_get(), &kt);
-  if (!lut || !lut_used(M, lut_auto_kernel(&kt)))
-    return bl_linear(x, xdt, M, K, ldx, packed, N, wscale, w_per_channel, bias, eps, per_token,
-                     y, ydt, ldy, workspace, nthreads);
-  if (M > 0 && (!x || !packed || !wscale || !y || !workspace)) return BL_ERR_NULL;
-  if (N < 1 || K < 1 || K > BL_MAX_K || M < 0) return BL_ERR_SIZE;
-  if (!bl_dtype_ok(xdt) || !bl_dtype_ok(ydt) || bl_check_eps(eps) != BL_OK) return BL_ERR_ARG;
-  bl_status st = bl_check_dims(M, K, ldx);
-  if (st == BL_OK) st = bl_check_dims(M, N, ldy);
-  if (st != BL_OK) return st;
-  if (M == 0) return BL_OK;
-  const int64_t Kp = bl_padded_k(K);
-  char *ws = (char *)workspace;
-  int8_t *xq = (int8_t *)ws;
-  float *xs = (float *)(ws + align64((size_t)M * (size_t)Kp));
-  int32_t *rs = (int32_t *)((char *)xs + align64((size_t)M * 4));
-  int16_t *tabs = (int16_t *)(ws + bl_linear_workspace_bytes(M, K));
-  if (bl_isa_get() == BL_ISA_REF) {
-    if ((st = bl_quantize_acts_ref(x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs,
-                                   nthreads)) != BL_OK)
-      return st;
-  } else {
-    bl_quantize_acts_k(&kt, x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs, nthreads);
-  }
-  bl_lut_tables_k(&kt, xq, Kp, M, K, tabs);
-  bl_lut_gemm_epi_k(&kt, tabs, lut, M, N, K, xs, wscale, w_per_channel, bias, y, ydt, ldy,
-                    nthreads);
-  return BL_OK;
+  const int use = lut && lut_used(M, lut_auto_kernel(&kt));
+  return linear_impl(x, xdt, M, K, ldx, packed, use ? lut : NULL, N, wscale, w_per_channel, bias,
+                     eps, per_token, y, ydt, ldy, workspace, nthreads);
 }

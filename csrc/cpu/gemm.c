@@ -181,24 +181,22 @@ static void run_task_lut(const plan *p, const sink *o, int64_t t) {
   int32_t buf[2 * BL_LUT_SUPER_TILES * BL_LUT_TILE_ROWS];
   const int64_t ldb = BL_LUT_SUPER_TILES * BL_LUT_TILE_ROWS;
   for (int64_t a = t0; a < t1;) {
-    const int64_t s = a / BL_LUT_SUPER_TILES, r0 = a % BL_LUT_SUPER_TILES;
-    const int64_t left = T - s * BL_LUT_SUPER_TILES;
-    const int64_t nts = left < BL_LUT_SUPER_TILES ? left : BL_LUT_SUPER_TILES;
-    const int64_t r1 = t1 - s * BL_LUT_SUPER_TILES < nts ? t1 - s * BL_LUT_SUPER_TILES : nts;
-    const uint16_t *w = lut + (s * BL_LUT_SUPER_TILES * C + r0) * BL_LUT_TILE_ROWS;
+    /* the piece of [a, t1) inside a's super-tile */
+    int64_t cs;
+    const uint16_t *w = lut + bl_lut_tile_base(a, C, T, &cs);
+    const int64_t end = (a / BL_LUT_SUPER_TILES + 1) * BL_LUT_SUPER_TILES;
+    const int64_t b = t1 < end ? t1 : end;
     const int64_t n0 = a * BL_LUT_TILE_ROWS;
-    const int64_t n1 = (s * BL_LUT_SUPER_TILES + r1) * BL_LUT_TILE_ROWS < p->N
-                           ? (s * BL_LUT_SUPER_TILES + r1) * BL_LUT_TILE_ROWS
-                           : p->N;
+    const int64_t n1 = b * BL_LUT_TILE_ROWS < p->N ? b * BL_LUT_TILE_ROWS : p->N;
     for (int64_t m = 0; m < p->M; m += 2) { /* tokens in pairs: one weight read for both */
       const int mr = p->M - m >= 2 ? 2 : 1;
-      gemv(w, C, nts * BL_LUT_TILE_ROWS, (int)(r1 - r0), mr, p->tabs + m * tl, tl, buf, ldb);
+      gemv(w, C, cs, (int)(b - a), mr, p->tabs + m * tl, tl, buf, ldb);
       for (int i = 0; i < mr; i++)
         for (int64_t j0 = n0; j0 < n1; j0 += NB_MAX) /* the sink takes up to NB_MAX columns */
           sink_row(p, o, m + i, j0, j0 + NB_MAX < n1 ? j0 + NB_MAX : n1,
                    buf + i * ldb + (j0 - n0), 0);
     }
-    a = s * BL_LUT_SUPER_TILES + r1;
+    a = b;
   }
 }
 

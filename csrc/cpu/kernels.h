@@ -47,6 +47,14 @@ typedef void (*bl_lut_gemv_fn)(const uint16_t *w, int64_t C, int64_t cstride, in
                                const int16_t *T, int64_t tl, int32_t *out, int64_t ldo);
 static inline int64_t bl_lut_cols(int64_t K) { return (K + BL_LUT_COL_K - 1) / BL_LUT_COL_K; }
 static inline int64_t bl_lut_tiles(int64_t N) { return (N + BL_LUT_TILE_ROWS - 1) / BL_LUT_TILE_ROWS; }
+/* Word offset in the decode layout of tile t's column 0 (of T tiles, C columns); its column c is
+ * at + c * *cstride (the words of one column of its super-tile: 32 per tile there). */
+static inline int64_t bl_lut_tile_base(int64_t t, int64_t C, int64_t T, int64_t *cstride) {
+  const int64_t s = t / BL_LUT_SUPER_TILES, r = t % BL_LUT_SUPER_TILES;
+  const int64_t left = T - s * BL_LUT_SUPER_TILES;
+  *cstride = (left < BL_LUT_SUPER_TILES ? left : BL_LUT_SUPER_TILES) * BL_LUT_TILE_ROWS;
+  return (s * BL_LUT_SUPER_TILES * C + r) * BL_LUT_TILE_ROWS;
+}
 /* int16 of one token's tables */
 static inline int64_t bl_lut_table_len(int64_t K) { return 96 * bl_lut_cols(K); }
 void bl_lut_tables_c(const int8_t *x, int64_t K, int64_t C, int16_t *T); /* lut.c: portable */

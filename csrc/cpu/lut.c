@@ -35,15 +35,6 @@ static inline uint16_t lut_word(const uint8_t *codes, int64_t c) {
   return (uint16_t)w;
 }
 
-/* Word offset of tile t's column 0 (its column c is at + c * cstride). */
-static inline int64_t tile_base(int64_t t, int64_t C, int64_t T, int64_t *cstride) {
-  const int64_t s = t / BL_LUT_SUPER_TILES, r = t % BL_LUT_SUPER_TILES;
-  const int64_t left = T - s * BL_LUT_SUPER_TILES;
-  const int64_t nt = left < BL_LUT_SUPER_TILES ? left : BL_LUT_SUPER_TILES;
-  *cstride = nt * BL_LUT_TILE_ROWS;
-  return s * BL_LUT_SUPER_TILES * C * BL_LUT_TILE_ROWS + r * BL_LUT_TILE_ROWS;
-}
-
 bl_status bl_lut_pack(const uint8_t *packed, int64_t N, int64_t K, uint8_t *lut, int nthreads) {
   if (!packed || !lut) return BL_ERR_NULL;
   if (bl_lut_bytes(N, K) == 0) return BL_ERR_SIZE;
@@ -62,7 +53,7 @@ bl_status bl_lut_pack(const uint8_t *packed, int64_t N, int64_t K, uint8_t *lut,
     for (int64_t t = 0; t < T; t++) {
       if (!codes) continue;
       int64_t cs;
-      uint16_t *base = out + tile_base(t, C, T, &cs);
+      uint16_t *base = out + bl_lut_tile_base(t, C, T, &cs);
       for (int l = 0; l < BL_LUT_TILE_ROWS; l++) {
         const int64_t n = t * BL_LUT_TILE_ROWS + l;
         if (n < N) {

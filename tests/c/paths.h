@@ -97,16 +97,24 @@ TP_FN bl_status tp_linear_q(const tpath *p, const int8_t *xq, int64_t ldq, const
 }
 
 /* bl_linear's workspace layout (dispatch.c): x_q [M, Kp], then M scales, then M row sums. */
+TP_FN void tp_carve(void *workspace, int64_t M, int64_t K, int8_t **xq, float **xs, int32_t **rs) {
+  const size_t a = ((size_t)M * (size_t)bl_padded_k(K) + 63) / 64 * 64;
+  const size_t b = ((size_t)M * 4 + 63) / 64 * 64;
+  *xq = (int8_t *)workspace;
+  *xs = (float *)((char *)workspace + a);
+  *rs = (int32_t *)((char *)workspace + a + b);
+}
+
 TP_FN bl_status tp_linear(const tpath *p, const void *x, bl_dtype xdt, int64_t M, int64_t K,
                            int64_t ldx, const uint8_t *packed, int64_t N, const float *wscale,
                            int w_per_channel, const float *bias, float eps, int per_token, void *y,
                            bl_dtype ydt, int64_t ldy, void *workspace, int nthreads) {
   if (p->kt) {
     const int64_t Kp = bl_padded_k(K);
-    const size_t a = ((size_t)M * (size_t)Kp + 63) / 64 * 64, b = ((size_t)M * 4 + 63) / 64 * 64;
-    int8_t *xq = (int8_t *)workspace;
-    float *xs = (float *)((char *)workspace + a);
-    int32_t *rs = (int32_t *)((char *)workspace + a + b);
+    int8_t *xq;
+    float *xs;
+    int32_t *rs;
+    tp_carve(workspace, M, K, &xq, &xs, &rs);
     bl_quantize_acts_k(p->kt, x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs, nthreads);
     bl_gemm_epi_k(p->kt, xq, Kp, rs, xs, packed, M, N, K, wscale, w_per_channel, bias, y, ydt, ldy,
                   nthreads);
@@ -144,10 +152,10 @@ TP_FN bl_status tp_linear_lut(const tpath *p, const void *x, bl_dtype xdt, int64
                                int nthreads) {
   if (p->kt) {
     const int64_t Kp = bl_padded_k(K);
-    const size_t a = ((size_t)M * (size_t)Kp + 63) / 64 * 64, b = ((size_t)M * 4 + 63) / 64 * 64;
-    int8_t *xq = (int8_t *)workspace;
-    float *xs = (float *)((char *)workspace + a);
-    int32_t *rs = (int32_t *)((char *)workspace + a + b);
+    int8_t *xq;
+    float *xs;
+    int32_t *rs;
+    tp_carve(workspace, M, K, &xq, &xs, &rs);
     int16_t *tabs = (int16_t *)((char *)workspace + bl_linear_workspace_bytes(M, K));
     bl_quantize_acts_k(p->kt, x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs, nthreads);
     bl_lut_tables_k(p->kt, xq, Kp, M, K, tabs);
