@@ -4,13 +4,15 @@ The C core keeps the choice in process-wide options read once per call (`bl_cuda
 no environment variables). Paths, by name (docs/cuda.md):
 
 * ``auto``: by M: the fused quantize+GEMV kernel for ``M <= fused_max_m`` (bl_cuda_linear only),
-  the dp4a GEMV for M = 1, the multi-row tensor-core GEMV from ``multirow_min_m``, the tiled MMA
-  GEMM from ``mma_min_m``;
+  the multi-row tensor-core GEMV from ``multirow_min_m``, the tiled MMA GEMM from ``mma_min_m``,
+  else the dp4a GEMV. The defaults (``fused_max_m`` 0 and ``multirow_min_m`` 0: off,
+  ``mma_min_m`` 9) reach only kernels verified on a GPU: the GEMV below M = 9, the MMA GEMM from
+  there (``python -m bitlinear info`` prints each kernel's status; docs/cuda.md);
 * ``simple`` (the plain fallback), ``gemv``, ``fused``, ``multirow``, ``mma``, ``wgmma``: forced
   for every call. ``fused`` applies to the fused forward with M <= 16 (other calls: ``gemv``);
   ``wgmma`` runs ``mma`` where no sm_90a kernel is built.
 
-Options: ``path``, ``fused_max_m`` (0..16), ``multirow_min_m``, ``mma_min_m`` (>= 1), ``mma_bn``
+Options: ``path``, ``fused_max_m`` (0..16), ``multirow_min_m`` (0: off), ``mma_min_m`` (>= 1), ``mma_bn``
 (128 or 256: the MMA tile width). Not meant to be changed while another thread launches kernels.
 """
 from __future__ import annotations

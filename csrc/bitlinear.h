@@ -229,7 +229,8 @@ uint16_t bl_f32_to_bf16(float f);
 struct CUstream_st;
 int bl_cuda_compiled(void);
 
-/* GEMM path of the bl_cuda_* entry points (docs/cuda.md). AUTO picks by M (the options below);
+/* GEMM path of the bl_cuda_* entry points (docs/cuda.md). AUTO picks by M (the options below;
+ * with the defaults only kernels verified on a GPU: GEMV below BL_CUDA_OPT_MMA_MIN_M, then MMA);
  * any other value forces that kernel where it applies: FUSED only in bl_cuda_linear with
  * M <= 16 and small enough M * Kp (else GEMV), WGMMA only in a build with sm_90a code on an
  * sm_90 GPU (else MMA); every forced fast path falls back to SIMPLE for unaligned operands. */
@@ -247,9 +248,9 @@ typedef enum {
 /* Tuning options, process-wide, read once per call (never from the environment). */
 typedef enum {
   BL_CUDA_OPT_PATH = 0,          /* a bl_cuda_path (default AUTO) */
-  BL_CUDA_OPT_FUSED_MAX_M = 1,   /* AUTO: largest M of the fused path, 0..16 (default 4) */
-  BL_CUDA_OPT_MULTIROW_MIN_M = 2,/* AUTO: first M of the multi-row path (default 2) */
-  BL_CUDA_OPT_MMA_MIN_M = 3,     /* AUTO: first M of the MMA path, >= 1 (default 65) */
+  BL_CUDA_OPT_FUSED_MAX_M = 1,   /* AUTO: largest M of the fused path, 0..16 (default 0: off) */
+  BL_CUDA_OPT_MULTIROW_MIN_M = 2,/* AUTO: first M of the multi-row path, 0 = off (default 0) */
+  BL_CUDA_OPT_MMA_MIN_M = 3,     /* AUTO: first M of the MMA path, >= 1 (default 9) */
   BL_CUDA_OPT_MMA_BN = 4,        /* MMA tile width: 128 or 256 (default 128) */
   BL_CUDA_OPT_COUNT = 5
 } bl_cuda_option;

@@ -32,15 +32,18 @@ static uint32_t rnd() {
 
 static void check_options() {
   CHECK(bl_cuda_get_option(BL_CUDA_OPT_PATH) == BL_CUDA_PATH_AUTO);
-  CHECK(bl_cuda_get_option(BL_CUDA_OPT_FUSED_MAX_M) == 4);
-  CHECK(bl_cuda_get_option(BL_CUDA_OPT_MULTIROW_MIN_M) == 2);
-  CHECK(bl_cuda_get_option(BL_CUDA_OPT_MMA_MIN_M) == 65);
+  /* defaults: auto reaches verified kernels only (fused and multi-row off) */
+  CHECK(bl_cuda_get_option(BL_CUDA_OPT_FUSED_MAX_M) == 0);
+  CHECK(bl_cuda_get_option(BL_CUDA_OPT_MULTIROW_MIN_M) == 0);
+  CHECK(bl_cuda_get_option(BL_CUDA_OPT_MMA_MIN_M) == 9);
   CHECK(bl_cuda_get_option(BL_CUDA_OPT_MMA_BN) == 128);
   CHECK(bl_cuda_get_option(-1) == -1 && bl_cuda_get_option(BL_CUDA_OPT_COUNT) == -1);
   CHECK(bl_cuda_set_option(BL_CUDA_OPT_PATH, BL_CUDA_PATH_COUNT) == BL_ERR_ARG);
   CHECK(bl_cuda_set_option(BL_CUDA_OPT_PATH, -1) == BL_ERR_ARG);
   CHECK(bl_cuda_set_option(BL_CUDA_OPT_FUSED_MAX_M, 17) == BL_ERR_ARG);
   CHECK(bl_cuda_set_option(BL_CUDA_OPT_MMA_MIN_M, 0) == BL_ERR_ARG);
+  CHECK(bl_cuda_set_option(BL_CUDA_OPT_MULTIROW_MIN_M, -1) == BL_ERR_ARG);
+  CHECK(bl_cuda_set_option(BL_CUDA_OPT_MULTIROW_MIN_M, 0) == BL_OK); /* 0: off */
   CHECK(bl_cuda_set_option(BL_CUDA_OPT_MMA_BN, 64) == BL_ERR_ARG);
   CHECK(bl_cuda_set_option(BL_CUDA_OPT_COUNT, 1) == BL_ERR_ARG);
   CHECK(bl_cuda_get_option(BL_CUDA_OPT_MMA_BN) == 128); /* nothing changed */
@@ -55,7 +58,10 @@ static void check_options() {
 static size_t ru(size_t v) { return (v + 255) / 256 * 256; }
 
 static void check_workspace() {
-  /* auto: fused for M <= 4 (no workspace) while M * Kp fits 46 KiB */
+  /* auto with the defaults: never fused, so bl_cuda_linear always takes a workspace */
+  for (int64_t M : {1, 2, 4, 16}) CHECK(bl_cuda_linear_workspace_bytes(M, 4096, 4096) > 0);
+  /* fused_max_m = 4: fused for M <= 4 (no workspace) while M * Kp fits 46 KiB */
+  CHECK(bl_cuda_set_option(BL_CUDA_OPT_FUSED_MAX_M, 4) == BL_OK);
   CHECK(bl_cuda_linear_workspace_bytes(1, 4096, 4096) == 0);
   CHECK(bl_cuda_linear_workspace_bytes(4, 4096, 11008) == 0);   /* 4 * 11008 = 44032 */
   CHECK(bl_cuda_linear_workspace_bytes(4, 4096, 11900) > 0);    /* 4 * 11904 > 47104 */
@@ -81,12 +87,88 @@ static void check_workspace() {
   CHECK(bl_cuda_set_option(BL_CUDA_OPT_PATH, BL_CUDA_PATH_AUTO) == BL_OK);
   CHECK(bl_cuda_set_option(BL_CUDA_OPT_FUSED_MAX_M, 0) == BL_OK);
   CHECK(bl_cuda_linear_workspace_bytes(1, 100, 128) > 0);
-  CHECK(bl_cuda_set_option(BL_CUDA_OPT_FUSED_MAX_M, 4) == BL_OK);
-  /* split-K partials are counted: N small, K long */
+  /* split-K partials are counted: N small, K long (the multi-row path, enabled) */
+  CHECK(bl_cuda_set_option(BL_CUDA_OPT_MULTIROW_MIN_M, 2) == BL_OK);
+  CHECK(bl_cuda_set_option(BL_CUDA_OPT_MMA_MIN_M, 65) == BL_OK);
   const int64_t M = 8, N = 64, K = 16384;
   const int s = blc::multirow_splits(M, N, K);
   CHECK(s > 1);
   CHECK(bl_cuda_gemm_workspace_bytes(M, N, K) == ru(M * 4) + (size_t)s * M * N * 4);
+  CHECK(bl_cuda_set_option(BL_CUDA_OPT_MULTIROW_MIN_M, 0) == BL_OK);
+  CHECK(bl_cuda_set_option(BL_CUDA_OPT_MMA_MIN_M, 9) == BL_OK);
+}
+
+/* Restores every option to its default (each line of cuda_auto_paths.txt starts from them). */
+static void default_options() {
+  CHECK(bl_cuda_set_option(BL_CUDA_OPT_PATH, BL_CUDA_PATH_AUTO) == BL_OK);
+  CHECK(bl_cuda_set_option(BL_CUDA_OPT_FUSED_MAX_M, 0) == BL_OK);
+  CHECK(bl_cuda_set_option(BL_CUDA_OPT_MULTIROW_MIN_M, 0) == BL_OK);
+  CHECK(bl_cuda_set_option(BL_CUDA_OPT_MMA_MIN_M, 9) == BL_OK);
+  CHECK(bl_cuda_set_option(BL_CUDA_OPT_MMA_BN, 128) == BL_OK);
+}
+
+static int path_index(const char *name) {
+  for (int i = 0; i < BL_CUDA_PATH_COUNT; i++)
+    if (strcmp(bl_cuda_path_name(i), name) == 0) return i;
+  return -1;
+}
+
+/* The path choice (blc::chosen_path: the decisions of bl_cuda_linear and bl_cuda_gemm_acc /
+ * linear_q) against scripts/cuda_auto_paths.txt, the table tests/test_gpu_auto.py checks the
+ * Python mirror against; then, with the defaults, every M from 1 to 5000 at several K: only the
+ * verified kernels (GEMV, MMA). */
+static void check_auto_paths(const char *table) {
+  static const char *const opt_names[BL_CUDA_OPT_COUNT] = {"path", "fused_max_m",
+                                                           "multirow_min_m", "mma_min_m", "mma_bn"};
+  FILE *f = fopen(table, "r");
+  CHECK(f != nullptr);
+  if (!f) return;
+  char line[512];
+  int lines = 0;
+  while (fgets(line, sizeof line, f)) {
+    if (line[0] == '#' || line[0] == '\n') continue;
+    default_options();
+    char *save = nullptr, *tok = strtok_r(line, " \t\n", &save);
+    const bool linear = strcmp(tok, "linear") == 0;
+    CHECK(linear || strcmp(tok, "gemm") == 0);
+    const long long M = atoll(strtok_r(nullptr, " \t\n", &save));
+    const long long K = atoll(strtok_r(nullptr, " \t\n", &save));
+    int want = -2;
+    while ((tok = strtok_r(nullptr, " \t\n", &save))) {
+      if (strcmp(tok, "->") == 0) {
+        want = path_index(strtok_r(nullptr, " \t\n", &save));
+        break;
+      }
+      char *eq = strchr(tok, '=');
+      CHECK(eq != nullptr);
+      if (!eq) break;
+      *eq = 0;
+      int opt = -1;
+      for (int i = 0; i < BL_CUDA_OPT_COUNT; i++)
+        if (strcmp(opt_names[i], tok) == 0) opt = i;
+      CHECK(opt >= 0);
+      if (opt < 0) break;
+      const int64_t v = opt == BL_CUDA_OPT_PATH ? path_index(eq + 1) : atoll(eq + 1);
+      CHECK(bl_cuda_set_option(opt, v) == BL_OK);
+    }
+    CHECK(want >= 0);
+    const int got = blc::chosen_path(linear, M, K);
+    if (got != want)
+      fprintf(stderr, "cuda_auto_paths.txt line %d: %s M=%lld K=%lld: got %s, want %s\n",
+              lines + 1, linear ? "linear" : "gemm", M, K, bl_cuda_path_name(got),
+              want >= 0 ? bl_cuda_path_name(want) : "?");
+    CHECK(got == want);
+    lines++;
+  }
+  fclose(f);
+  CHECK(lines >= 20);
+  default_options();
+  for (int64_t M = 1; M <= 5000; M++)
+    for (int64_t K : {1, 1000, 3001, 4096, 11008, 28672})
+      for (bool linear : {true, false}) {
+        const int p = blc::chosen_path(linear, M, K);
+        CHECK(p == (M < 9 ? BL_CUDA_PATH_GEMV : BL_CUDA_PATH_MMA));
+      }
 }
 
 static void check_splits() {
@@ -115,6 +197,7 @@ static void check_splits() {
 }
 
 static void check_linear_args() {
+  default_options();
   float x[4] = {0}, y[4], ws = 1.0f;
   uint8_t packed[32];
   char wsbuf[64];
@@ -135,7 +218,7 @@ static void check_linear_args() {
                        nullptr, 0, nullptr) == BL_ERR_NULL);
   CHECK(bl_cuda_linear(x, BL_F32, 1, 4, 4, packed, 1, &ws, 0, nullptr, 1e-6f, 1, y, BL_F32, 1,
                        wsbuf, sizeof wsbuf, nullptr) == BL_ERR_SIZE);
-  CHECK(bl_cuda_set_option(BL_CUDA_OPT_FUSED_MAX_M, 4) == BL_OK);
+  default_options();
 }
 
 /* w = min(c, 2) - 1 of value k of a packed row (docs/packed_format.md) */
@@ -256,8 +339,9 @@ static void emulate_multirow(int64_t M, int64_t N, int64_t K) {
     }
 }
 
-int main() {
+int main(int argc, char **argv) {
   check_options();
+  check_auto_paths(argc > 1 ? argv[1] : "scripts/cuda_auto_paths.txt");
   check_workspace();
   check_splits();
   check_linear_args();

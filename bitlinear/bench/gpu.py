@@ -55,6 +55,12 @@ SHAPES: List[Tuple[str, int, int, int]] = [
                             ("4096->11008 M=2048", 2048, 4096, 11008)]
 QUICK_SHAPES = SHAPES[:4] + [("3200->8640 M=1", 1, 3200, 8640), ("4096->11008 M=8", 8, 4096, 11008),
                              ("4096->11008 M=64", 64, 4096, 11008)]
+# issue 19's timing table (profile/gpu_check.sh: BITLINEAR_BENCH_CASES=table): only its cases
+TABLE_SHAPES = ([(f"{K}->{N} M=1", 1, K, N) for K, N in ((3200, 8640), (8640, 3200), (4096, 11008),
+                                                         (11008, 4096))]
+                + [("decode 8192->28672", 1, 8192, 28672), ("decode 28672->8192", 1, 28672, 8192)]
+                + [(f"4096->11008 M={m}", m, 4096, 11008) for m in (8, 16, 64, 512, 4096)]
+                + [("prefill 8192x8192", 4096, 8192, 8192)])
 EAGER_ONLY = ("bitlinear_module", "nn_linear_bf16")  # module rows: what a user's eager call costs
 MODULE_BASELINE = "nn_linear_bf16"
 
@@ -203,11 +209,13 @@ def _gemlite(c: Case) -> Optional[Impl]:
 # docs/cuda.md are guesses until these rows are read): name -> (options, smallest M, largest M)
 VARIANTS = {
     "bitlinear_mma_bn256": ({"path": "mma", "mma_bn": 256}, 9, None),
-    "bitlinear_mma_forced": ({"path": "mma"}, 2, 64),
+    "bitlinear_mma_forced": ({"path": "mma"}, 1, 8),        # auto's GEMV range (defaults)
+    "bitlinear_gemv_forced": ({"path": "gemv"}, 9, 64),      # auto's MMA range, small M
     "bitlinear_multirow_forced": ({"path": "multirow"}, 1, 256),
-    "bitlinear_gemv_forced": ({"path": "gemv"}, 2, 64),
     "bitlinear_fused_forced": ({"path": "fused"}, 1, 16),
-    "bitlinear_unfused": ({"fused_max_m": 0}, 1, 16),
+    # auto with the never-run kernels at their suggested thresholds (docs/cuda.md): what a
+    # promotion would give
+    "bitlinear_suggested": ({"fused_max_m": 4, "multirow_min_m": 2, "mma_min_m": 65}, 1, 128),
 }
 if os.environ.get("BITLINEAR_BENCH_WGMMA") == "1":  # profile/gpu_check.sh: its self-check passed
     VARIANTS["bitlinear_wgmma_forced"] = ({"path": "wgmma"}, 65, None)
@@ -341,6 +349,88 @@ def targets(records: List[dict], mode: str) -> list:
     return check_targets(records, specs)
 
 
+# issue 19's table: (row, record match, field, op, want); "card" is meta["device"]
+_PREFILL = ("4096->11008 M=512", "4096->11008 M=4096", "prefill 8192x8192")
+ISSUE_TABLE = (
+    [(f"M=1 eager module {K}->{N} vs nn.Linear bf16", {"label": f"{K}->{N} M=1",
+      "impl": "bitlinear_module", "mode": "eager"}, f"speedup_vs_{MODULE_BASELINE}", ">=", 2.0)
+     for K, N in ((3200, 8640), (8640, 3200), (4096, 11008), (11008, 4096))]
+    + [(f"M=1 graph {lbl[7:]} weight BW / copy BW", {"label": lbl, "impl": "bitlinear",
+        "mode": "graph"}, "frac_copy_bw", ">=", 0.8)
+       for lbl in ("decode 8192->28672", "decode 28672->8192")]
+    + [(f"M={m} graph 4096->11008 vs bf16", {"label": f"4096->11008 M={m}", "impl": "bitlinear",
+        "mode": "graph"}, "speedup_vs_bf16", ">=", 2.5) for m in (8, 16, 64)]
+    + [(f"graph {lbl} vs bf16", {"label": lbl, "impl": "bitlinear", "mode": "graph"},
+        "speedup_vs_bf16", ">=", 1.3) for lbl in _PREFILL]
+    + [(f"graph {lbl} vs torch._int_mm", {"label": lbl, "impl": "bitlinear", "mode": "graph"},
+        "speedup_vs_int_mm", ">=", 1.0) for lbl in _PREFILL])
+TABLE_TRAIN = [(f"{lbl} fwd+bwd / nn.Linear bf16", {"label": lbl, "impl": "train_bitlinear_bf16",
+                "pass": "fwd+bwd"}, "time_vs_linear", "<=", 1.2) for lbl, *_ in TRAIN_CASES]
+TABLE_HOST = [(f"host time per call, {case} / nn.Linear", {"case": case, "impl": "bitlinear"},
+               "time_vs_linear", "<=", 1.0) for case in ("no_grad",)]
+
+
+def issue_table(result: dict) -> dict:
+    """Issue 19's timing table from a bench result: one row per target with the measured value,
+    the target and ok (None where nothing was measured), the card, and the torchao rows where
+    its wheel was there. `python -m bitlinear.bench.gpu --issue-table RESULT.json` writes it."""
+    meta = result.get("meta", {})
+    layer = result.get("results", [])
+    tr = (result.get("train") or {}).get("records", [])
+    host = (result.get("host") or {}).get("records", [])
+    for r in layer:  # bitlinear against torch._int_mm at the same point
+        if r.get("impl") == "bitlinear":
+            mm = next((b for b in layer if b.get("impl") == "int_mm" and b.get("mode") == r["mode"]
+                       and b.get("label") == r["label"]), None)
+            if mm:
+                r["speedup_vs_int_mm"] = mm["median_ms"] / r["median_ms"]
+    rows, layer_specs = [], ISSUE_TABLE
+    if meta.get("modes") == ["wall"]:  # the CPU rehearsal: its one mode stands for both
+        layer_specs = [(n, {**m, "mode": "wall"}, k, op, w) for n, m, k, op, w in ISSUE_TABLE]
+    for recs, specs in ((layer, layer_specs), (tr, TABLE_TRAIN), (host, TABLE_HOST)):
+        got = {t["name"]: t for t in check_targets(recs, specs)}
+        for name, _match, _key, op, want in specs:
+            t = got.get(name)
+            rows.append({"row": name, "op": op, "want": want,
+                         "value": None if t is None else t["value"],
+                         "ok": None if t is None else bool(t["ok"])})
+    torchao = [{k: r.get(k) for k in ("label", "pass", "median_ms", "time_vs_linear")}
+               for r in tr if r.get("impl") == "train_torchao_bf16"]
+    return {"card": meta.get("device"), "rehearsal": meta.get("rehearsal"),
+            "date": meta.get("date"), "torch": meta.get("torch"),
+            "cuda_options": meta.get("cuda_options"), "rows": rows, "torchao_train": torchao,
+            "measured": sum(r["value"] is not None for r in rows), "met": sum(bool(r["ok"]) for r in rows)}
+
+
+def rehearse(out: str) -> int:
+    """profile/gpu_check.sh's CPU rehearsal (GPU_CHECK_DRY_RUN=1): the table suite's flow on the
+    CPU with the host clock, every table case scaled down (same labels), the result JSON written
+    after each part as on a GPU. Its times say nothing about a GPU."""
+    import argparse
+
+    from . import harness
+    from .cli import add_parser
+    args = add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(
+        ["--device", "cuda", "--no-progress", "--impls",
+         "bitlinear,bf16,int_mm,bitlinear_module,nn_linear_bf16,train_bf16,train_bitlinear_bf16"])
+    args.save = lambda partial: harness.write(partial, out)
+    global TABLE_SHAPES, TRAIN_CASES
+    keep = TABLE_SHAPES, TRAIN_CASES
+    TABLE_SHAPES = [(lbl, min(M, 24), 128, 64) for lbl, M, _K, _N in TABLE_SHAPES]
+    TRAIN_CASES = [(lbl, 16, 128, 64) for lbl, *_ in TRAIN_CASES]
+    os.environ["BITLINEAR_BENCH_CASES"] = "table"
+    try:
+        args.reps, args.quick = 3, True
+        result = run(args, device="cpu")
+    finally:
+        TABLE_SHAPES, TRAIN_CASES = keep
+    if isinstance(result, int):
+        return result
+    result["meta"]["rehearsal"] = "CPU rehearsal of profile/gpu_check.sh: not a GPU measurement"
+    harness.write(result, out)
+    return 0
+
+
 def _cuda_options() -> dict:
     from bitlinear.cuda import cuda_options
     return cuda_options()
@@ -364,8 +454,10 @@ def run(args, device: str = "cuda"):
         return 2
     modes, train_mode = (DEFAULT_MODES, TRAIN_MODE) if cuda else (("wall",), "wall")
     l2 = gpu_l2_bytes() if cuda else 1 << 19
-    reps = max(30, args.reps)
-    if args.shapes or args.ms:
+    reps = max(30, args.reps) if cuda else args.reps
+    if os.environ.get("BITLINEAR_BENCH_CASES") == "table":  # issue 19's table (gpu_check.sh)
+        cases, train_cases = TABLE_SHAPES, TRAIN_CASES
+    elif args.shapes or args.ms:
         cases = [(f"{K}x{N} M={m}", m, K, N) for K, N in args.shapes or [(4096, 4096)]
                  for m in args.ms or [1]]
         train_cases = cases
@@ -422,9 +514,35 @@ def run(args, device: str = "cuda"):
 
 
 def main(argv=None) -> int:
-    """`python -m bitlinear.bench.gpu [options]` is `python -m bitlinear bench --device cuda [options]`."""
+    """`python -m bitlinear.bench.gpu [options]` is `python -m bitlinear bench --device cuda [options]`,
+    plus: --table (only issue 19's table cases), --rehearse --out F (the CPU rehearsal, no GPU),
+    --issue-table RESULT.json --out F (the table's rows from a result)."""
+    import json
+
+    from . import harness
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = argv[argv.index("--out") + 1] if "--out" in argv else None
+    if "--issue-table" in argv:
+        with open(argv[argv.index("--issue-table") + 1]) as f:
+            table = issue_table(json.load(f))
+        if out:
+            with open(out, "w") as f:
+                json.dump(table, f, indent=1)
+        for r in table["rows"]:
+            v = "not measured" if r["value"] is None else f"{r['value']:.3g}"
+            ok = ("-" if r["ok"] is None else "(rehearsal)" if table["rehearsal"] else
+                  "MET" if r["ok"] else "missed")
+            print(f"{r['row']:<58} {v:>13} {r['op']} {r['want']:<5} {ok}")
+        print(f"card: {table['card']}; {table['met']} of {len(table['rows'])} targets met, "
+              f"{table['measured']} measured" + (f" ({table['rehearsal']})" if table["rehearsal"] else ""))
+        return 0
+    if "--rehearse" in argv:
+        return rehearse(out or "gpu_bench_rehearsal.json")
+    if "--table" in argv:
+        argv.remove("--table")
+        os.environ["BITLINEAR_BENCH_CASES"] = "table"
     from .cli import main as bench_main
-    return bench_main(["--device", "cuda", *(sys.argv[1:] if argv is None else argv)])
+    return bench_main(["--device", "cuda", *argv])
 
 
 if __name__ == "__main__":

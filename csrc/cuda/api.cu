@@ -2,10 +2,13 @@
  * choice.
  *
  * Paths (bl_cuda_path, docs/cuda.md): FUSED (bl_cuda_linear only: activation quantization and
- * the dp4a GEMV in one kernel, M <= BL_CUDA_OPT_FUSED_MAX_M), GEMV (M = 1, quantized inputs),
+ * the dp4a GEMV in one kernel, M <= BL_CUDA_OPT_FUSED_MAX_M), GEMV (quantized inputs, small M),
  * MULTIROW (skinny mma.sync, BL_CUDA_OPT_MULTIROW_MIN_M <= M < BL_CUDA_OPT_MMA_MIN_M), MMA
  * (larger M), WGMMA (sm_90a; only when forced, not yet run on a GPU) and SIMPLE (unaligned
- * operands, or forced). The options live in process-wide
+ * operands, or forced). AUTO with the default options reaches only the kernels whose design
+ * passed profile/gpu_check.sh on a GPU (docs/cuda.md, "Verification"): the GEMV for
+ * M < BL_CUDA_OPT_MMA_MIN_M and the MMA GEMM from there; FUSED and MULTIROW are off by default
+ * (their options at 0) until they pass it, and stay reachable by forcing or by their options. The options live in process-wide
  * atomics set by bl_cuda_set_option; each entry point reads them once (one snapshot per call):
  * no getenv, no locks on the launch path. Everything is asynchronous on the given stream: no host
  * sync, no allocation.
@@ -22,12 +25,15 @@
 
 namespace {
 
-/* Defaults: guesses until measured on an H100 (docs/cuda.md, "Thresholds"). */
+/* Defaults: AUTO reaches verified kernels only (docs/cuda.md, "Verification"). The GEMV / MMA
+ * switch at M = 9 was placed on the H100 run of 2026-11-26 (MMA 1.6x the GEMV at M = 16,
+ * 4096^2). The fused (suggested: 4) and multi-row (suggested: 2, with MMA from 65) kernels have
+ * never run on a GPU: 0 keeps them out of AUTO until profile/gpu_check.sh passes them. */
 std::atomic<int64_t> g_opts[BL_CUDA_OPT_COUNT] = {
     {BL_CUDA_PATH_AUTO}, /* BL_CUDA_OPT_PATH */
-    {4},                 /* BL_CUDA_OPT_FUSED_MAX_M: dp4a work stays under the weight bytes */
-    {2},                 /* BL_CUDA_OPT_MULTIROW_MIN_M */
-    {65},                /* BL_CUDA_OPT_MMA_MIN_M: multi-row covers 2..64 */
+    {0},                 /* BL_CUDA_OPT_FUSED_MAX_M: 0 = AUTO never fuses */
+    {0},                 /* BL_CUDA_OPT_MULTIROW_MIN_M: 0 = AUTO never picks MULTIROW */
+    {9},                 /* BL_CUDA_OPT_MMA_MIN_M */
     {128},               /* BL_CUDA_OPT_MMA_BN */
 };
 
@@ -59,9 +65,9 @@ int gemm_path(const Opts &o, int64_t M) {
     case BL_CUDA_PATH_MULTIROW: return BL_CUDA_PATH_MULTIROW;
     case BL_CUDA_PATH_MMA: return BL_CUDA_PATH_MMA;
     case BL_CUDA_PATH_WGMMA: return BL_CUDA_PATH_WGMMA; /* MMA at launch where not available */
-    default:
+    default: /* AUTO */
       if (M >= o.mma_min_m) return BL_CUDA_PATH_MMA;
-      if (M >= o.multirow_min_m) return BL_CUDA_PATH_MULTIROW;
+      if (o.multirow_min_m >= 1 && M >= o.multirow_min_m) return BL_CUDA_PATH_MULTIROW;
       return BL_CUDA_PATH_GEMV;
   }
 }
@@ -113,7 +119,7 @@ bool option_ok(int option, int64_t v) {
   switch (option) {
     case BL_CUDA_OPT_PATH: return v >= 0 && v < BL_CUDA_PATH_COUNT;
     case BL_CUDA_OPT_FUSED_MAX_M: return v >= 0 && v <= blc::kFusedMaxM;
-    case BL_CUDA_OPT_MULTIROW_MIN_M:
+    case BL_CUDA_OPT_MULTIROW_MIN_M: return v >= 0; /* 0: off */
     case BL_CUDA_OPT_MMA_MIN_M: return v >= 1;
     case BL_CUDA_OPT_MMA_BN: return v == 128 || v == 256;
     default: return false;
@@ -121,6 +127,21 @@ bool option_ok(int option, int64_t v) {
 }
 
 }  // namespace
+
+namespace blc {
+
+/* The kernel a call would run with the current options (host only: no CUDA call). linear: a
+ * bl_cuda_linear call (which may fuse), else bl_cuda_gemm_acc / bl_cuda_linear_q (the training
+ * forward's GEMM). Operands assumed 16-byte aligned (else SIMPLE); WGMMA is reported as chosen
+ * (MMA runs at launch where the device has no sm_90a code). The same decisions as the entry
+ * points: linear_fused, then gemm_path. */
+int chosen_path(bool linear, int64_t M, int64_t K) {
+  const Opts o = snapshot();
+  if (linear && linear_fused(o, M, K)) return BL_CUDA_PATH_FUSED;
+  return gemm_path(o, M);
+}
+
+}  // namespace blc
 
 extern "C" {
 

@@ -256,6 +256,10 @@ bl_status launch_rowsum(const int8_t *xq, int64_t ldq, int64_t M, int64_t K, int
 bl_status quantize_acts(const void *x, int dt, int64_t M, int64_t K, int64_t ldx, float eps,
                         int per_token, int8_t *xq, int64_t ldq, float *scale, int32_t *rowsum,
                         uint32_t *amax_bits, cudaStream_t stream);
+/* api.cu: the bl_cuda_path a call with the current options runs (host only, no CUDA call;
+ * aligned operands). linear: bl_cuda_linear (may fuse), else bl_cuda_gemm_acc / linear_q.
+ * scripts/cuda_host_check.cu checks it against scripts/cuda_auto_paths.txt. */
+int chosen_path(bool linear, int64_t M, int64_t K);
 }  // namespace blc
 
 #endif
