@@ -130,7 +130,22 @@ def _linear_train_setup(ctx, inputs, output):
 
 def _linear_train_backward(ctx, gy, *_):
     """Straight-through estimator, in the gradient's dtype:
-    grad_x = g @ (s_w W_q), grad_w = g^T @ (s_x X_q), grad_b = sum of g over tokens."""
+    grad_x = g @ (s_w W_q), grad_w = g^T @ (s_x X_q), grad_b = sum of g over tokens.
+    On the CPU its torch ops take the oversubscription governor's thread count (one thread while
+    other processes keep the cores busy, as the C core's own regions do): a descheduled OpenMP
+    thread would otherwise hold up every matmul of the step."""
+    n = torch.get_num_threads()
+    t = _threads_now(n) if gy.is_cpu and n > 1 and _threads_now is not None else n
+    if t >= n:
+        return _train_backward(ctx, gy)
+    torch.set_num_threads(t)
+    try:
+        return _train_backward(ctx, gy)
+    finally:
+        torch.set_num_threads(n)
+
+
+def _train_backward(ctx, gy):
     x_q, x_scale, w_scale, w_packed = ctx.saved_tensors
     x_shape, x_dtype, w_dtype, b_dtype = ctx.shapes
     K = x_shape[-1]
@@ -154,6 +169,8 @@ torch.library.register_autograd("bitlinear::linear_train", _linear_train_backwar
                                 setup_context=_linear_train_setup, lib=_lib)
 
 from . import _ext  # noqa: E402  (the native kernels register for the ops defined above)
+
+_threads_now = getattr(_ext._native, "threads_now", None) if _ext.HAS_BITLINEAR else None
 
 
 # ---------------------------------------------------------------------------- typed wrappers

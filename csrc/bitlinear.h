@@ -17,6 +17,16 @@
  *                          (float32, no FMA contraction), then rounded to the output dtype.
  *                          A row whose s_x is not finite (NaN/Inf in x) is all NaN.
  * rint is round-half-to-even (the default FP environment).
+ * Floating-point mode: every thread that computes for a call computes in the calling thread's
+ *   mode (x86 MXCSR FTZ, DAZ and rounding bits; aarch64 FPCR FZ, FZ16, FIZ, AH and rounding
+ *   bits): each parallel region puts the caller's bits in its OpenMP workers and restores theirs
+ *   after (csrc/cpu/internal.h, bl_region_*). So results never depend on the thread count, in any
+ *   mode. In the default mode they are the numerics above; with flush-to-zero on in the caller
+ *   (torch.set_flush_denormal(True)), subnormal inputs read as 0 and subnormal results flush to 0
+ *   everywhere, which is what bitlinear/reference.py computes when torch runs it on one thread
+ *   (torch's own worker threads do not get the caller's mode, so the reference itself mixes modes
+ *   at several threads). Computing in IEEE mode instead would make us disagree with the reference
+ *   in every thread configuration under flush-to-zero, and cost the caller's FTZ speed.
  *
  * Packed weight format, version BL_FORMAT_VERSION (docs/packed_format.md):
  *   K is padded to Kp = ceil(K / 128) * 128. Each of the N rows is Kp/128 blocks
@@ -171,18 +181,22 @@ bl_status bl_lut_pack(const uint8_t *packed, int64_t N, int64_t K, uint8_t *lut,
 
 /* CPU options, process-wide (never read from the environment). */
 typedef enum {
-  BL_CPU_LUT_OFF = 0,    /* bl_linear_lut never reads the decode layout */
+  BL_CPU_LUT_OFF = 0,    /* bl_linear_lut never reads the decode layout (the default) */
   BL_CPU_LUT_AUTO = 1,   /* it does for M <= BL_CPU_OPT_LUT_MAX_M where the ISA's LUT kernel was
-                            measured faster than its packed GEMV (AVX-512) */
+                            measured faster than its packed GEMV (AVX-512; weights in cache) */
   BL_CPU_LUT_FORCE = 2   /* it does for every M, on any ISA (portable C where none): tests */
 } bl_cpu_lut_mode;
 typedef enum {
-  BL_CPU_OPT_LUT = 0,        /* a bl_cpu_lut_mode (default AUTO) */
+  BL_CPU_OPT_LUT = 0,        /* a bl_cpu_lut_mode (default OFF) */
   BL_CPU_OPT_LUT_MAX_M = 1,  /* AUTO: largest M of the LUT path, 0..64 (default: measured) */
   BL_CPU_OPT_COUNT = 2
 } bl_cpu_option;
 bl_status bl_cpu_set_option(int option, int64_t value); /* BL_ERR_ARG: unknown or out of range */
 int64_t bl_cpu_get_option(int option);                  /* -1 for an unknown option */
+/* The threads a parallel region the caller runs itself (torch's ops around ours, e.g. the
+ * training backward's matmuls) should use now: 1 while the oversubscription governor runs
+ * regions on one thread (the caller's region then counts as one of them), else nthreads. */
+int bl_cpu_threads_now(int nthreads);
 /* 1 if the current ISA has a SIMD LUT kernel (else the layout is read by portable C; AUTO
  * uses only the measured ones, bl_lut_used). */
 int bl_lut_kernel(void);

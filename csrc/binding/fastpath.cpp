@@ -219,6 +219,17 @@ PyObject* py_lut_status(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   return Py_BuildValue("(ii)", bl_lut_kernel(), bl_lut_used(M));
 }
 
+// threads_now(n): bl_cpu_threads_now(n), the governor's thread count for a region of the caller's.
+PyObject* py_threads_now(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  long long n;
+  if (nargs != 1) {
+    PyErr_SetString(PyExc_TypeError, "bitlinear: threads_now takes (nthreads)");
+    return nullptr;
+  }
+  if (!ll(args, 0, &n)) return nullptr;
+  return PyLong_FromLong(bl_cpu_threads_now(n > 1 << 20 ? 1 << 20 : (int)n));
+}
+
 }  // extern "C"
 }  // namespace
 
@@ -235,6 +246,8 @@ PyMethodDef bl_fastpath_methods[] = {
      "Reads (and with a value, sets) a CPU option of the C core."},
     {"lut_status", (PyCFunction)(void (*)(void))py_lut_status, METH_FASTCALL,
      "(LUT kernel on this ISA, LUT used for M rows)."},
+    {"threads_now", (PyCFunction)(void (*)(void))py_threads_now, METH_FASTCALL,
+     "The oversubscription governor's thread count for a region of the caller's."},
     {"linear_cuda", (PyCFunction)(void (*)(void))py_linear_cuda, METH_FASTCALL,
      "Deployed forward on raw CUDA pointers, asynchronous on the given stream."},
     {"linear_cuda_workspace_bytes", (PyCFunction)(void (*)(void))py_linear_cuda_workspace_bytes,

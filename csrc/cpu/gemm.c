@@ -57,6 +57,16 @@ static inline void act_tensor_row(const act_job *j, int64_t i, float s_all) {
   if (j->rowsum) j->rowsum[i] = s;
 }
 
+/* The largest of M row maxima; NaN if any is NaN (one order on every path). */
+static float max_of_row_maxima(const float *r, int64_t M) {
+  float m = 0.0f;
+  for (int64_t i = 0; i < M; i++) {
+    if (r[i] != r[i] || r[i] > m) m = r[i];
+    if (m != m) break;
+  }
+  return m;
+}
+
 void bl_quantize_acts_k(const bl_cpu_kernels *kt, const void *x, bl_dtype dt, int64_t M,
                         int64_t K, int64_t ldx, float eps, int per_token, int8_t *xq,
                         int64_t ldq, float *scale, int32_t *rowsum, int nthreads) {
@@ -66,34 +76,45 @@ void bl_quantize_acts_k(const bl_cpu_kernels *kt, const void *x, bl_dtype dt, in
   /* A fork/join costs more than quantizing a few short rows; one thread runs no parallel region
    * at all (entering one with a single thread still costs libgomp's team setup, about a
    * microsecond: the whole of a small layer's decode call). */
-  const int nt = M > 1 && (double)M * (double)K >= 65536.0 ? bl_nthreads(nthreads) : 1;
+  const int want = M > 1 && (double)M * (double)K >= 65536.0 ? bl_nthreads(nthreads) : 1;
+  bl_region r;
   if (per_token) {
-    if (nt > 1) {
-#pragma omp parallel for num_threads(nt) schedule(static)
-      for (int64_t i = 0; i < M; i++) act_token_row(&j, i);
+    if (bl_region_begin(&r, want) > 1) {
+#pragma omp parallel num_threads(r.nt)
+      {
+        bl_region_thread th;
+        bl_region_enter(&r, &th);
+#pragma omp for schedule(static) nowait
+        for (int64_t i = 0; i < M; i++) act_token_row(&j, i);
+        bl_region_leave(&r, &th);
+      }
+      bl_region_end(&r);
     } else {
       for (int64_t i = 0; i < M; i++) act_token_row(&j, i);
     }
     return;
   }
-  /* per tensor: row maxima in parallel (scale[] is the scratch), one deterministic reduction */
-  if (nt > 1) {
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t i = 0; i < M; i++) act_amax_row(&j, i);
+  /* per tensor: row maxima in parallel (scale[] is the scratch), one deterministic reduction on
+   * the caller's thread, then the rows: one region, one governor decision */
+  if (bl_region_begin(&r, want) > 1) {
+    float s_all = 0.0f;
+#pragma omp parallel num_threads(r.nt)
+    {
+      bl_region_thread th;
+      bl_region_enter(&r, &th);
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < M; i++) act_amax_row(&j, i);
+#pragma omp master
+      s_all = bl_act_scale(max_of_row_maxima(scale, M), eps);
+#pragma omp barrier
+#pragma omp for schedule(static) nowait
+      for (int64_t i = 0; i < M; i++) act_tensor_row(&j, i, s_all);
+      bl_region_leave(&r, &th);
+    }
+    bl_region_end(&r);
   } else {
     for (int64_t i = 0; i < M; i++) act_amax_row(&j, i);
-  }
-  float m = 0.0f;
-  for (int64_t i = 0; i < M; i++) {
-    float r = scale[i];
-    if (r != r || r > m) m = r;
-    if (m != m) break;
-  }
-  const float s_all = bl_act_scale(m, eps);
-  if (nt > 1) {
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t i = 0; i < M; i++) act_tensor_row(&j, i, s_all);
-  } else {
+    const float s_all = bl_act_scale(max_of_row_maxima(scale, M), eps);
     for (int64_t i = 0; i < M; i++) act_tensor_row(&j, i, s_all);
   }
 }
@@ -234,10 +255,12 @@ static void run_task(const plan *p, const sink *o, int64_t t) {
  * When other processes keep the cores busy, a thread of the team gets descheduled and the join
  * waits for it: a 0.1 ms GEMV then took 6-8 ms with 2 threads against 0.1 ms with 1. A region whose
  * wall time is far above the CPU time its busiest thread got was waiting for the OS, so the next
- * calls run on one thread, for a window that doubles while the load lasts (up to 4096 calls) and
- * resets after a parallel call that runs clean. Results never depend on the thread count (each
- * output is computed by exactly one tile). */
-static int solo_calls;  /* calls left to run on one thread */
+ * regions run on one thread, for a window that doubles while the load lasts (up to 4096 regions)
+ * and resets after a parallel region that runs clean. Every parallel region of the CPU core asks
+ * and reports here (internal.h, bl_region_*): the GEMMs, weight and activation quantization,
+ * unpacking, the decode-layout pack. Results never depend on the thread count (each output is
+ * computed by exactly one thread, in the caller's floating-point mode). */
+static int solo_calls;  /* regions left to run on one thread */
 static int solo_window = 16;
 
 static double wall_seconds(void) { return omp_get_wtime(); }
@@ -267,23 +290,61 @@ static void note_parallel_run(double wall, double busiest_cpu) {
   }
 }
 
+int bl_cpu_threads_now(int nthreads) {
+  if (nthreads <= 1) return 1;
+  return take_solo_call() ? 1 : nthreads;
+}
+
+int bl_region_begin(bl_region *r, int nt) {
+  if (nt > 1 && take_solo_call()) nt = 1;
+  r->nt = nt > 1 ? nt : 1;
+  r->fp = 0;
+  r->busiest = 0.0;
+  r->t0 = 0.0;
+  if (r->nt > 1) {
+    r->fp = bl_fp_reg_get() & BL_FP_MODE_BITS;
+    r->t0 = wall_seconds();
+  }
+  return r->nt;
+}
+
+void bl_region_enter(const bl_region *r, bl_region_thread *t) {
+  if (r->nt == 1) return; /* the caller itself: nothing to switch, nothing to report */
+  const unsigned long long cur = bl_fp_reg_get();
+  t->saved = cur;
+  if ((cur & BL_FP_MODE_BITS) != r->fp) bl_fp_reg_set((cur & ~BL_FP_MODE_BITS) | r->fp);
+  t->c0 = thread_cpu_seconds();
+}
+
+void bl_region_leave(bl_region *r, const bl_region_thread *t) {
+  if (r->nt == 1) return;
+  const double c = thread_cpu_seconds() - t->c0;
+  if ((t->saved & BL_FP_MODE_BITS) != r->fp) /* the thread's own mode; its status flags stay */
+    bl_fp_reg_set((bl_fp_reg_get() & ~BL_FP_MODE_BITS) | (t->saved & BL_FP_MODE_BITS));
+#pragma omp critical(bl_busiest)
+  r->busiest = c > r->busiest ? c : r->busiest;
+}
+
+void bl_region_end(const bl_region *r) {
+  if (r->nt > 1) note_parallel_run(wall_seconds() - r->t0, r->busiest);
+}
+
 static void run_plan(const plan *p, const sink *o, int nthreads) {
   const int64_t tasks = p->tasks_n * p->tasks_m;
   const double macs = (double)p->M * (double)p->N * (double)p->K;
   int nt = tasks < nthreads ? (int)tasks : nthreads;
   while (nt > 1 && macs < (double)nt * MIN_MACS_PER_THREAD) nt--;
-  if (nt > 1 && take_solo_call()) nt = 1;
-  if (nt == 1) {
+  bl_region r;
+  if (bl_region_begin(&r, nt) == 1) {
     for (int64_t t = 0; t < tasks; t++) run_task(p, o, t);
     return;
   }
-  double busiest = 0.0;
-  const double w0 = wall_seconds();
   /* dynamic: a thread the OS delays holds up only the task it is on; small M: static, one
    * contiguous weight stream per thread (a delayed thread is the oversubscription logic's job) */
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(r.nt)
   {
-    const double c0 = thread_cpu_seconds();
+    bl_region_thread th;
+    bl_region_enter(&r, &th);
     if (p->M <= STREAM_MAX_M || p->tabs) {
 #pragma omp for schedule(static) nowait
       for (int64_t t = 0; t < tasks; t++) run_task(p, o, t);
@@ -291,11 +352,9 @@ static void run_plan(const plan *p, const sink *o, int nthreads) {
 #pragma omp for schedule(dynamic, 1) nowait
       for (int64_t t = 0; t < tasks; t++) run_task(p, o, t);
     }
-    const double c = thread_cpu_seconds() - c0;
-#pragma omp critical(bl_busiest)
-    busiest = c > busiest ? c : busiest;
+    bl_region_leave(&r, &th);
   }
-  note_parallel_run(wall_seconds() - w0, busiest);
+  bl_region_end(&r);
 }
 
 static void make_plan(plan *p, const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,

@@ -24,6 +24,77 @@ static inline int bl_nthreads(int n) {
   return n > procs ? procs : n;
 }
 
+/* ---------------------------------------------------------------- parallel regions
+ * Every OpenMP region of the CPU core (weight and activation quantization, the GEMMs and their
+ * epilogue, unpacking, the decode-layout pack, and the ref.c loops) runs through these:
+ *
+ *   bl_region r;
+ *   if (bl_region_begin(&r, nt) > 1) {        // the governor's thread count for this region
+ *   #pragma omp parallel num_threads(r.nt)
+ *     { bl_region_thread t; bl_region_enter(&r, &t); ...work...; bl_region_leave(&r, &t); }
+ *     bl_region_end(&r);                       // report how long the region waited
+ *   } else { ...the same work, serially... }
+ *
+ * - Oversubscription governor (gemm.c): a region whose wall time is far above the CPU time its
+ *   busiest thread got waited for a descheduled thread; the next regions, of any kind, then run on
+ *   one thread for a while. One shared state, so a training step's quantization, unpacking and
+ *   GEMMs all drop to one thread together.
+ * - Floating-point mode: OpenMP's worker threads keep their own FTZ/DAZ and rounding bits (MXCSR
+ *   on x86, FPCR on aarch64), while torch.set_flush_denormal sets the calling thread's only.
+ *   bl_region_begin reads the caller's mode (only when the region has several threads: a serial
+ *   region runs on the caller and reads nothing), bl_region_enter puts it in each thread (a write
+ *   only where it differs) and bl_region_leave restores the thread's own. So every thread that
+ *   computes for one call computes in the caller's mode, and results do not depend on the thread
+ *   count in any mode (bitlinear.h, "Numerics"). */
+#if defined(__x86_64__) || defined(__i386__)
+/* MXCSR: DAZ (bit 6), rounding control (bits 13-14), FTZ (bit 15) */
+#define BL_FP_MODE_BITS 0xE040ull
+static inline unsigned long long bl_fp_reg_get(void) {
+  unsigned int v;
+  __asm__ volatile("stmxcsr %0" : "=m"(v));
+  return v;
+}
+static inline void bl_fp_reg_set(unsigned long long v) {
+  unsigned int x = (unsigned int)v;
+  __asm__ volatile("ldmxcsr %0" : : "m"(x) : "memory");
+}
+#elif defined(__aarch64__)
+/* FPCR: FIZ (bit 0) and AH (bit 1) where FEAT_AFP has them (else they read 0 everywhere), FZ16
+ * (bit 19), rounding mode (bits 22-23), FZ (bit 24) */
+#define BL_FP_MODE_BITS ((3ull << 0) | (1ull << 19) | (3ull << 22) | (1ull << 24))
+static inline unsigned long long bl_fp_reg_get(void) {
+  unsigned long long v;
+  __asm__ volatile("mrs %0, fpcr" : "=r"(v));
+  return v;
+}
+static inline void bl_fp_reg_set(unsigned long long v) {
+  __asm__ volatile("msr fpcr, %0" : : "r"(v) : "memory");
+}
+#else
+#define BL_FP_MODE_BITS 0ull /* no known mode register: nothing to carry */
+static inline unsigned long long bl_fp_reg_get(void) { return 0; }
+static inline void bl_fp_reg_set(unsigned long long v) { (void)v; }
+#endif
+
+typedef struct {
+  int nt;                  /* threads of the region: 1 runs it serially on the caller */
+  unsigned long long fp;   /* the caller's mode bits (BL_FP_MODE_BITS), read when nt > 1 */
+  double t0, busiest;      /* wall clock at the start; CPU seconds of the busiest thread */
+} bl_region;
+typedef struct {
+  unsigned long long saved; /* the thread's own register */
+  double c0;                /* its CPU clock at the start */
+} bl_region_thread;
+
+/* gemm.c. begin: the threads a region that could use nt may use now (nt, or 1 while the governor
+ * says so), stored in r->nt and returned; end: the region's report to the governor (nt > 1).
+ * enter / leave: first and last thing of every thread of a parallel region (nothing when r->nt is
+ * 1, so a region that may run with one thread can call them unconditionally). */
+int bl_region_begin(bl_region *r, int nt);
+void bl_region_end(const bl_region *r);
+void bl_region_enter(const bl_region *r, bl_region_thread *t);
+void bl_region_leave(bl_region *r, const bl_region_thread *t);
+
 /* max(v, lo) with torch.clamp(min=) semantics: NaN stays NaN (fmaxf would drop it). */
 static inline float bl_clamp_min_nan(float v, float lo) { return v != v ? v : fmaxf(v, lo); }
 

@@ -41,10 +41,13 @@ bl_status bl_lut_pack(const uint8_t *packed, int64_t N, int64_t K, uint8_t *lut,
   const int64_t C = bl_lut_cols(K), T = bl_lut_tiles(N), rb = bl_packed_row_bytes(K);
   const int64_t len = BL_LUT_COL_K * C > bl_padded_k(K) ? BL_LUT_COL_K * C : bl_padded_k(K);
   uint16_t *out = (uint16_t *)lut;
-  const int nt = (double)N * (double)K >= 1048576.0 ? bl_nthreads(nthreads) : 1;
+  bl_region r;
+  bl_region_begin(&r, (double)N * (double)K >= 1048576.0 ? bl_nthreads(nthreads) : 1);
   int failed = 0;
-#pragma omp parallel num_threads(nt) reduction(| : failed)
+#pragma omp parallel num_threads(r.nt) reduction(| : failed)
   {
+    bl_region_thread th;
+    bl_region_enter(&r, &th);
     uint8_t *codes = (uint8_t *)malloc((size_t)len);
     if (!codes) {
       failed = 1;
@@ -65,7 +68,9 @@ bl_status bl_lut_pack(const uint8_t *packed, int64_t N, int64_t K, uint8_t *lut,
       }
     }
     free(codes);
+    bl_region_leave(&r, &th);
   }
+  bl_region_end(&r);
   return failed ? BL_ERR_ALLOC : BL_OK;
 }
 

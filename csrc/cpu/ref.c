@@ -93,13 +93,22 @@ bl_status bl_quantize_acts_ref(const void *x, bl_dtype dt, int64_t M, int64_t K,
     float s = bl_act_scale(m, eps);
     for (int64_t i = 0; i < M; i++) scale[i] = s;
   }
-#pragma omp parallel for num_threads(bl_nthreads(nthreads)) schedule(static)
-  for (int64_t i = 0; i < M; i++) {
-    const void *row = (const char *)x + (size_t)(i * ldx) * es;
-    if (per_token) scale[i] = bl_act_scale(bl_row_amax_ref(row, dt, K), eps);
-    int32_t s = bl_quantize_row_ref(row, dt, K, scale[i], xq + i * ldq, Kp);
-    if (rowsum) rowsum[i] = s;
+  bl_region r; /* the governor's thread count, the caller's FP mode (internal.h) */
+  bl_region_begin(&r, bl_nthreads(nthreads));
+#pragma omp parallel num_threads(r.nt)
+  {
+    bl_region_thread th;
+    bl_region_enter(&r, &th);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < M; i++) {
+      const void *row = (const char *)x + (size_t)(i * ldx) * es;
+      if (per_token) scale[i] = bl_act_scale(bl_row_amax_ref(row, dt, K), eps);
+      int32_t s = bl_quantize_row_ref(row, dt, K, scale[i], xq + i * ldq, Kp);
+      if (rowsum) rowsum[i] = s;
+    }
+    bl_region_leave(&r, &th);
   }
+  bl_region_end(&r);
   return BL_OK;
 }
 
@@ -109,22 +118,31 @@ bl_status bl_gemm_acc_ref(const int8_t *xq, int64_t ldq, const uint8_t *packed, 
   bl_status st = bl_check_gemm(xq, ldq, packed, M, N, K, acc, ldacc);
   if (st != BL_OK || M == 0) return st;
   const int64_t rb = bl_packed_row_bytes(K), nb = bl_padded_k(K) / BL_QK;
-#pragma omp parallel for collapse(2) num_threads(bl_nthreads(nthreads)) schedule(static)
-  for (int64_t m = 0; m < M; m++)
-    for (int64_t n = 0; n < N; n++) {
-      const int8_t *x = xq + m * ldq;
-      const uint8_t *w = packed + n * rb;
-      int32_t s = 0;
-      for (int64_t b = 0; b < nb; b++)
-        for (int j = 0; j < 32; j++) {
-          uint8_t byte = w[b * BL_BLOCK_BYTES + j];
-          for (int g = 0; g < 4; g++) {
-            const int c = (byte >> (2 * g)) & 3; /* the invalid code 3 reads as 2 (weight +1) */
-            s += (int32_t)x[b * BL_QK + 32 * g + j] * ((c < 2 ? c : 2) - 1);
+  bl_region r;
+  bl_region_begin(&r, bl_nthreads(nthreads));
+#pragma omp parallel num_threads(r.nt)
+  {
+    bl_region_thread th;
+    bl_region_enter(&r, &th);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N; n++) {
+        const int8_t *x = xq + m * ldq;
+        const uint8_t *w = packed + n * rb;
+        int32_t s = 0;
+        for (int64_t b = 0; b < nb; b++)
+          for (int j = 0; j < 32; j++) {
+            uint8_t byte = w[b * BL_BLOCK_BYTES + j];
+            for (int g = 0; g < 4; g++) {
+              const int c = (byte >> (2 * g)) & 3; /* the invalid code 3 reads as 2 (weight +1) */
+              s += (int32_t)x[b * BL_QK + 32 * g + j] * ((c < 2 ? c : 2) - 1);
+            }
           }
-        }
-      acc[m * ldacc + n] = s;
-    }
+        acc[m * ldacc + n] = s;
+      }
+    bl_region_leave(&r, &th);
+  }
+  bl_region_end(&r);
   return BL_OK;
 }
 
@@ -136,11 +154,20 @@ bl_status bl_epilogue_ref(const int32_t *acc, int64_t ldacc, int64_t M, int64_t 
   if (!bl_dtype_ok(ydt)) return BL_ERR_ARG;
   if (bl_check_dims(M, N, ldacc) != BL_OK || bl_check_dims(M, N, ldy) != BL_OK)
     return BL_ERR_STRIDE;
-#pragma omp parallel for num_threads(bl_nthreads(nthreads)) schedule(static)
-  for (int64_t m = 0; m < M; m++) {
-    bl_epilogue_row(acc + m * ldacc, N, xscale[m], wscale, w_per_channel, bias, y, ydt,
-                    m * ldy);
+  bl_region r;
+  bl_region_begin(&r, bl_nthreads(nthreads));
+#pragma omp parallel num_threads(r.nt)
+  {
+    bl_region_thread th;
+    bl_region_enter(&r, &th);
+#pragma omp for schedule(static)
+    for (int64_t m = 0; m < M; m++) {
+      bl_epilogue_row(acc + m * ldacc, N, xscale[m], wscale, w_per_channel, bias, y, ydt,
+                      m * ldy);
+    }
+    bl_region_leave(&r, &th);
   }
+  bl_region_end(&r);
   return BL_OK;
 }
 

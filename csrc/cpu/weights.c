@@ -41,10 +41,13 @@ bl_status bl_unpack_weights_f(const uint8_t *packed, int64_t N, int64_t K, void 
   if (st != BL_OK) return st;
   if (dt != BL_I8 && !bl_dtype_ok(dt)) return BL_ERR_ARG;
   const int64_t rb = bl_packed_row_bytes(K), Kp = bl_padded_k(K);
-  const int nt = (double)N * (double)K >= 262144.0 ? bl_nthreads(nthreads) : 1;
+  bl_region r;
+  bl_region_begin(&r, (double)N * (double)K >= 262144.0 ? bl_nthreads(nthreads) : 1);
   int alloc_failed = 0;
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(r.nt)
   {
+    bl_region_thread th;
+    bl_region_enter(&r, &th);
     int8_t *v = (int8_t *)malloc((size_t)Kp);
     if (!v) {
 #pragma omp atomic write
@@ -69,7 +72,9 @@ bl_status bl_unpack_weights_f(const uint8_t *packed, int64_t N, int64_t K, void 
       }
     }
     free(v);
+    bl_region_leave(&r, &th);
   }
+  bl_region_end(&r);
   return alloc_failed ? BL_ERR_ALLOC : BL_OK;
 }
 
@@ -102,14 +107,17 @@ bl_status bl_quantize_weights_k(const bl_cpu_kernels *kt, const void *w, bl_dtyp
                                 int64_t K, int64_t ldw, float eps, int per_channel, float *scale,
                                 uint8_t *packed, int nthreads) {
   /* a fork/join costs more than a small layer's weights */
-  const int nt = (double)N * (double)K >= 65536.0 ? bl_nthreads(nthreads) : 1;
+  bl_region r;
+  bl_region_begin(&r, (double)N * (double)K >= 65536.0 ? bl_nthreads(nthreads) : 1);
   const int64_t rb = bl_packed_row_bytes(K);
   bl_pack_row_fn pack = kt->pack_row ? kt->pack_row : bl_pack_row;
   double *sums = (double *)malloc((size_t)N * sizeof(double));
   if (!sums) return BL_ERR_ALLOC;
   int failed = 0;
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(r.nt)
   {
+    bl_region_thread th;
+    bl_region_enter(&r, &th); /* the caller's FP mode for the sums, the scales and the packing */
     float *row = wdt == BL_F32 ? NULL : (float *)malloc((size_t)K * sizeof(float));
     const int ok = wdt == BL_F32 || row;
     if (!ok) {
@@ -136,7 +144,9 @@ bl_status bl_quantize_weights_k(const bl_cpu_kernels *kt, const void *w, bl_dtyp
         memset(packed + n * rb, BL_ZERO_CODES_BYTE, (size_t)rb);
     }
     free(row);
+    bl_region_leave(&r, &th);
   }
+  bl_region_end(&r);
   free(sums);
   return failed ? BL_ERR_ALLOC : BL_OK;
 }
