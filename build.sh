@@ -23,7 +23,7 @@ setup_env() {
   fi
   PY="$VENV/bin/python"
   step "installing dependencies ($TORCH_SPEC, build and test requirements)"
-  "$PY" -m pip install -q --disable-pip-version-check --upgrade pip "setuptools>=64" wheel
+  "$PY" -m pip install -q --disable-pip-version-check --upgrade pip "setuptools>=77" wheel
   "$PY" -m pip install -q --disable-pip-version-check "$TORCH_SPEC" -r requirements-dev.txt
 }
 
