@@ -126,6 +126,88 @@ def deployed_buffers(w_scale, w_packed, bias, in_features: int, out_features: in
         valid_codes(w_packed)
 
 
+MIN_NORMAL = 2.0 ** -126  # float32's smallest normal number: every weight scale is at least this
+_CHUNK_BYTES = 1 << 24  # the code scan works on 16 MiB of rows at a time (bounded temporaries)
+
+
+def _padding_masks(K: int):
+    """(mask, want) as 32 ints, or None when K is a multiple of 128: for byte j of a row's last
+    32-byte block, the bits of its 2-bit fields that are padding (k >= K), and the code 1 each of
+    them must hold. Field s of byte j is k = 128 b + 32 s + j (docs/packed_format.md)."""
+    first = K % 128  # the last block's first padding position (0: no padding)
+    if first == 0:
+        return None
+    mask = [0] * 32
+    for local in range(first, 128):
+        mask[local % 32] |= 3 << (2 * (local // 32))
+    return mask, [m & 0x55 for m in mask]
+
+
+def deployed_state(w_scale, w_packed, bias, in_features: int, out_features: int, per_channel: bool,
+                   who: str = "bitlinear") -> None:
+    """What every loader accepts as a deployed layer's buffers (load_state_dict, load_deployed,
+    from_pretrained, convert_bitnet, the legacy converter), ValueError naming the problem and
+    ``who`` (the layer) otherwise:
+
+    * structure (deployed_buffers): uint8 w_packed (out_features, packed_row_bytes(in_features)),
+      float32 w_scale and bias, contiguous, one device;
+    * w_scale holds out_features values for a per-channel quant type, else 1;
+    * no invalid code 3 anywhere in w_packed;
+    * every padding position (k >= in_features in the last 128-block) holds code 1 (weight 0):
+      what a packer writes, so a checkpoint of a larger in_features that shares this padded size
+      is refused when it has a non-zero weight past in_features;
+    * every scale is finite and a positive normal float32 (>= 2^-126): NaN, Inf, 0, negative and
+      subnormal scales are refused (a subnormal scale gives results that depend on the
+      flush-to-zero mode);
+    * a finite bias.
+
+    Vectorized over the uint8 buffer (no loop over rows); meta tensors get the structure checks
+    only. Calls deployed_buffers once (positionally: tests count the calls)."""
+    try:
+        deployed_buffers(w_scale, w_packed, bias, in_features, out_features, False)
+    except ValueError as e:
+        raise ValueError(f"{who}: {str(e).removeprefix('bitlinear: ')}") from None
+    want = out_features if per_channel else 1
+    if w_scale.numel() != want:
+        kind = "per-channel" if per_channel else "per-tensor"
+        raise ValueError(f"{who}: w_scale has {w_scale.numel()} elements; a {kind} weight scale "
+                         f"needs {want} (out_features={out_features})")
+    if w_packed.device.type == "meta":
+        return
+    rows = max(1, _CHUNK_BYTES // max(1, w_packed.shape[1]))
+    for r0 in range(0, w_packed.shape[0], rows):
+        chunk = w_packed[r0:r0 + rows]
+        t = chunk >> 1
+        t &= chunk
+        t &= 0x55
+        if bool(t.any()):
+            row = r0 + int(t.any(dim=1).nonzero()[0, 0])
+            raise ValueError(f"{who}: w_packed holds the invalid 2-bit code 3 (row {row}; the "
+                             "format has 0, 1, 2 = weight + 1): corrupted or not a bitlinear buffer")
+    masks = _padding_masks(in_features)
+    if masks is not None:
+        from .reference import padded_k
+
+        mask = torch.tensor(masks[0], dtype=torch.uint8, device=w_packed.device)
+        code1 = torch.tensor(masks[1], dtype=torch.uint8, device=w_packed.device)
+        bad = (w_packed[:, -32:] & mask) != code1
+        if bool(bad.any()):
+            row = int(bad.any(dim=1).nonzero()[0, 0])
+            raise ValueError(
+                f"{who}: w_packed has a non-zero weight in a padding position (row {row}, "
+                f"k >= in_features={in_features}); padding must hold code 1 (weight 0). A "
+                f"checkpoint of a larger in_features (up to {padded_k(in_features)}) "
+                "has this shape too: size mismatch?")
+    ok = torch.isfinite(w_scale) & (w_scale >= MIN_NORMAL)
+    if not bool(ok.all()):
+        i = int((~ok).nonzero()[0, 0])
+        raise ValueError(f"{who}: w_scale must be finite and > 0, a normal float32 (>= 2^-126); "
+                         f"w_scale[{i}] = {w_scale[i].item()!r}")
+    if bias is not None and not bool(torch.isfinite(bias).all()):
+        i = int((~torch.isfinite(bias)).nonzero()[0, 0])
+        raise ValueError(f"{who}: bias must be finite; bias[{i}] = {bias[i].item()!r}")
+
+
 def valid_codes(w_packed) -> None:
     """Every 2-bit code is 0, 1 or 2 (w + 1); 3 is not part of the format."""
     if w_packed.device.type == "meta":

@@ -3,23 +3,33 @@
 A deployed forward through ``torch.ops.bitlinear.linear`` pays the dispatcher and the stable-ABI
 boxing on every call (about 7 µs of host time for a 64x64 layer, against 3-4 µs for
 ``nn.Linear``). Plain eager calls, which is how ``generate()`` runs, do not need any of it: the
-buffers were validated once at ``deploy()`` / load, so the layer checks the input here (dtype,
-device, shape, contiguity) and calls the C core directly (csrc/binding/fastpath.cpp), with the
-output allocated by torch. The result is bit for bit the op's: both call ``bl_linear`` /
-``bl_cuda_linear`` with the same arguments (tests/test_fastpath.py).
+layer checks the input here (dtype, device, shape, contiguity, the neg bit) and calls the C core
+directly (csrc/binding/fastpath.cpp), with the output allocated by torch. The result is bit for
+bit the op's: both call ``bl_linear`` / ``bl_cuda_linear`` with the same arguments
+(tests/test_fastpath.py).
+
+What the kernel relies on is checked on every call, because Python can change it without a trace:
+the buffers' data pointers, shapes, dtypes and contiguity, and the layer's ``in_features`` /
+``out_features``. Their first sight (and any change) triggers the full structural validation of
+``_checks.deployed_buffers`` plus a storage-size check; a key of those facts is remembered in the
+layer's ``FastRecord`` (owned here; other modules use ``forget`` / ``decode_layout``). Writes to the
+weights' memory need no tracking: on the default settings a layer holds one copy of its weights
+(``w_packed``) and every path reads it.
 
 Everything else takes the op: ``torch.compile`` / export / jit tracing, tensor subclasses and fake
 tensors, torch function or dispatch modes (``FlopCounterMode``, ``set_default_device``),
-functorch transforms, non-contiguous inputs, inputs that need a gradient, and any input the op
-would refuse (so its error messages stay the only ones). ``set_fast_path(False)`` turns the fast
-path off altogether.
+functorch transforms, non-contiguous or negative-view inputs, inputs that need a gradient, buffers
+that are not what the op accepts (so its error messages stay the only ones).
+``set_fast_path(False)`` turns the fast path off altogether. While a torch profiler is active the
+call is recorded as ``bitlinear::linear`` so it shows in traces; without one this costs one check.
 
-On the CPU a layer may also hold its weights' *decode layout* (``bl_lut_pack``: 1.78 bits per
-weight, in memory only, never saved), read by the table-lookup GEMV for small batches
-(docs/packed_format.md, "Decode layout"). It is built at ``deploy()`` / load and rebuilt here when
-``w_packed`` changed (another tensor, another storage, or an in-place write: its version
-counter), whenever the C core would read it (``bitlinear.cpu_lut``). The C core decides per call
-by M whether to read it; the result is the same bits either way.
+Opt-in (``bitlinear.set_cpu_lut("auto")``): a CPU layer may also hold its weights' *decode layout*
+(``bl_lut_pack``: 1.78 bits per weight, in memory only, never saved), read by the table-lookup GEMV
+for small batches (docs/packed_format.md, "Decode layout"). That is a second copy: it is rebuilt when
+``w_packed`` changes in a way torch records (another tensor or storage, its version counter, its
+shape), but writes that torch does not record (through ``.data``, NumPy, the storage, DLPack, or an
+inference tensor) are invisible to it; ``BitLinear.refresh_decode_layout()`` rebuilds it. The
+default mode is "off" for that reason and for memory (docs/benchmarks.md, "One resident copy").
 """
 from __future__ import annotations
 
@@ -52,8 +62,34 @@ _grad_enabled = torch.is_grad_enabled
 _linear_cpu = _native.linear_cpu if _native is not None else None
 
 
+_missing = object()
+_profiling = getattr(getattr(_C, "_autograd", None), "_profiler_enabled", None)
+_record_function = torch.autograd.profiler.record_function
+
+
+class FastRecord:
+    """What the fast path last validated for one layer: a key of the facts the kernel relies on
+    (data pointers, shapes, dtypes, contiguity, in/out features, device), recomputed per call."""
+    __slots__ = ("key", "per_channel")
+
+    def __init__(self, key, per_channel):
+        self.key = key
+        self.per_channel = per_channel
+
+
+class DecodeLayout:
+    """The opt-in CPU decode layout of a layer and the w_packed state it was built from."""
+    __slots__ = ("view", "source", "version", "key")
+
+    def __init__(self, view, source, version, key):
+        self.view = view
+        self.source = source
+        self.version = version
+        self.key = key
+
+
 # Whether CPU layers keep a decode layout: the C core reads one for some M on this ISA with the
-# current options (refreshed by bitlinear.isa's setters).
+# current options (refreshed by bitlinear.isa's setters). Off by default (bl_cpu_lut_mode).
 _lut_wanted = False
 _lut_pack = _native.lut_pack if _native is not None else None
 
@@ -68,9 +104,12 @@ refresh_lut_policy()
 
 
 def _version(t) -> int:
-    """t's version counter (in-place writes bump it); -1 for an inference tensor, which has none
-    (an in-place write to one under inference_mode is not seen: load_state_dict rebuilds anyway)."""
+    """t's version counter (in-place writes bump it); -1 for an inference tensor, which has none."""
     return -1 if t.is_inference() else t._version
+
+
+def _packed_key(wp):
+    return (wp.data_ptr(), wp.shape, wp.dtype, wp.is_contiguous(), wp.is_cpu)
 
 
 def _build_lut(layer, wp):
@@ -80,38 +119,64 @@ def _build_lut(layer, wp):
     nbytes = _native.lut_bytes(N, K)
     if not nbytes or wp.dtype != _uint8 or not wp.is_cpu or not wp.is_contiguous():
         return None
-    if wp.numel() != N * ((K + 127) // 128 * 32):
+    if wp.numel() != N * ((K + 127) // 128 * 32) or not _storage_holds(wp, wp.numel()):
         return None
-    lut = torch.empty(nbytes + 64, dtype=_uint8)
+    # The version is read before packing: a write during the (GIL-free) pack leaves the record
+    # older than the data, so the next call rebuilds instead of keeping a half-old layout.
+    version = _version(wp)
+    lut = torch.empty(nbytes + 64, dtype=_uint8, device="cpu")
     off = -lut.data_ptr() % 64  # the kernels read 64-byte vectors: align the start
     view = lut[off:off + nbytes]
     _lut_pack(wp.data_ptr(), N, K, view.data_ptr(), _get_threads())
-    entry = (view, wp, _version(wp), wp.data_ptr())
+    entry = DecodeLayout(view, wp, version, _packed_key(wp) + (N, K))
     layer.__dict__["_lut"] = entry
     return entry
 
 
-def lut_for(layer):
-    """The layer's current decode layout (built if missing or stale), or None when not wanted or
-    the layer is not a deployed CPU layer."""
+def _lut_current(layer, wp):
+    """The layer's decode layout if it still matches ``wp`` as torch sees it, else None."""
+    e = layer.__dict__.get("_lut")
+    if (e is None or e.source is not wp or e.version != _version(wp) or e.version < 0
+            or e.key != _packed_key(wp) + (layer.out_features, layer.in_features)):
+        return None
+    return e
+
+
+def decode_layout(layer):
+    """The layer's current decode layout tensor (built if missing or stale), or None when not
+    wanted or the layer is not a deployed CPU layer."""
     if not _lut_wanted or not getattr(layer, "deployed", False):
         return None
     wp = layer._buffers.get("w_packed")
     if wp is None or not wp.is_cpu:
         return None
+    e = _lut_current(layer, wp) or _build_lut(layer, wp)
+    return None if e is None else e.view
+
+
+def decode_layout_bytes(layer) -> int:
+    """Bytes of the decode layout the layer holds now (0: none)."""
     e = layer.__dict__.get("_lut")
-    if e is not None and e[1] is wp and e[2] == _version(wp) and e[3] == wp.data_ptr():
-        return e[0]
-    e = _build_lut(layer, wp)
-    return None if e is None else e[0]
+    return 0 if e is None else e.view.numel()
 
 
-def prepare_lut(layer) -> None:
-    """At deploy() / load / device moves: build the decode layout now (so the first call does not
-    pay for it), or drop it where it is not read (CUDA, LUT off)."""
+def forget(layer) -> None:
+    """Drop the layer's derived state (validated-buffer record, decode layout): a pickled or copied
+    layer rebuilds both from its buffers."""
     layer.__dict__.pop("_lut", None)
-    if _native is not None:
-        lut_for(layer)
+    layer.__dict__.pop("_fast_rec", None)
+
+
+def prepare(layer) -> None:
+    """At deploy() / load / device moves: forget the derived state, then build the decode layout
+    now where one is wanted (so the first call does not pay for it). A decode layout that cannot
+    be built is not an error: calls then read w_packed."""
+    forget(layer)
+    if _native is not None and _lut_wanted:
+        try:
+            decode_layout(layer)
+        except (RuntimeError, ValueError, TypeError):
+            layer.__dict__.pop("_lut", None)
 
 
 def set_fast_path(enabled: bool) -> None:
@@ -125,15 +190,53 @@ def fast_path_enabled() -> bool:
     return _enabled
 
 
+def _storage_holds(t, numel) -> bool:
+    """t's storage holds ``numel`` elements from t's start (what the kernel reads)."""
+    st = t.untyped_storage()
+    return st.nbytes() >= (t.storage_offset() + numel) * t.element_size()
+
+
+def check_buffers(layer) -> None:
+    """The op path's check of a deployed layer's buffers before a call (outside compile): the
+    structure the op relies on, and storages that hold what the shapes claim (a storage resized
+    under its tensor would otherwise be read past its end). ValueError names the problem."""
+    b = layer._buffers
+    wp, ws, bias = b.get("w_packed"), b.get("w_scale"), b.get("bias")
+    if wp is None or ws is None:
+        return  # parameters in their place: the op decides
+    _checks.deployed_buffers(ws, wp, bias, layer.in_features, layer.out_features, codes=False)
+    for name, t in (("w_packed", wp), ("w_scale", ws), ("bias", bias)):
+        if t is not None and t.device.type != "meta" and not _storage_holds(t, t.numel()):
+            raise ValueError(f"BitLinear: {name}'s storage holds "
+                             f"{t.untyped_storage().nbytes()} bytes, fewer than its shape "
+                             f"{tuple(t.shape)} needs (was it resized in place?)")
+
+
 def _buffers_ok(layer, x, wp, ws, bias) -> bool:
-    """The buffers' structure (dtype, shape, contiguity, device: what keeps the kernel in bounds),
-    checked when the layer's buffers change, not per call. The packed codes were checked at
-    deploy() / load; an invalid code cannot make a kernel read out of bounds anyway."""
+    """The buffers' structure (dtype, shape, contiguity, storage size, device: what keeps the
+    kernel in bounds and agreeing with the op), checked when any of it changes."""
+    if type(wp) is not _Tensor or type(ws) is not _Tensor or (
+            bias is not None and type(bias) is not _Tensor):
+        return False  # a Parameter or subclass in a buffer's place: the op handles it
     try:
         _checks.deployed_buffers(ws, wp, bias, layer.in_features, layer.out_features, codes=False)
     except (TypeError, ValueError):
         return False  # the op raises the error
+    if wp.is_neg() or ws.is_neg() or (bias is not None and bias.is_neg()):
+        return False
+    if not (_storage_holds(wp, wp.numel()) and _storage_holds(ws, ws.numel())
+            and (bias is None or _storage_holds(bias, bias.numel()))):
+        return False
     return wp.is_cpu if x.is_cpu else wp.is_cuda and x.is_cuda
+
+
+def _key(wp, ws, bias, K, N, cpu):
+    if bias is None:
+        return (wp.data_ptr(), wp.shape, wp.dtype, wp.is_contiguous(), ws.data_ptr(), ws.shape,
+                ws.dtype, ws.is_contiguous(), 0, K, N, cpu)
+    return (wp.data_ptr(), wp.shape, wp.dtype, wp.is_contiguous(), ws.data_ptr(), ws.shape,
+            ws.dtype, ws.is_contiguous(), bias.data_ptr(), bias.shape, bias.dtype,
+            bias.is_contiguous(), K, N, cpu)
 
 
 def linear(layer, x: torch.Tensor):
@@ -145,39 +248,47 @@ def linear(layer, x: torch.Tensor):
     code = _DTYPE_CODES.get(x.dtype)
     shape = x.shape
     K = layer.in_features
-    if (code is None or not shape or shape[-1] != K or not x.is_contiguous()
+    if (code is None or not shape or shape[-1] != K or not x.is_contiguous() or x.is_neg()
             or (x.requires_grad and _grad_enabled())):
         return None  # the op path handles these (or raises its error)
     b = layer._buffers
-    wp = b["w_packed"]
-    ws = b["w_scale"]
-    bias = b["bias"]
-    p_wp, p_ws, p_b = wp.data_ptr(), ws.data_ptr(), 0 if bias is None else bias.data_ptr()
-    # The buffers as last validated (the objects themselves, held, so neither an id nor an
-    # address can be reused by another tensor, and their data pointers: `.data =` swaps them).
-    seen = layer.__dict__.get("_fast_seen")
-    if (seen is None or seen[0] is not wp or seen[1] is not ws or seen[2] is not bias
-            or seen[3] != p_wp or seen[4] != p_ws or seen[5] != p_b
-            or seen[6] != x.is_cpu):
+    wp = b.get("w_packed")
+    ws = b.get("w_scale")
+    bias = b.get("bias", _missing)
+    if wp is None or ws is None or bias is _missing:
+        return None  # re-registered as parameters (or deleted): the op path decides
+    N = layer.out_features
+    if type(K) is not int or type(N) is not int:
+        return None
+    cpu = x.is_cpu
+    key = _key(wp, ws, bias, K, N, cpu)
+    rec = layer.__dict__.get("_fast_rec")
+    if rec is None or rec.key != key:
         if not _buffers_ok(layer, x, wp, ws, bias):
             return None
-        layer.__dict__["_fast_seen"] = (wp, ws, bias, p_wp, p_ws, p_b, x.is_cpu)
-    N = layer.out_features
+        # per channel when the layer has one scale per output (N > 1), as in the op's binding
+        rec = FastRecord(key, 1 if N > 1 and ws.numel() == N else 0)
+        layer.__dict__["_fast_rec"] = rec
     M = x.numel() // K
-    # per channel when the layer has one scale per output (N > 1), as in the op's binding
-    per_channel = 1 if N > 1 and ws.numel() == N else 0
-    if x.is_cpu:
+    if _profiling is not None and _profiling():
+        with _record_function("bitlinear::linear"):
+            return _call(layer, x, code, shape, M, K, N, wp, ws, bias, rec, cpu)
+    return _call(layer, x, code, shape, M, K, N, wp, ws, bias, rec, cpu)
+
+
+def _call(layer, x, code, shape, M, K, N, wp, ws, bias, rec, cpu):
+    p_b = 0 if bias is None else bias.data_ptr()
+    if cpu:
         y = x.new_empty(*shape[:-1], N)
         if M:
             p_lut = 0
             if _lut_wanted:
-                e = layer.__dict__.get("_lut")
-                if e is None or e[1] is not wp or e[2] != _version(wp) or e[3] != p_wp:
-                    e = _build_lut(layer, wp)
+                e = _lut_current(layer, wp) or _build_lut(layer, wp)
                 if e is not None:
-                    p_lut = e[0].data_ptr()
-            _linear_cpu(x.data_ptr(), code, M, K, K, p_wp, N, p_ws, per_channel, p_b, layer.eps,
-                        layer.spec.act_per_token, y.data_ptr(), _get_threads(), p_lut)
+                    p_lut = e.view.data_ptr()
+            _linear_cpu(x.data_ptr(), code, M, K, K, wp.data_ptr(), N, ws.data_ptr(),
+                        rec.per_channel, p_b, layer.eps, layer.spec.act_per_token, y.data_ptr(),
+                        _get_threads(), p_lut)
         return y
     if not x.is_cuda or not _ext.HAS_CUDA_KERNELS or _raw_stream is None:
         return None
@@ -188,7 +299,8 @@ def linear(layer, x: torch.Tensor):
     if M:
         nbytes = _native.linear_cuda_workspace_bytes(M, N, K)
         work = x.new_empty(nbytes, dtype=_uint8) if nbytes else None
-        _native.linear_cuda(x.data_ptr(), code, M, K, K, p_wp, N, p_ws, per_channel, p_b,
-                            layer.eps, layer.spec.act_per_token, y.data_ptr(),
-                            0 if work is None else work.data_ptr(), nbytes, _raw_stream(dev))
+        _native.linear_cuda(x.data_ptr(), code, M, K, K, wp.data_ptr(), N, ws.data_ptr(),
+                            rec.per_channel, p_b, layer.eps, layer.spec.act_per_token,
+                            y.data_ptr(), 0 if work is None else work.data_ptr(), nbytes,
+                            _raw_stream(dev))
     return y

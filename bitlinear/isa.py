@@ -72,8 +72,9 @@ _OPT_LUT, _OPT_LUT_MAX_M = 0, 1          # bl_cpu_option
 
 def cpu_lut() -> str:
     """How deployed CPU layers use the table-lookup GEMV of small batches (docs/cpu.md):
-    "auto" (default) where it was measured faster than the packed GEMV (the AVX-512 path) for
-    M <= cpu_lut_max_m(); "off"; "force" (every M, every path: for tests)."""
+    "off" (default: one resident copy of the weights, the packed 2 bits); "auto", an opt-in, where
+    it was measured faster than the packed GEMV with the weights in cache (the AVX-512 path) for
+    M <= cpu_lut_max_m(); "force" (every M, every path: for tests)."""
     return _LUT_MODES[_ext.native().cpu_option(_OPT_LUT)]
 
 

@@ -30,6 +30,7 @@ from typing import Dict, Mapping
 import torch
 from torch import nn
 
+from . import _checks
 from . import reference as ref
 
 __all__ = ["LEGACY_QUANT_TYPES", "canonical_quant_type", "unpack_legacy", "convert_legacy_state_dict",
@@ -114,25 +115,25 @@ def convert_legacy_state_dict(state_dict: Mapping[str, torch.Tensor], quant_type
         if not isinstance(ws, torch.Tensor) or not ws.is_floating_point():
             raise ValueError(f"legacy checkpoint, layer {name!r}: w_scale must be a float tensor, got "
                              f"{ws.dtype if isinstance(ws, torch.Tensor) else type(ws).__name__}")
-        want = N if spec.weight_per_channel else 1
-        if ws.numel() != want:
-            raise ValueError(f"legacy checkpoint, layer {name!r}: w_scale has {ws.numel()} elements, "
-                             f"quant_type {qt!r} needs {want}")
-        ws32 = ws.detach().to(torch.float32).reshape(want).contiguous()
-        if not bool(torch.isfinite(ws32).all()) or not bool((ws32 > 0).all()):
-            raise ValueError(f"legacy checkpoint, layer {name!r}: w_scale must be finite and > 0, got "
-                             f"{ws32.tolist()[:4]}")
+        ws32 = ws.detach().to(torch.float32).reshape(-1).contiguous()  # a 0-d scale -> [1]
         bias = state_dict.get(p + "bias")
         if bias is not None:
             if not isinstance(bias, torch.Tensor) or not bias.is_floating_point() \
                     or tuple(bias.shape) != (N,):
                 raise ValueError(f"legacy checkpoint, layer {name!r}: bias must be a float [{N}] "
                                  "tensor")
-            out[p + "bias"] = bias.detach().to(torch.float32).contiguous()
-        out[p + "w_packed"] = ref.pack_ternary(wq[:, :K])
+            bias = bias.detach().to(torch.float32).contiguous()
+        packed = ref.pack_ternary(wq[:, :K])
+        # what every loader checks (bitlinear/_checks.py): scale count for the quant type, scale
+        # and bias values (finite, scales positive normal float32), codes
+        _checks.deployed_state(ws32, packed, bias, K, N, spec.weight_per_channel,
+                               f"legacy checkpoint, layer {name!r}")
+        if bias is not None:
+            out[p + "bias"] = bias
+        out[p + "w_packed"] = packed
         out[p + "w_scale"] = ws32
         out[p + "_extra_state"] = {"format_version": ref.FORMAT_VERSION, "quant_type": qt,
-                                   "deployed": True}
+                                   "deployed": True, "in_features": K, "out_features": N}
     return out
 
 

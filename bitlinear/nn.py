@@ -77,6 +77,8 @@ class BitLinear(nn.Module):
         if y is not None:
             return y
         _checks.layer_input(x, self.in_features, self.w_packed.device, "BitLinear", "input")
+        if not torch.compiler.is_compiling():
+            _fast.check_buffers(self)  # what a user may have changed since deploy() / load
         if x.requires_grad and torch.is_grad_enabled():
             raise RuntimeError("BitLinear: a deployed layer is inference-only and has no gradient; "
                                "train before deploy(), or run under torch.no_grad()")
@@ -87,20 +89,37 @@ class BitLinear(nn.Module):
     @torch.no_grad()
     def deploy(self) -> "BitLinear":
         """Quantize and pack the weights; replace weight/bias parameters with the buffers
-        ``w_scale`` (float32), ``w_packed`` (uint8, 2 bits per weight) and ``bias`` (float32)."""
+        ``w_scale`` (float32), ``w_packed`` (uint8, 2 bits per weight) and ``bias`` (float32).
+        Atomic: if anything fails the layer is left as it was (still in training mode)."""
         if self.deployed:
             return self
-        w_scale, w_packed = ops.quantize_weights(self.weight, self.eps, self.spec.weight_per_channel)
-        bias = None if self.bias is None else self.bias.detach().to(torch.float32).clone()
+        weight, bias_p = self.weight, self.bias
+        dev = weight.device
+        # Built outside inference mode (normal tensors, with version counters) and on the weight's
+        # device whatever torch.set_default_device says.
+        with torch.inference_mode(False), torch.no_grad(), torch.device(dev):
+            w_scale, w_packed = ops.quantize_weights(weight, self.eps, self.spec.weight_per_channel)
+            bias = None if bias_p is None else bias_p.detach().to(torch.float32).clone()
         _checks.deployed_buffers(w_scale, w_packed, bias, self.in_features, self.out_features)
+        if w_packed.device != dev or w_scale.device != dev:
+            raise RuntimeError(f"BitLinear.deploy: packed weights landed on {w_packed.device}, "
+                               f"not on the weight's device {dev}")
+        # Nothing above changed the layer; from here on nothing can fail.
         del self.weight
         del self.bias
         self.register_buffer("w_scale", w_scale)
         self.register_buffer("w_packed", w_packed)
         self.register_buffer("bias", bias)
         self.deployed = True
-        _fast.prepare_lut(self)  # the CPU decode layout, where it is read (bitlinear.cpu_lut)
+        _fast.prepare(self)  # the opt-in CPU decode layout (bitlinear.set_cpu_lut)
         return self
+
+    def refresh_decode_layout(self) -> None:
+        """Rebuild the opt-in CPU decode layout from ``w_packed`` now (after writing w_packed in a
+        way torch does not record: ``.data``, NumPy, the storage, DLPack). Without a decode layout
+        (the default) there is nothing to refresh: every path reads w_packed."""
+        if self.deployed:
+            _fast.prepare(self)
 
     def _apply(self, fn, recurse=True):
         # A dtype cast (model.half()) must not round the float32 scales and bias of a deployed
@@ -112,27 +131,29 @@ class BitLinear(nn.Module):
         dev = self.w_packed.device
         for k, v in keep.items():
             self._buffers[k] = v.to(device=dev, dtype=torch.float32)
-        _fast.prepare_lut(self)  # rebuilt on the CPU, dropped elsewhere
+        _fast.prepare(self)  # rebuilt on the CPU where one is wanted, dropped elsewhere
         return self
 
     def __getstate__(self):
-        # pickling (torch.save of a module, deepcopy) leaves out the CPU decode layout and the fast
-        # path's record: __setstate__ rebuilds the layout from w_packed, as a load does
-        state = super().__getstate__()
-        state = dict(state)
+        # pickling (torch.save of a module, deepcopy) leaves out the fast path's derived state
+        # (record, decode layout): __setstate__ rebuilds it from the buffers, as a load does
+        state = dict(super().__getstate__())
         state.pop("_lut", None)
-        state.pop("_fast_seen", None)
+        state.pop("_fast_rec", None)
         return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
         if self.__dict__.get("deployed") and "w_packed" in self._buffers:
-            _fast.prepare_lut(self)
+            _fast.prepare(self)
 
     # ------------------------------------------------------------------ state dict
     def get_extra_state(self):
+        # in_features / out_features: the packed shape does not tell every K apart (K = 16 and
+        # K = 32 both pad to 128), so a load compares them (set_extra_state: "size mismatch").
         state = {"format_version": ref.FORMAT_VERSION, "quant_type": self.quant_type,
-                 "deployed": self.deployed}
+                 "deployed": self.deployed, "in_features": self.in_features,
+                 "out_features": self.out_features}
         if getattr(self, "_extra_state_as_tensor", False):
             # Layers of a transformers model (bitlinear/hf.py): transformers' loader and safetensors
             # handle only tensors, so the same dict goes as a uint8 tensor of UTF-8 JSON.
@@ -166,39 +187,52 @@ class BitLinear(nn.Module):
         if qt != self.quant_type:
             raise ValueError(f"BitLinear: checkpoint quant_type {qt!r} differs from this layer's "
                              f"{self.quant_type!r}")
+        # Recorded since the extra state has them; checkpoints written before hold neither and
+        # load where their shapes fit (the padding-code check of _checks.deployed_state refuses
+        # most of the rest; docs/packed_format.md says what it cannot see).
+        for key, have in (("in_features", self.in_features), ("out_features", self.out_features)):
+            if key in state and (isinstance(state[key], bool) or state[key] != have):
+                raise ValueError(f"BitLinear: size mismatch: the checkpoint was saved with "
+                                 f"{key}={state[key]!r}, this layer has {key}={have}")
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
         has_packed = prefix + "w_packed" in state_dict
         extra_key = prefix + "_extra_state"
         has_extra = extra_key in state_dict
+        who = f"BitLinear {prefix[:-1]!r}" if prefix else "BitLinear"
         if has_packed and not has_extra:
             # Packed weights say nothing about their layout without the extra state: the earlier
             # package's [N, K/4] high-bits-first codes have our shape whenever K % 128 == 0.
-            raise ValueError(f"BitLinear{' ' + prefix[:-1] if prefix else ''}: the checkpoint holds "
+            raise ValueError(f"{who}: the checkpoint holds "
                              "packed weights (w_packed) but no '_extra_state' naming their format; a "
                              "checkpoint of the earlier bitlinear package is loaded with "
                              "bitlinear.legacy.load_legacy_deployed(model, state_dict)")
         if has_packed and not self.deployed:
-            raise ValueError(f"BitLinear{' ' + prefix[:-1] if prefix else ''}: the checkpoint holds "
+            raise ValueError(f"{who}: the checkpoint holds "
                              "deployed (packed) weights; call deploy() on the model before "
                              "load_state_dict")
         if self.deployed and prefix + "weight" in state_dict and not has_packed:
-            raise ValueError(f"BitLinear{' ' + prefix[:-1] if prefix else ''}: the checkpoint holds "
+            raise ValueError(f"{who}: the checkpoint holds "
                              "float weights but this layer is deployed; load before deploy()")
+        if has_extra:
+            # Checked before anything is copied (nn.Module calls set_extra_state last, after the
+            # buffers): format version, quant_type, in/out features ("size mismatch").
+            try:
+                self.set_extra_state(state_dict[extra_key])
+            except ValueError as e:
+                raise ValueError(f"{who}: {str(e).removeprefix('BitLinear: ')}") from None
         if self.deployed and has_packed:
             bias_key = prefix + "bias"
-            _checks.deployed_buffers(
+            if (self.bias is None) != (bias_key not in state_dict):
+                raise ValueError(f"{who}: checkpoint bias presence does not match the layer "
+                                 f"(layer bias={'yes' if self.bias is not None else 'no'})")
+            # The one validation every loader shares (bitlinear/_checks.py): structure, w_scale
+            # count for the quant type, codes, padding codes, scale and bias values.
+            _checks.deployed_state(
                 state_dict.get(prefix + "w_scale"), state_dict[prefix + "w_packed"],
                 state_dict.get(bias_key) if self.bias is not None else None,
-                self.in_features, self.out_features)
-            if (self.bias is None) != (bias_key not in state_dict):
-                raise ValueError(f"BitLinear: checkpoint bias presence does not match the layer "
-                                 f"(layer bias={'yes' if self.bias is not None else 'no'})")
-            ws = state_dict.get(prefix + "w_scale")
-            if ws.numel() != self.w_scale.numel():
-                raise ValueError(f"BitLinear: checkpoint w_scale has {ws.numel()} elements, this "
-                                 f"layer ({self.quant_type}) expects {self.w_scale.numel()}")
+                self.in_features, self.out_features, self.spec.weight_per_channel, who)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
         if not has_extra and extra_key in missing_keys:
@@ -206,7 +240,7 @@ class BitLinear(nn.Module):
             # layers) carries no extra state: it loads into a training-mode layer as it stands.
             missing_keys.remove(extra_key)
         if self.deployed and has_packed:
-            _fast.prepare_lut(self)  # w_packed was written in place: rebuild the decode layout
+            _fast.prepare(self)  # w_packed was written in place: rebuild the decode layout
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

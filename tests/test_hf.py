@@ -266,9 +266,9 @@ def _swap_buffer(layer, name, value):
 @pytest.mark.parametrize("case,exc,match", [
     ("shape", ValueError, r"packed weight has shape \(17, 256\)"),
     ("dtype", TypeError, "packed weight must be uint8"),
-    ("nan", ValueError, "weight_scale must be finite and > 0"),
-    ("zero", ValueError, "weight_scale must be finite and > 0"),
-    ("negative", ValueError, "weight_scale must be finite and > 0"),
+    ("nan", ValueError, r"\(w_scale = 1 / weight_scale\): w_scale must be finite and > 0"),
+    ("zero", ValueError, r"\(w_scale = 1 / weight_scale\): w_scale must be finite and > 0"),
+    ("negative", ValueError, r"\(w_scale = 1 / weight_scale\): w_scale must be finite and > 0"),
     ("code3", ValueError, "invalid 2-bit code 3"),
     ("quant_method", ValueError, "quant_method 'gptq'"),
 ])

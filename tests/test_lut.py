@@ -31,7 +31,7 @@ def restore_lut_mode():
 
 def lut_of(layer):
     e = layer.__dict__.get("_lut")
-    return None if e is None else e[0]
+    return None if e is None else e.view
 
 
 @pytest.mark.parametrize("K,N", SHAPES)
@@ -138,7 +138,7 @@ def test_not_saved_and_not_pickled(gen):
     buf = io.BytesIO()
     torch.save(layer, buf)
     bare = io.BytesIO()
-    layer.__dict__.pop("_lut")
+    _fast.forget(layer)
     torch.save(layer, bare)
     assert abs(len(buf.getvalue()) - len(bare.getvalue())) < 64  # the layout is not in the file
     buf.seek(0)
@@ -146,7 +146,7 @@ def test_not_saved_and_not_pickled(gen):
     dup = copy.deepcopy(layer)
     # rebuilt when restored (as at load), not on the first call
     assert lut_of(back) is not None and lut_of(dup) is not None
-    orig = _fast.lut_for(layer)
+    orig = _fast.decode_layout(layer)
     assert torch.equal(lut_of(dup), orig) and lut_of(dup).data_ptr() != orig.data_ptr()
     with torch.no_grad():
         assert torch.equal(back(x), y) and torch.equal(dup(x), y)
@@ -251,7 +251,7 @@ def test_size_report_counts_the_decode_layout_apart(gen):
     bitlinear.set_cpu_lut("force")
     for m in model:
         if isinstance(m, BitLinear):
-            _fast.prepare_lut(m)
+            _fast.prepare(m)
     rep = bitlinear.size_report(model)
     native = bitlinear._ext.native()
     want = native.lut_bytes(64, 300) + native.lut_bytes(10, 64)
@@ -261,7 +261,7 @@ def test_size_report_counts_the_decode_layout_apart(gen):
     bitlinear.set_cpu_lut("off")
     for m in model:
         if isinstance(m, BitLinear):
-            _fast.prepare_lut(m)
+            _fast.prepare(m)
     rep = bitlinear.size_report(model)
     assert rep["decode_layout"] == 0 and "decode_layout" not in rep["text"]
 

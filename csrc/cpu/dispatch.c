@@ -290,9 +290,12 @@ bl_status bl_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t l
 
 /* ---------------------------------------------------------------- decode layout (LUT) */
 /* AUTO's largest M: measured on Zen 5 (docs/benchmarks.md, "Decode"): M = 2 wins hot but loses
- * with the weights streamed from DRAM (a real model's case), M = 1 wins both. */
+ * with the weights streamed from DRAM (a real model's case), M = 1 wins both.
+ * The mode starts OFF: the decode layout is a second copy of the weights (1.78 bits per weight on
+ * top of the packed 2), and on Zen 4 with the weights streamed from DRAM the packed GEMV was as
+ * fast at M = 1 (docs/benchmarks.md, "One resident copy"). AUTO is an opt-in. */
 #define LUT_MAX_M_DEFAULT 1
-static int64_t cpu_options[BL_CPU_OPT_COUNT] = {BL_CPU_LUT_AUTO, LUT_MAX_M_DEFAULT};
+static int64_t cpu_options[BL_CPU_OPT_COUNT] = {BL_CPU_LUT_OFF, LUT_MAX_M_DEFAULT};
 
 bl_status bl_cpu_set_option(int option, int64_t value) {
   switch (option) {

@@ -613,8 +613,8 @@ static void set_code(uint8_t *p, int64_t K, int64_t n, int64_t k, int c) {
 
 /* Options: defaults at start, bounds, rejected values change nothing, unknown options read -1. */
 static void test_lut_options(void) {
-  check(lut_mode0 == BL_CPU_LUT_AUTO && lut_max_m0 >= 0 && lut_max_m0 <= 64,
-        "cpu options at start: LUT = %lld (AUTO), LUT_MAX_M = %lld in 0..64", (long long)lut_mode0,
+  check(lut_mode0 == BL_CPU_LUT_OFF && lut_max_m0 >= 0 && lut_max_m0 <= 64,
+        "cpu options at start: LUT = %lld (OFF), LUT_MAX_M = %lld in 0..64", (long long)lut_mode0,
         (long long)lut_max_m0);
   check(bl_cpu_get_option(-1) == -1 && bl_cpu_get_option(BL_CPU_OPT_COUNT) == -1 &&
             bl_cpu_get_option(1000) == -1,
