@@ -21,6 +21,8 @@ from typing import Callable, Dict, Iterable, Optional, Sequence
 import torch
 from torch import nn
 
+from . import _fast
+from . import head as _head
 from .nn import BitLinear
 
 __all__ = [
@@ -100,16 +102,23 @@ def _convertible(module: nn.Module, parent: Optional[nn.Module]) -> bool:
     return isinstance(module, nn.Linear) and not isinstance(module, BitLinear)
 
 
-def convert(model: nn.Module, config: Optional[ConvertConfig] = None, **kw) -> nn.Module:
+def convert(model: nn.Module, config: Optional[ConvertConfig] = None, *,
+            head: Optional[str] = None, **kw) -> nn.Module:
     """Replace nn.Linear layers of `model` by BitLinear, in place, keeping weights, biases,
     device and dtype. Returns the model (a new BitLinear if `model` itself is an nn.Linear).
 
     Keyword arguments override fields of `config` (quant_type=, act_scale=, weight_scale=, eps=,
     skip=, filter_fn=).
+    head: None (default) keeps the output head (DEFAULT_SKIP) in float; "int8" makes it a
+    bitlinear.head.Int8Head (int8 weights, one scale per output row, torch's fbgemm int8 GEMV);
+    a head tied to the input embedding makes that an Int8Embedding sharing the int8 table
+    (bitlinear/head.py, docs/models.md).
     Layers whose weight is shared with another module (tied weights) are left in float,
     since replacing one side would silently untie them.
     """
     cfg = _make_config(config, kw)
+    if head not in _head.HEAD_KINDS:
+        raise ValueError(f"convert: head must be one of {_head.HEAD_KINDS}, got {head!r}")
     if _convertible(model, None):
         return _from_linear(model, cfg)
 
@@ -143,6 +152,7 @@ def convert(model: nn.Module, config: Optional[ConvertConfig] = None, **kw) -> n
             new.train(child.training)
             replaced[id(child)] = new
         setattr(parent, child_name, new)
+    _head.quantize_head(model, head)
     _hf_attach(model)
     return model
 
@@ -214,9 +224,13 @@ def size_report(model: nn.Module) -> dict:
     BitLinear float weights (not yet deployed), and everything else (params / buffers elsewhere).
     Returns a dict with those counts, "total", "bitlinear_layers", "deployed_layers" and "text";
     and "decode_layout": bytes of the CPU decode layouts the deployed layers hold in memory
-    (bitlinear.set_cpu_lut; never saved, so not in "total"), "resident" = total + decode_layout."""
+    (opt-in: bitlinear.set_cpu_lut; never saved, so not in "total"), "resident" = total +
+    decode_layout, and "resident_bits_per_weight": RAM bits per ternary weight of the deployed
+    layers (2.0 plus K padding on the default path; about 3.8 with a decode layout).
+    "int8_head": an Int8Head's / Int8Embedding's int8 weights, scales and bias (in "total");
+    "head_packed": the in-memory fbgemm copy of an Int8Head (not saved; in "resident")."""
     cats = {"packed_weights": 0, "weight_scales": 0, "bitlinear_bias": 0,
-            "bitlinear_float_weights": 0, "other_params": 0, "other_buffers": 0}
+            "bitlinear_float_weights": 0, "int8_head": 0, "other_params": 0, "other_buffers": 0}
     n_bl = n_dep = 0
     for _, m in bitlinear_modules(model):
         n_bl += 1
@@ -228,19 +242,32 @@ def size_report(model: nn.Module) -> dict:
                    "weight": "bitlinear_float_weights"}.get(name)
             if cat is None:
                 cat = "other_params" if kind == "param" else "other_buffers"
+        elif isinstance(mod, (_head.Int8Head, _head.Int8Embedding)):
+            cat = "int8_head"  # int8 head / tied int8 embedding: weight, scales, bias
         else:
             cat = "other_params" if kind == "param" else "other_buffers"
         cats[cat] += nbytes
     total = sum(cats.values())
-    lut = sum(e[0].numel() for _, m in bitlinear_modules(model)
-              if (e := m.__dict__.get("_lut")) is not None)
+    lut = sum(_fast.decode_layout_bytes(m) for _, m in bitlinear_modules(model))
+    head_packed = sum(m.packed_bytes() for m in model.modules() if isinstance(m, _head.Int8Head))
+    # ternary weights of the deployed layers, and the bits per weight their weights hold in RAM
+    # (the packed 2 bits, plus the opt-in decode layout's 1.78 where one is held)
+    n_w = sum(m.in_features * m.out_features for _, m in bitlinear_modules(model) if m.deployed)
+    bits = 8 * (cats["packed_weights"] + lut) / n_w if n_w else 0.0
     lines = [f"{k:<24}{_human(v):>12}" for k, v in cats.items() if v]
     lines.append(f"{'total':<24}{_human(total):>12}  ({n_dep}/{n_bl} BitLinear layers deployed)")
     if lut:
         lines.append(f"{'decode_layout':<24}{_human(lut):>12}  (CPU, in memory only: not saved; "
                      f"resident {_human(total + lut)})")
+    if head_packed:
+        lines.append(f"{'head_packed':<24}{_human(head_packed):>12}  (fbgemm copy of the int8 head, "
+                     f"in memory only: not saved)")
+    if n_w:
+        lines.append(f"{'resident bits/weight':<24}{bits:>12.2f}  (ternary weights in RAM, "
+                     f"padding included)")
     return dict(cats, total=total, bitlinear_layers=n_bl, deployed_layers=n_dep, decode_layout=lut,
-                resident=total + lut, text="\n".join(lines))
+                head_packed=head_packed, resident=total + lut + head_packed,
+                resident_bits_per_weight=bits, text="\n".join(lines))
 
 
 def _human(n: int) -> str:
@@ -312,7 +339,9 @@ def _metadata_json(meta: dict, key: str, path) -> dict:
 def load_deployed(model: nn.Module, path, strict: bool = True) -> nn.Module:
     """Load a file written by save_deployed into `model`, which must already have the same structure
     (built, converted and deployed the same way). Raises FormatVersionError if the file's packed
-    format version differs from this build's. Returns the model."""
+    format version differs from this build's, and ValueError naming the file and the layer for
+    whatever every loader refuses (docs/packed_format.md, "What loading accepts"). Returns the
+    model."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -335,5 +364,10 @@ def load_deployed(model: nn.Module, path, strict: bool = True) -> nn.Module:
                              "that the file does not hold")
         sd[k] = sd[src]
     sd.update(_metadata_json(meta, _EXTRA_METADATA_KEY, path))
-    model.load_state_dict(sd, strict=strict)
+    try:
+        # each BitLinear checks its tensors as every loader does (_checks.deployed_state):
+        # shapes, in/out features, codes and padding codes, scales and bias; ValueError naming it
+        model.load_state_dict(sd, strict=strict)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     return model

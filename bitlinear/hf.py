@@ -34,12 +34,13 @@ and -128 can appear), where we compute ``x / (amax / 127)`` in float32 (codes in
 from __future__ import annotations
 
 import sys
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from . import _checks
+from . import head as _head
 from . import reference as ref
 from .nn import BitLinear
 
@@ -92,19 +93,15 @@ def _unpack_bitnet(packed: torch.Tensor, out_features: int) -> torch.Tensor:
     return codes.to(torch.int8) - 1
 
 
-def _check_scale(name: str, ws, what: str) -> torch.Tensor:
-    """weight_scale: one finite positive float -> float32 [1]."""
+def _scale_f32(name: str, ws, what: str) -> torch.Tensor:
+    """weight_scale as flat float32 (a float tensor, loaded). Its count and values are checked
+    after conversion, with every loader's check (_deployed_layer)."""
     if not isinstance(ws, torch.Tensor) or not ws.is_floating_point():
         _fail(name, f"{what} must be a float tensor, got "
                     f"{ws.dtype if isinstance(ws, torch.Tensor) else type(ws).__name__}", TypeError)
-    if ws.numel() != 1:
-        _fail(name, f"{what} must hold one value (per-tensor scale), got shape {tuple(ws.shape)}")
     if ws.device.type == "meta":
         _fail(name, f"{what} is on the meta device (weights not loaded)")
-    v = ws.detach().to(torch.float32).reshape(1)
-    if not bool(torch.isfinite(v).all()) or not bool((v > 0).all()):
-        _fail(name, f"{what} must be finite and > 0, got {v.item()!r}")
-    return v
+    return ws.detach().to(torch.float32).reshape(-1).contiguous()
 
 
 def _check_bias(name: str, bias, N: int):
@@ -115,17 +112,16 @@ def _check_bias(name: str, bias, N: int):
     return bias.detach().to(torch.float32).contiguous()
 
 
-def _deployed_layer(K: int, N: int, w_scale: torch.Tensor, w_packed: torch.Tensor, bias, name: str
-                    ) -> BitLinear:
+def _deployed_layer(K: int, N: int, w_scale: torch.Tensor, w_packed: torch.Tensor, bias, name: str,
+                    scale_is: str) -> BitLinear:
     """A deployed BitLinear holding these buffers: built and deployed on the meta device (no float
-    weights, no work), then given the real buffers, which are checked as at load."""
+    weights, no work), then given the real buffers, checked as every loader checks them
+    (_checks.deployed_state: codes, padding, scale count and values, bias values)."""
     layer = BitLinear(K, N, bias=bias is not None, eps=HF_EPS, quant_type=HF_QUANT_TYPE,
                       device="meta")
     layer.deploy()
-    try:
-        _checks.deployed_buffers(w_scale, w_packed, bias, K, N)
-    except ValueError as e:
-        _fail(name, str(e))
+    _checks.deployed_state(w_scale, w_packed, bias, K, N, layer.spec.weight_per_channel,
+                           f"convert_bitnet: layer {name!r} (w_scale = {scale_is})")
     layer.w_scale = w_scale
     layer.w_packed = w_packed
     layer.bias = bias
@@ -143,16 +139,13 @@ def _from_hf_bitlinear(name: str, m) -> BitLinear:
                     f"need ({N / 4:g}, {K}) (four output rows per byte)")
     if w.device.type == "meta":
         _fail(name, "weight is on the meta device (weights not loaded)")
-    if bool((w & (w >> 1) & 0x55).any()):
-        _fail(name, "packed weight holds the invalid 2-bit code 3 (not a ternary value)")
-    ws = _check_scale(name, m.weight_scale, "weight_scale")
+    ws = _scale_f32(name, m.weight_scale, "weight_scale")
     s_w = torch.reciprocal(ws)  # float32: y = acc / (s_in * weight_scale) = acc * s_x * (1 / ws)
-    if not bool(torch.isfinite(s_w).all()) or not bool((s_w >= 2.0 ** -126).all()):
-        _fail(name, f"1 / weight_scale = {s_w.item()!r} is not a normal float32")
-    wq = _unpack_bitnet(w, N)
+    wq = _unpack_bitnet(w, N)  # a code 3 unpacks to 2 and packs back to code 3: refused below
     packed = ref.pack_ternary(wq)
     del wq
-    return _deployed_layer(K, N, s_w, packed, _check_bias(name, m.bias, N), name)
+    return _deployed_layer(K, N, s_w, packed, _check_bias(name, m.bias, N), name,
+                           "1 / weight_scale")
 
 
 def _from_auto_offline(name: str, m) -> BitLinear:
@@ -169,12 +162,12 @@ def _from_auto_offline(name: str, m) -> BitLinear:
     wd = w.detach()
     if not bool(((wd == -1) | (wd == 0) | (wd == 1)).all()):
         _fail(name, "offline AutoBitLinear weight is not ternary (values other than -1, 0, 1)")
-    s_w = _check_scale(name, m.weight_scale, "weight_scale")  # y = F.linear(x, w, b) * ws
+    s_w = _scale_f32(name, m.weight_scale, "weight_scale")  # y = F.linear(x, w, b) * ws
     bias = _check_bias(name, m.bias, N)
-    if bias is not None:
+    if bias is not None and s_w.numel() == 1:  # another count is refused in _deployed_layer
         bias = (bias * s_w).contiguous()
     packed = ref.pack_ternary(wd.to(torch.int8))
-    return _deployed_layer(K, N, s_w, packed, bias, name)
+    return _deployed_layer(K, N, s_w, packed, bias, name, "weight_scale")
 
 
 def _from_auto_online(name: str, m) -> BitLinear:
@@ -205,8 +198,12 @@ def _check_quant_method(model: nn.Module) -> None:
                          "can be converted")
 
 
-def convert_bitnet(model: nn.Module) -> nn.Module:
+def convert_bitnet(model: nn.Module, head: Optional[str] = None) -> nn.Module:
     """Replace transformers' BitNet layers of ``model`` by bitlinear's, in place; returns the model.
+
+    head: None (default) keeps the float output head; "int8" makes it a bitlinear.head.Int8Head
+    (int8 weights, a scale per output row; a tied input embedding becomes an Int8Embedding sharing
+    the table), as ``bitlinear.convert(..., head="int8")``.
 
     - offline-packed ``BitLinear`` and offline ``AutoBitLinear`` -> deployed ``BitLinear``
       (the same ternary values; the scale converted as in this module's docstring);
@@ -219,6 +216,8 @@ def convert_bitnet(model: nn.Module) -> nn.Module:
     ``quantization_config`` becomes bitlinear's, so ``save_pretrained`` / ``from_pretrained`` work.
     """
     HFBitLinear, AutoBitLinear = _hf_bitnet_classes()
+    if head not in _head.HEAD_KINDS:
+        raise ValueError(f"convert_bitnet: head must be one of {_head.HEAD_KINDS}, got {head!r}")
     _check_quant_method(model)
     if isinstance(model, (HFBitLinear, AutoBitLinear)):
         raise TypeError("convert_bitnet converts the layers inside a model; wrap a single layer in "
@@ -250,7 +249,8 @@ def convert_bitnet(model: nn.Module) -> nn.Module:
             new[id(child)] = layer
     for parent, child_name, child in plan:
         setattr(parent, child_name, new[id(child)])
-    if plan:
+    heads = _head.quantize_head(model, head)
+    if plan or heads:
         attach(model)
     return model
 
@@ -301,7 +301,8 @@ def attach(model: nn.Module) -> nn.Module:
     if cls is None or not isinstance(model, cls) or not HAS_TRANSFORMERS:
         return model
     entries = _layer_entries(model)
-    if not entries:
+    heads = _head.hf_head_entries(model)
+    if not entries and not heads:
         return model
     old = getattr(model, "hf_quantizer", None)
     if old is not None and not isinstance(old, BitLinearHfQuantizer):
@@ -313,7 +314,7 @@ def attach(model: nn.Module) -> nn.Module:
                           "record the bitlinear layers")
             return model
     _tensor_extra_state(model)
-    cfg = BitLinearQuantConfig(modules=entries)
+    cfg = BitLinearQuantConfig(modules=entries, heads=heads)
     model.config.quantization_config = cfg
     model.hf_quantizer = BitLinearHfQuantizer(cfg, pre_quantized=True)
     model.is_quantized = True
@@ -364,20 +365,25 @@ def _precheck_files(model: nn.Module, modules: Dict[str, dict], checkpoint_files
         return
     from safetensors import safe_open
 
-    header = {}
+    header, where = {}, {}
     for f in files:
         with safe_open(str(f), framework="pt") as h:
             for k in h.keys():
                 sl = h.get_slice(k)
                 header[k] = (sl.get_dtype(), tuple(sl.get_shape()))
+                where[k] = f
     prefix = getattr(model, "base_model_prefix", "") or ""
 
-    def find(key):
+    def key_of(key):
         if key in header:
-            return header[key]
-        if prefix and key.startswith(prefix + "."):
-            return header.get(key[len(prefix) + 1:])
+            return key
+        if prefix and key.startswith(prefix + ".") and key[len(prefix) + 1:] in header:
+            return key[len(prefix) + 1:]
         return None
+
+    def find(key):
+        k = key_of(key)
+        return None if k is None else header[k]
 
     for name, e in modules.items():
         m = model.get_submodule(name)
@@ -405,6 +411,15 @@ def _precheck_files(model: nn.Module, modules: Dict[str, dict], checkpoint_files
                 raise ValueError(f"bitlinear: layer {name!r}: '{t}' has shape {got[1]} in the "
                                  f"checkpoint; the config (in_features={K}, out_features={N}, "
                                  f"quant_type={layer.quant_type!r}) needs {shape}")
+        extra = key_of(f"{base}._extra_state")
+        if extra is not None:  # its format version, quant_type, in/out features, by layer name
+            with safe_open(str(where[extra]), framework="pt") as h:
+                state = h.get_tensor(extra)
+            try:
+                layer.set_extra_state(state)
+            except ValueError as err:
+                msg = str(err).removeprefix("BitLinear: ")
+                raise ValueError(f"bitlinear: layer {name!r}: {msg}") from None
 
 
 def _validate_loaded(model: nn.Module, modules: Dict[str, dict]) -> None:
@@ -417,21 +432,10 @@ def _validate_loaded(model: nn.Module, modules: Dict[str, dict]) -> None:
             if t is not None and t.device.type == "meta":
                 raise ValueError(f"bitlinear: layer {name!r}: '{bname}' was not in the checkpoint")
         layer = m.linear if isinstance(m, RMSNormBitLinear) else m
-        if layer.deployed:
-            try:
-                _checks.deployed_buffers(layer.w_scale, layer.w_packed, layer.bias,
-                                         layer.in_features, layer.out_features)
-                if layer.w_scale.numel() != (layer.out_features if layer.spec.weight_per_channel
-                                             else 1):
-                    raise ValueError(f"bitlinear: w_scale has {layer.w_scale.numel()} elements, "
-                                     f"quant_type {layer.quant_type!r} needs "
-                                     f"{layer.out_features if layer.spec.weight_per_channel else 1}")
-                ws = layer.w_scale
-                if not bool(torch.isfinite(ws).all()) or not bool((ws > 0).all()):
-                    raise ValueError("bitlinear: w_scale must be finite and > 0")
-            except ValueError as e:
-                msg = str(e).removeprefix("bitlinear: ")
-                raise ValueError(f"bitlinear: layer {name!r}: {msg}") from None
+        if layer.deployed:  # what every loader checks (bitlinear/_checks.py)
+            _checks.deployed_state(layer.w_scale, layer.w_packed, layer.bias, layer.in_features,
+                                   layer.out_features, layer.spec.weight_per_channel,
+                                   f"bitlinear: layer {name!r}")
 
 
 try:  # registration needs transformers; `import bitlinear.hf` works without it (HAS_TRANSFORMERS)
@@ -451,7 +455,8 @@ if HAS_TRANSFORMERS:
         format_version: the packed layout version (docs/packed_format.md)."""
 
         def __init__(self, modules: Dict[str, dict] | None = None,
-                     format_version: int = ref.FORMAT_VERSION, **kwargs):
+                     format_version: int = ref.FORMAT_VERSION,
+                     heads: Dict[str, dict] | None = None, **kwargs):
             qm = kwargs.pop("quant_method", QUANT_METHOD)
             if getattr(qm, "value", qm) != QUANT_METHOD:
                 raise ValueError(f"bitlinear: quantization_config has quant_method {qm!r}, "
@@ -459,6 +464,8 @@ if HAS_TRANSFORMERS:
             self.quant_method = QUANT_METHOD
             self.format_version = format_version
             self.modules = {str(k): dict(v) for k, v in (modules or {}).items()}
+            # int8 output heads (bitlinear.head): {name: {"kind", "tied", "bias"}}
+            self.heads = {str(k): dict(v) for k, v in (heads or {}).items()}
             self.post_init()
 
         def post_init(self):
@@ -487,11 +494,13 @@ if HAS_TRANSFORMERS:
 
         def _process_model_before_weight_loading(self, model, checkpoint_files=None, **kwargs):
             _rebuild(model, self.quantization_config.modules)
+            _head.hf_rebuild_heads(model, getattr(self.quantization_config, "heads", None))
             _precheck_files(model, self.quantization_config.modules, checkpoint_files)
             return model
 
         def _process_model_after_weight_loading(self, model, **kwargs):
             _validate_loaded(model, self.quantization_config.modules)
+            _head.hf_validate_heads(model, getattr(self.quantization_config, "heads", None))
             return model
 
         def is_serializable(self):

@@ -1,0 +1,536 @@
+"""An int8 output head (and, where the head is tied to it, an int8 input embedding).
+
+    convert(model, head="int8")          # or bitlinear.hf.convert_bitnet(model, head="int8")
+    quantize_head(model)                 # the same step alone, on any model
+
+The head's weight becomes int8 with one float32 scale per output row (symmetric absmax:
+``scale = max|w_row| / 127``, ``q = round(w / scale)`` in [-127, 127]); the module's state_dict holds
+exactly ``weight`` (int8 [N, K]), ``scale`` (float32 [N]) and, if the head had one, ``bias``
+(float32 [N]).
+
+Compute (CPU): torch's fbgemm int8 GEMM/GEMV (``torch.ops.quantized.linear_dynamic``), the fastest
+option measured at M = 1 (docs/benchmarks.md, "Int8 output head"): each row of the input is
+divided by its max |x| and two constant columns (+1, -1, against zero weight columns) are
+appended, so fbgemm's per-call activation range is always [-1, 1]; the int8 activations are then
+per token, and a row's output does not depend on the other rows of the batch. fbgemm's packed
+copy of the weights (one more byte per weight, plus padding) is built on the first call, held in
+memory only (never saved) and rebuilt when torch records a change of ``weight`` or ``scale``
+(another tensor, its version counter, shape or dtype); size_report lists it as ``head_packed``.
+That copy is a second one: writes torch does not record (``.data``, NumPy, the storage, DLPack)
+need ``Int8Head.refresh()``, as the opt-in CPU decode layout of BitLinear does. (torch's
+``_weight_int8pack_mm`` reads the int8 table itself with no copy, but took 1.7-2.1x fbgemm's time
+at M = 1 on Zen 4: 4.4 vs 2.1 ms at 2560 -> 32000, 20.9 vs 12.1 ms at 2560 -> 128256, 2 threads.) Other devices, or a CPU without a quantized engine, dequantize the weight per
+call (correct, not fast). Eager calls run the kernel directly; ``torch.compile`` sees the custom op
+``torch.ops.bitlinear.int8_head_linear`` (same kernel, same bits).
+
+Tied embeddings: when the head's weight is also an ``nn.Embedding``'s weight, that embedding
+becomes an ``Int8Embedding`` holding the int8 table and its scales, and the head reads the same
+tensors (one copy, saved once, under the embedding's name): the embedding's output is the
+dequantized row ``q[i] * scale[i]`` (so the tie is kept, and the input embeddings change by the
+same int8 rounding as the head). Pass ``tied="untie"`` to keep the float embedding and a separate
+int8 head instead (both copies in memory).
+"""
+from __future__ import annotations
+
+import fnmatch
+import threading
+import warnings
+import weakref
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["Int8Head", "Int8Embedding", "quantize_head", "quantize_rows", "head_names",
+           "HEAD_KINDS"]
+
+HEAD_KINDS = (None, "int8")
+
+_HEAD_PATTERNS = ("lm_head", "*.lm_head", "output", "*.output", "output_layer", "*.output_layer",
+                  "classifier", "*.classifier", "score", "*.score", "head", "*.head")
+
+
+def quantize_rows(w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """float [N, K] -> (int8 [N, K], float32 [N]): symmetric per-row absmax, codes in [-127, 127].
+    An all-zero row gets scale 1 (codes 0)."""
+    if not isinstance(w, torch.Tensor) or not w.is_floating_point() or w.dim() != 2:
+        raise TypeError(f"quantize_rows: need a 2-D float tensor, got "
+                        f"{getattr(w, 'dtype', type(w).__name__)} {tuple(getattr(w, 'shape', ()))}")
+    wf = w.detach().to(torch.float32)
+    if not bool(torch.isfinite(wf).all()):
+        raise ValueError("quantize_rows: the weight holds NaN or Inf")
+    amax = wf.abs().amax(dim=1)
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    q = torch.round(wf / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q.contiguous(), scale.contiguous()
+
+
+# ---------------------------------------------------------------------------- kernel
+_ENGINE_LOCK = threading.Lock()
+_PACKED: Dict[tuple, tuple] = {}  # (weight ptr, scale ptr, N, K) -> (version key, packed | None)
+
+
+def _engine() -> Optional[str]:
+    engines = torch.backends.quantized.supported_engines
+    for e in ("fbgemm", "x86", "qnnpack"):
+        if e in engines:
+            return e
+    return None
+
+
+def _reduce_range() -> bool:
+    """fbgemm multiplies u8 x s8 pairs with 16-bit saturation (vpmaddubsw) except on VNNI
+    (vpdpbusd, 32-bit accumulation): there it can use all 8 bits of the activations."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "avx512_vnni" not in line.split()
+    except OSError:
+        pass
+    return True
+
+
+_REDUCE_RANGE = _reduce_range()
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # inference tensors have no version counter
+        return -1
+
+
+def _prepack(weight: torch.Tensor, scale: torch.Tensor):
+    """fbgemm's packed weights for int8 [N, K] + scales [N], with two zero columns appended
+    (the +1 / -1 range columns of the input); None where no quantized engine works."""
+    eng = _engine()
+    if eng is None:
+        return None
+    N, K = weight.shape
+    wq = torch.cat([weight, weight.new_zeros(N, 2)], dim=1)
+    try:
+        with warnings.catch_warnings():  # quantized tensors are deprecated in torch 2.13
+            warnings.simplefilter("ignore")
+            qw = torch._make_per_channel_quantized_tensor(wq, scale.to(torch.float64),
+                                                          torch.zeros(N, dtype=torch.long), 0)
+    except Exception:  # a torch without quantized tensors: the dequantizing path
+        return None
+    with _ENGINE_LOCK:
+        old = torch.backends.quantized.engine
+        try:
+            torch.backends.quantized.engine = eng
+            return torch.ops.quantized.linear_prepack(qw, None)
+        except Exception:  # an engine that refuses it, or a torch without the quantized ops
+            return None
+        finally:
+            torch.backends.quantized.engine = old
+
+
+def _packed_for(weight: torch.Tensor, scale: torch.Tensor):
+    key = (weight.data_ptr(), scale.data_ptr(), tuple(weight.shape))
+    ver = (_version(weight), _version(scale), weight.dtype, scale.dtype, tuple(scale.shape),
+           weight.is_contiguous(), scale.is_contiguous())
+    hit = _PACKED.get(key)
+    # an inference tensor has no version counter (-1): its writes cannot be seen, so it is packed
+    # again on every call (correct, slow; load_state_dict and quantize_head make normal tensors)
+    if hit is not None and hit[0] == ver and ver[0] >= 0 and ver[1] >= 0:
+        return hit[1]
+    packed = _prepack(weight, scale)
+    _PACKED[key] = (ver, packed)
+    # dropped with the weight tensor (its storage may be reused by another tensor afterwards)
+    weakref.finalize(weight, _PACKED.pop, key, None)
+    return packed
+
+
+def _packed_bytes(weight: torch.Tensor, scale: torch.Tensor) -> int:
+    hit = _PACKED.get((weight.data_ptr(), scale.data_ptr(), tuple(weight.shape)))
+    if hit is None or hit[1] is None:
+        return 0
+    N, K = weight.shape
+    return N * (K + 2)  # fbgemm's packed int8 copy (plus its small column offsets, not counted)
+
+
+def _dequant_linear(x, weight, scale, bias):
+    w = weight.to(torch.float32) * scale[:, None]
+    y = F.linear(x.to(torch.float32), w, bias)
+    return y.to(x.dtype)
+
+
+def _int8_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor,
+                 bias: Optional[torch.Tensor]) -> torch.Tensor:
+    N, K = weight.shape
+    if x.device.type != "cpu" or weight.device.type != "cpu":
+        return _dequant_linear(x, weight, scale, bias)
+    packed = _packed_for(weight, scale)
+    if packed is None:
+        return _dequant_linear(x, weight, scale, bias)
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, K).to(torch.float32)
+    M = x2.shape[0]
+    if M == 0:
+        return x.new_zeros(*lead, N)
+    # per row: x / max|x| (an all-zero row stays zero), then the +1 / -1 range columns
+    amax = x2.abs().amax(dim=1, keepdim=True).clamp_min_(1e-30)
+    ok = bool(torch.isfinite(amax).all())
+    if not ok:  # NaN / Inf in a row: that row gives NaN, the others keep the range [-1, 1]
+        bad = ~torch.isfinite(amax)
+        x2 = x2.masked_fill(bad, 0.0)
+        amax = amax.masked_fill(bad, 1.0)
+    xa = torch.cat((x2.div(amax), _RANGE_COLS.expand(M, 2)), dim=1)
+    y = torch.ops.quantized.linear_dynamic(xa, packed, _REDUCE_RANGE)
+    y.mul_(amax)
+    if bias is not None:
+        y.add_(bias)
+    if not ok:
+        y.masked_fill_(bad, float("nan"))
+    return y.to(x.dtype).reshape(*lead, N)
+
+
+_RANGE_COLS = torch.tensor([[1.0, -1.0]])
+
+
+@torch.library.custom_op("bitlinear::int8_head_linear", mutates_args=())
+def _int8_head_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor,
+                      bias: Optional[torch.Tensor]) -> torch.Tensor:
+    return _int8_linear(x, weight, scale, bias)
+
+
+@_int8_head_linear.register_fake
+def _(x, weight, scale, bias):
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def _int8_head_backward(ctx, grad):
+    weight, scale = ctx.saved
+    w = weight.to(torch.float32) * scale[:, None]
+    return (grad.to(torch.float32) @ w).to(grad.dtype), None, None, None
+
+
+def _int8_head_setup(ctx, inputs, output):
+    ctx.saved = (inputs[1], inputs[2])
+
+
+_int8_head_linear.register_autograd(_int8_head_backward, setup_context=_int8_head_setup)
+
+
+# ---------------------------------------------------------------------------- modules
+def _check_loaded(prefix: str, state_dict: dict, rows: int, cols: int, names) -> None:
+    """A loaded int8 table must be int8 [rows, cols] and its scales float32 [rows], finite and
+    > 0: load_state_dict would otherwise cast a float weight into the int8 buffer silently."""
+    want = {"weight": (torch.int8, (rows, cols)), "scale": (torch.float32, (rows,)),
+            "bias": (torch.float32, (rows,))}
+    for n in names:
+        t = state_dict.get(prefix + n)
+        if not isinstance(t, torch.Tensor):
+            continue  # missing: load_state_dict reports it
+        dtype, shape = want[n]
+        if t.dtype != dtype or tuple(t.shape) != shape:
+            raise ValueError(f"bitlinear: {prefix.rstrip('.') or 'head'}: '{n}' is {t.dtype} "
+                             f"{tuple(t.shape)}, expected {dtype} {shape} (an int8 head / "
+                             "embedding; load into a model converted with the same head=)")
+        if n == "scale" and t.device.type != "meta" and not bool(
+                (torch.isfinite(t) & (t > 0)).all()):
+            raise ValueError(f"bitlinear: {prefix.rstrip('.') or 'head'}: scale must be finite "
+                             "and > 0")
+
+
+def _apply_keep_float32(module: nn.Module, fn, recurse: bool, names) -> None:
+    """nn.Module._apply, except that a dtype cast (model.half()) leaves these float32 buffers in
+    float32 (moved with the module): the scales and bias are part of the int8 format."""
+    keep = {k: module._buffers[k] for k in names if module._buffers.get(k) is not None}
+    nn.Module._apply(module, fn, recurse)
+    for k, v in keep.items():
+        module._buffers[k] = v.to(device=module._buffers[k].device, dtype=torch.float32)
+
+
+class Int8Embedding(nn.Module):
+    """An embedding table stored as int8 rows with one float32 scale per row:
+    ``forward(ids) = (weight[ids] * scale[ids]).to(dtype)``. Buffers: ``weight`` (int8 [V, D]),
+    ``scale`` (float32 [V]). ``dtype`` is the output dtype (the float embedding's)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: Optional[int] = None,
+                 device=None, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        self.padding_idx = padding_idx
+        self.dtype = dtype
+        self.register_buffer("weight", torch.zeros(num_embeddings, embedding_dim, dtype=torch.int8,
+                                                   device=device))
+        self.register_buffer("scale", torch.ones(num_embeddings, dtype=torch.float32, device=device))
+
+    @classmethod
+    def from_embedding(cls, emb: nn.Embedding, weight: Optional[torch.Tensor] = None,
+                       scale: Optional[torch.Tensor] = None) -> "Int8Embedding":
+        """weight / scale: already quantized tensors to share (a tied head's); else quantized here."""
+        w = emb.weight
+        m = cls(emb.num_embeddings, emb.embedding_dim, emb.padding_idx, device="meta", dtype=w.dtype)
+        if weight is None:
+            weight, scale = quantize_rows(w)
+        m.weight, m.scale = weight, scale
+        return m
+
+    def _apply(self, fn, recurse=True):
+        # a cast of the model (model.half()) sets the output dtype; the table stays int8
+        probe = fn(torch.empty(0, dtype=self.dtype, device=self.scale.device))
+        _apply_keep_float32(self, fn, recurse, ("scale",))
+        if probe.is_floating_point():
+            self.dtype = probe.dtype
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _check_loaded(prefix, state_dict, self.num_embeddings, self.embedding_dim,
+                      ("weight", "scale"))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = F.embedding(ids, self.weight).to(torch.float32)
+        return (rows * F.embedding(ids, self.scale[:, None])).to(self.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8 rows, out dtype={self.dtype}"
+
+
+class Int8Head(nn.Module):
+    """A linear output head with int8 weights and one float32 scale per output row.
+
+    Buffers: ``weight`` (int8 [out, in]), ``scale`` (float32 [out]), ``bias`` (float32 [out] or
+    None). ``forward(x)`` has x's dtype, like nn.Linear. Inference first: a gradient reaches the
+    input (through the dequantized weight) but not the weights.
+
+    Tied: ``Int8Head.tied_to(embedding)`` reads an ``Int8Embedding``'s weight and scale (no own
+    copy; its state_dict then holds only its bias)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8,
+                                                   device=device))
+        self.register_buffer("scale", torch.ones(out_features, dtype=torch.float32, device=device))
+        self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float32, device=device)
+                             if bias else None)
+        self.__dict__["_tied"] = None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "Int8Head":
+        m = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+        m.weight, m.scale = quantize_rows(linear.weight)
+        if linear.bias is not None:
+            m.bias = linear.bias.detach().to(torch.float32).clone()
+        return m
+
+    @classmethod
+    def tied_to(cls, embedding: Int8Embedding, bias: Optional[torch.Tensor] = None) -> "Int8Head":
+        m = cls(embedding.embedding_dim, embedding.num_embeddings, bias=bias is not None,
+                device="meta")
+        del m._buffers["weight"], m._buffers["scale"]
+        m.__dict__["_tied"] = embedding
+        if bias is not None:
+            m.bias = bias.detach().to(torch.float32).clone()
+        return m
+
+    def _apply(self, fn, recurse=True):
+        _apply_keep_float32(self, fn, recurse, ("scale", "bias"))
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _check_loaded(prefix, state_dict, self.out_features, self.in_features,
+                      ("bias",) if self.tied else ("weight", "scale", "bias"))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def tied(self) -> bool:
+        return self.__dict__.get("_tied") is not None
+
+    def __getattr__(self, name):
+        tied = self.__dict__.get("_tied")
+        if tied is not None and name in ("weight", "scale"):
+            return getattr(tied, name)
+        return super().__getattr__(name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"Int8Head: input has {x.shape[-1]} features, expected "
+                             f"{self.in_features}")
+        w, s, b = self.weight, self.scale, self.bias
+        if (torch.compiler.is_compiling() or (x.requires_grad and torch.is_grad_enabled())
+                or type(x) is not torch.Tensor):
+            return torch.ops.bitlinear.int8_head_linear(x, w, s, b)
+        return _int8_linear(x, w, s, b)
+
+    def prepack(self) -> "Int8Head":
+        """Build the fbgemm packed weights now instead of on the first call."""
+        if self.weight.device.type == "cpu":
+            _packed_for(self.weight, self.scale)
+        return self
+
+    def refresh(self) -> "Int8Head":
+        """Pack fbgemm's copy again from ``weight`` / ``scale`` now: after writing them in a way
+        torch does not record (``.data``, NumPy, the storage, DLPack). Writes through torch ops,
+        replaced tensors and load_state_dict are seen without it."""
+        _PACKED.pop((self.weight.data_ptr(), self.scale.data_ptr(), tuple(self.weight.shape)),
+                    None)
+        return self.prepack()
+
+    def packed_bytes(self) -> int:
+        """Bytes of the in-memory fbgemm copy (0 before the first call or off the CPU)."""
+        return _packed_bytes(self.weight, self.scale)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, int8 per-row" + (", tied" if self.tied else ""))
+
+
+# ---------------------------------------------------------------------------- model level
+def head_names(model: nn.Module) -> List[str]:
+    """Names of the model's output heads: ``get_output_embeddings()`` where the model has it
+    (transformers), else the nn.Linear layers named like a head (convert.DEFAULT_SKIP)."""
+    names = {id(m): n for n, m in model.named_modules()}
+    get = getattr(model, "get_output_embeddings", None)
+    if callable(get):
+        try:
+            out = get()
+        except (NotImplementedError, AttributeError):
+            out = None
+        if isinstance(out, (nn.Linear, Int8Head)) and id(out) in names:
+            return [names[id(out)]]
+    return [n for n, m in model.named_modules()
+            if isinstance(m, (nn.Linear, Int8Head)) and n
+            and any(fnmatch.fnmatchcase(n, p) for p in _HEAD_PATTERNS)]
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a is b or (a.device == b.device and a.data_ptr() == b.data_ptr()
+                      and a.shape == b.shape and a.numel() > 0)
+
+
+@torch.no_grad()
+def quantize_head(model: nn.Module, head: Optional[str] = "int8", tied: str = "share"
+                  ) -> List[str]:
+    """Replace the model's output head(s) (``head_names``) by ``Int8Head``, in place. Returns the
+    names replaced. Already quantized heads, and layers that are not plain nn.Linear (e.g. a
+    BitLinear), are left alone.
+
+    tied: "share" (default): a head whose weight is an nn.Embedding's weight makes that embedding an
+    ``Int8Embedding`` and reads its int8 table (one copy); "untie": the embedding stays float and
+    the head gets its own int8 copy. A head tied to anything other than nn.Embedding(s) raises."""
+    if head is None:
+        return []
+    if head != "int8":
+        raise ValueError(f"head must be None or 'int8', got {head!r}")
+    if tied not in ("share", "untie"):
+        raise ValueError(f"tied must be 'share' or 'untie', got {tied!r}")
+    done = []
+    for name in head_names(model):
+        lin = model.get_submodule(name)
+        if type(lin) is not nn.Linear:
+            continue
+        users = [(n, m) for n, m in model.named_modules()
+                 if m is not lin and isinstance(getattr(m, "weight", None), torch.Tensor)
+                 and _same_tensor(m.weight, lin.weight)]
+        if users and tied == "share":
+            bad = [n for n, m in users if type(m) is not nn.Embedding]
+            if bad:
+                raise ValueError(f"quantize_head: the weight of {name!r} is shared with {bad}, "
+                                 "which are not nn.Embedding; cannot quantize it without untying")
+            w, s = quantize_rows(lin.weight)
+            emb = None
+            for n, m in users:
+                new_emb = Int8Embedding.from_embedding(m, w, s)
+                new_emb.train(m.training)
+                model.set_submodule(n, new_emb)
+                emb = emb or new_emb
+            new = Int8Head.tied_to(emb, lin.bias)
+            _untie_hf_mapping(model, name)
+        else:
+            new = Int8Head.from_linear(lin)
+            if users:
+                _untie_hf_mapping(model, name)
+        new.train(lin.training)
+        model.set_submodule(name, new)
+        done.append(name)
+    return done
+
+
+def _untie_hf_mapping(model: nn.Module, head_name: str) -> None:
+    """transformers re-ties ``<head>.weight`` to the input embedding at load (setattr of one
+    tensor): with the head quantized that is our job (bitlinear.hf rebuilds the tie), so drop the
+    head from the model's tie mapping."""
+    keys = getattr(model, "all_tied_weights_keys", None)
+    if isinstance(keys, dict):
+        keys.pop(f"{head_name}.weight", None)
+
+
+# ---------------------------------------------------------------------------- transformers
+def hf_head_entries(model: nn.Module) -> Dict[str, dict]:
+    """{head name: {"kind": "int8", "tied": embedding name or None, "bias": bool}} for the
+    quantization_config (bitlinear.hf), so that from_pretrained rebuilds the heads."""
+    names = {id(m): n for n, m in model.named_modules()}
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, Int8Head):
+            tied = m.__dict__.get("_tied")
+            if tied is not None and id(tied) not in names:
+                raise ValueError(f"bitlinear: head {name!r} is tied to an embedding that is not "
+                                 "part of the model")
+            out[name] = {"kind": "int8", "tied": None if tied is None else names[id(tied)],
+                         "bias": m.bias is not None}
+    return out
+
+
+def hf_rebuild_heads(model: nn.Module, heads: Dict[str, dict]) -> None:
+    """Replace the (meta) float heads (and tied embeddings) named in ``heads`` by empty int8
+    modules that the checkpoint then fills; drop the heads from transformers' tie mapping."""
+    for name, e in (heads or {}).items():
+        if e.get("kind", "int8") != "int8":
+            raise ValueError(f"bitlinear: head {name!r}: unknown kind {e.get('kind')!r}")
+        try:
+            old = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"bitlinear: the checkpoint's quantization_config names head {name!r}, "
+                             "which this model does not have") from None
+        if isinstance(old, Int8Head):
+            continue
+        if not isinstance(old, nn.Linear):
+            raise ValueError(f"bitlinear: head {name!r} is a {type(old).__name__}, not an nn.Linear")
+        bias = old.bias is not None
+        if e.get("tied"):
+            emb = model.get_submodule(e["tied"])
+            if not isinstance(emb, Int8Embedding):
+                if not isinstance(emb, nn.Embedding):
+                    raise ValueError(f"bitlinear: head {name!r} is tied to {e['tied']!r}, a "
+                                     f"{type(emb).__name__}, not an nn.Embedding")
+                new_emb = Int8Embedding(emb.num_embeddings, emb.embedding_dim, emb.padding_idx,
+                                        device="meta", dtype=emb.weight.dtype)
+                model.set_submodule(e["tied"], new_emb)
+                emb = new_emb
+            head = Int8Head.tied_to(emb, torch.zeros(old.out_features, device="meta")
+                                    if bias else None)
+        else:
+            head = Int8Head(old.in_features, old.out_features, bias=bias, device="meta")
+        model.set_submodule(name, head)
+        _untie_hf_mapping(model, name)
+
+
+def hf_validate_heads(model: nn.Module, heads: Dict[str, dict]) -> None:
+    """After from_pretrained: every int8 head's tensors were in the checkpoint, with the right
+    dtypes and shapes, and the scales are finite and > 0."""
+    for name in (heads or {}):
+        m = model.get_submodule(name)
+        if not isinstance(m, Int8Head):
+            raise ValueError(f"bitlinear: head {name!r} was not rebuilt as an Int8Head")
+        N, K = m.out_features, m.in_features
+        for t, dtype, shape in (("weight", torch.int8, (N, K)), ("scale", torch.float32, (N,)),
+                                ("bias", torch.float32, (N,))):
+            v = getattr(m, t)
+            if v is None:
+                continue
+            if v.device.type == "meta":
+                raise ValueError(f"bitlinear: head {name!r}: '{t}' was not in the checkpoint")
+            if v.dtype != dtype or tuple(v.shape) != shape:
+                raise ValueError(f"bitlinear: head {name!r}: '{t}' is {v.dtype} "
+                                 f"{tuple(v.shape)}, expected {dtype} {shape}")
+        s = m.scale
+        if not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
+            raise ValueError(f"bitlinear: head {name!r}: scale must be finite and > 0")
