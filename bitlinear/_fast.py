@@ -50,6 +50,11 @@ _probes = ("_get_tracing_state", "_len_torch_dispatch_stack", "_is_torch_functio
 _available = _native is not None and all(hasattr(_C, p) for p in _probes)
 _enabled = _available
 _is_compiling = torch.compiler.is_compiling
+_compiler = torch.compiler
+_FLAG_HELD = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 13) and hasattr(
+    _compiler, "_is_compiling_flag")
+# torch >= 2.13 holds torch.compiler._is_compiling_flag True for a whole compile session
+# (torch/_dynamo/convert_frame.py), so reading it answers is_compiling() without two calls.
 _tracing = getattr(_C, "_get_tracing_state", None)
 _dispatch_modes = getattr(_C, "_len_torch_dispatch_stack", None)
 _function_modes = getattr(_C, "_is_torch_function_mode_enabled", None)
@@ -63,18 +68,20 @@ _linear_cpu = _native.linear_cpu if _native is not None else None
 
 
 _missing = object()
-_profiling = getattr(getattr(_C, "_autograd", None), "_profiler_enabled", None)
+_profiler = torch.autograd.profiler  # _is_profiler_enabled: set by torch.profiler.profile
 _record_function = torch.autograd.profiler.record_function
 
 
 class FastRecord:
     """What the fast path last validated for one layer: a key of the facts the kernel relies on
     (data pointers, shapes, dtypes, contiguity, in/out features, device), recomputed per call."""
-    __slots__ = ("key", "per_channel")
+    __slots__ = ("key", "per_channel", "spec", "per_token")
 
-    def __init__(self, key, per_channel):
+    def __init__(self, key, per_channel, spec):
         self.key = key
         self.per_channel = per_channel
+        self.spec = spec  # the quant spec whose act_per_token is cached (a new spec re-reads it)
+        self.per_token = bool(spec.act_per_token)
 
 
 class DecodeLayout:
@@ -230,20 +237,12 @@ def _buffers_ok(layer, x, wp, ws, bias) -> bool:
     return wp.is_cpu if x.is_cpu else wp.is_cuda and x.is_cuda
 
 
-def _key(wp, ws, bias, K, N, cpu):
-    if bias is None:
-        return (wp.data_ptr(), wp.shape, wp.dtype, wp.is_contiguous(), ws.data_ptr(), ws.shape,
-                ws.dtype, ws.is_contiguous(), 0, K, N, cpu)
-    return (wp.data_ptr(), wp.shape, wp.dtype, wp.is_contiguous(), ws.data_ptr(), ws.shape,
-            ws.dtype, ws.is_contiguous(), bias.data_ptr(), bias.shape, bias.dtype,
-            bias.is_contiguous(), K, N, cpu)
-
-
 def linear(layer, x: torch.Tensor):
     """The deployed forward of ``layer`` on ``x`` through the fast path, or None when the call
     must take the op (see the module docstring)."""
-    if (not _enabled or type(x) is not _Tensor or _is_compiling() or _tracing() is not None
-            or _dispatch_modes() or _function_modes() or _functorch()):
+    if (not _enabled or type(x) is not _Tensor
+            or (_compiler._is_compiling_flag if _FLAG_HELD else _is_compiling())
+            or _tracing() is not None or _dispatch_modes() or _function_modes() or _functorch()):
         return None
     code = _DTYPE_CODES.get(x.dtype)
     shape = x.shape
@@ -261,46 +260,64 @@ def linear(layer, x: torch.Tensor):
     if type(K) is not int or type(N) is not int:
         return None
     cpu = x.is_cpu
-    key = _key(wp, ws, bias, K, N, cpu)
+    # What the kernel relies on, read on every call (Python can change any of it without a
+    # trace: .data =, in-place metadata edits, attributes); a change revalidates in full.
+    p_wp, p_ws = wp.data_ptr(), ws.data_ptr()
+    if bias is None:
+        p_b = 0
+        key = (p_wp, wp.shape, wp.dtype, wp.is_contiguous(), p_ws, ws.shape, ws.dtype,
+               ws.is_contiguous(), K, N, cpu)
+    else:
+        p_b = bias.data_ptr()
+        key = (p_wp, wp.shape, wp.dtype, wp.is_contiguous(), p_ws, ws.shape, ws.dtype,
+               ws.is_contiguous(), p_b, bias.shape, bias.dtype, bias.is_contiguous(), K, N, cpu)
     rec = layer.__dict__.get("_fast_rec")
     if rec is None or rec.key != key:
         if not _buffers_ok(layer, x, wp, ws, bias):
             return None
         # per channel when the layer has one scale per output (N > 1), as in the op's binding
-        rec = FastRecord(key, 1 if N > 1 and ws.numel() == N else 0)
+        rec = FastRecord(key, 1 if N > 1 and ws.numel() == N else 0, layer.spec)
         layer.__dict__["_fast_rec"] = rec
-    M = x.numel() // K
-    if _profiling is not None and _profiling():
+    spec = layer.spec
+    if spec is not rec.spec:
+        rec.spec, rec.per_token = spec, bool(spec.act_per_token)
+    if _profiler._is_profiler_enabled:
         with _record_function("bitlinear::linear"):
-            return _call(layer, x, code, shape, M, K, N, wp, ws, bias, rec, cpu)
-    return _call(layer, x, code, shape, M, K, N, wp, ws, bias, rec, cpu)
+            return _call(layer, x, code, shape, K, N, p_wp, p_ws, p_b, rec, cpu)
+    if cpu and not _lut_wanted:  # the common case, inline
+        y = x.new_empty(*shape[:-1], N)
+        M = x.numel() // K
+        if M:
+            _linear_cpu(x.data_ptr(), code, M, K, K, p_wp, N, p_ws, rec.per_channel, p_b,
+                        layer.eps, rec.per_token, y.data_ptr(), _get_threads(), 0)
+        return y
+    return _call(layer, x, code, shape, K, N, p_wp, p_ws, p_b, rec, cpu)
 
 
-def _call(layer, x, code, shape, M, K, N, wp, ws, bias, rec, cpu):
-    p_b = 0 if bias is None else bias.data_ptr()
+def _call(layer, x, code, shape, K, N, p_wp, p_ws, p_b, rec, cpu):
+    M = x.numel() // K
     if cpu:
         y = x.new_empty(*shape[:-1], N)
         if M:
             p_lut = 0
             if _lut_wanted:
+                wp = layer._buffers["w_packed"]
                 e = _lut_current(layer, wp) or _build_lut(layer, wp)
                 if e is not None:
                     p_lut = e.view.data_ptr()
-            _linear_cpu(x.data_ptr(), code, M, K, K, wp.data_ptr(), N, ws.data_ptr(),
-                        rec.per_channel, p_b, layer.eps, layer.spec.act_per_token, y.data_ptr(),
-                        _get_threads(), p_lut)
+            _linear_cpu(x.data_ptr(), code, M, K, K, p_wp, N, p_ws, rec.per_channel, p_b,
+                        layer.eps, rec.per_token, y.data_ptr(), _get_threads(), p_lut)
         return y
     if not x.is_cuda or not _ext.HAS_CUDA_KERNELS or _raw_stream is None:
         return None
     dev = x.get_device()
-    if wp.get_device() != dev or _C._cuda_getDevice() != dev:
+    if layer._buffers["w_packed"].get_device() != dev or _C._cuda_getDevice() != dev:
         return None  # the op's device guard handles a tensor on another device than the current
     y = x.new_empty(*shape[:-1], N)
     if M:
         nbytes = _native.linear_cuda_workspace_bytes(M, N, K)
         work = x.new_empty(nbytes, dtype=_uint8) if nbytes else None
-        _native.linear_cuda(x.data_ptr(), code, M, K, K, wp.data_ptr(), N, ws.data_ptr(),
-                            rec.per_channel, p_b, layer.eps, layer.spec.act_per_token,
-                            y.data_ptr(), 0 if work is None else work.data_ptr(), nbytes,
-                            _raw_stream(dev))
+        _native.linear_cuda(x.data_ptr(), code, M, K, K, p_wp, N, p_ws, rec.per_channel, p_b,
+                            layer.eps, rec.per_token, y.data_ptr(),
+                            0 if work is None else work.data_ptr(), nbytes, _raw_stream(dev))
     return y
