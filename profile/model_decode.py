@@ -223,6 +223,14 @@ def head_agreement(model, w_float: torch.Tensor, steps: int, vocab: int) -> dict
             "top1_agreement": stats["top1"] / stats["n"], "steps": stats["n"]}
 
 
+def set_lut(model, mode: str) -> None:
+    """bitlinear.set_cpu_lut(mode), and every deployed layer's decode layout built or dropped."""
+    bitlinear.set_cpu_lut(mode)
+    for m in model.modules():
+        if isinstance(m, bitlinear.BitLinear) and m.deployed:
+            m.refresh_decode_layout()
+
+
 def run_row(model, arch, vocab, threads, head, steps, warmup, repeats=2, ref_tokens=None,
             w_float=None) -> dict:
     torch.set_num_threads(threads)
@@ -338,6 +346,9 @@ def main(argv=None) -> int:
     ap.add_argument("--vocab", nargs="+", type=int, default=[32000, 128256])
     ap.add_argument("--threads", nargs="+", type=int, default=[2])
     ap.add_argument("--heads", nargs="+", default=["float", "int8"], choices=["float", "int8"])
+    ap.add_argument("--cpu-lut", nargs="+", default=["off"], choices=["off", "auto"],
+                    help="decode-layout modes to run each row in (\"auto\": the opt-in second "
+                         "copy, the default before issue 18)")
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2, help="untimed-hook decode runs per row (min)")
@@ -359,13 +370,17 @@ def main(argv=None) -> int:
                     w_float = model.lm_head.weight.detach().float().clone()
                     convert(model, head="int8")
                     model.lm_head.prepack()
-                for t in a.threads:
-                    row = run_row(model, arch, vocab, t, head, a.steps, a.warmup, a.repeats,
-                                  ref.get(t) if head == "int8" else None, w_float)
-                    if head == "float":
-                        ref[t] = row["tokens"]
-                    rows.append(row)
-                    print(render(row), flush=True)
+                for lut in a.cpu_lut:
+                    set_lut(model, lut)
+                    for t in a.threads:
+                        row = run_row(model, arch, vocab, t, head, a.steps, a.warmup, a.repeats,
+                                      ref.get(t) if head == "int8" else None, w_float)
+                        row["cpu_lut"] = lut
+                        if head == "float" and lut == a.cpu_lut[0]:
+                            ref[t] = row["tokens"]
+                        rows.append(row)
+                        print(render(row) + f"  [cpu_lut {lut}]", flush=True)
+                set_lut(model, "off")
             del model
     info["rows"] = rows
     info["loadavg_end"] = os.getloadavg()
