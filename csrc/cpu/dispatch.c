@@ -143,7 +143,7 @@ bl_status bl_isa_set(int isa) {
 }
 
 /* The kernel table of a non-ref path (cheap: a few pointer stores, built per call). */
-static void kernels_for(int isa, bl_cpu_kernels *k) {
+static void fill_kernels(int isa, bl_cpu_kernels *k) {
   memset(k, 0, sizeof(*k));
   switch (isa) {
 #if defined(__x86_64__)
@@ -158,6 +158,28 @@ static void kernels_for(int isa, bl_cpu_kernels *k) {
   }
 }
 
+/* Each ISA's kernel table, filled once, on first use (filling it per call cost a memset and the
+ * fills, twice per forward). Only an ISA that is in use is filled: an ISA file's fill function is
+ * compiled for its ISA and may use its instructions. The first caller fills; others wait. */
+static bl_cpu_kernels kernel_tables[BL_ISA_COUNT];
+static int kernel_tables_state[BL_ISA_COUNT]; /* 0: not filled, 1: being filled, 2: ready */
+
+static const bl_cpu_kernels *kernels_of(int isa) {
+  if (isa < 0 || isa >= BL_ISA_COUNT) isa = BL_ISA_REF;
+  int *state = &kernel_tables_state[isa];
+  if (__atomic_load_n(state, __ATOMIC_ACQUIRE) != 2) {
+    int expected = 0;
+    if (__atomic_compare_exchange_n(state, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      fill_kernels(isa, &kernel_tables[isa]);
+      __atomic_store_n(state, 2, __ATOMIC_RELEASE);
+    } else {
+      while (__atomic_load_n(state, __ATOMIC_ACQUIRE) != 2) {
+      }
+    }
+  }
+  return &kernel_tables[isa];
+}
+
 bl_status bl_quantize_weights(const void *w, bl_dtype wdt, int64_t N, int64_t K, int64_t ldw,
                               float eps, int per_channel, float *scale, uint8_t *packed,
                               int nthreads) {
@@ -167,9 +189,8 @@ bl_status bl_quantize_weights(const void *w, bl_dtype wdt, int64_t N, int64_t K,
   bl_status st = bl_check_matrix(w && scale && packed, N, K, ldw);
   if (st != BL_OK) return st;
   if (!bl_dtype_ok(wdt) || bl_check_eps(eps) != BL_OK) return BL_ERR_ARG;
-  bl_cpu_kernels kt;
-  kernels_for(isa, &kt);
-  return bl_quantize_weights_k(&kt, w, wdt, N, K, ldw, eps, per_channel, scale, packed, nthreads);
+  const bl_cpu_kernels *kt = kernels_of(isa);
+  return bl_quantize_weights_k(kt, w, wdt, N, K, ldw, eps, per_channel, scale, packed, nthreads);
 }
 
 bl_status bl_quantize_acts(const void *x, bl_dtype dt, int64_t M, int64_t K, int64_t ldx,
@@ -181,9 +202,8 @@ bl_status bl_quantize_acts(const void *x, bl_dtype dt, int64_t M, int64_t K, int
                                 nthreads);
   bl_status st = bl_check_acts(x, dt, M, K, ldx, xq, ldq, scale, eps);
   if (st != BL_OK || M == 0) return st;
-  bl_cpu_kernels kt;
-  kernels_for(isa, &kt);
-  bl_quantize_acts_k(&kt, x, dt, M, K, ldx, eps, per_token, xq, ldq, scale, rowsum, nthreads);
+  const bl_cpu_kernels *kt = kernels_of(isa);
+  bl_quantize_acts_k(kt, x, dt, M, K, ldx, eps, per_token, xq, ldq, scale, rowsum, nthreads);
   return BL_OK;
 }
 
@@ -194,9 +214,8 @@ bl_status bl_gemm_acc(const int8_t *xq, int64_t ldq, const int32_t *rowsum,
   if (isa == BL_ISA_REF) return bl_gemm_acc_ref(xq, ldq, packed, M, N, K, acc, ldacc, nthreads);
   bl_status st = bl_check_gemm(xq, ldq, packed, M, N, K, acc, ldacc);
   if (st != BL_OK || M == 0) return st;
-  bl_cpu_kernels kt;
-  kernels_for(isa, &kt);
-  bl_gemm_acc_k(&kt, xq, ldq, rowsum, packed, M, N, K, acc, ldacc, nthreads);
+  const bl_cpu_kernels *kt = kernels_of(isa);
+  bl_gemm_acc_k(kt, xq, ldq, rowsum, packed, M, N, K, acc, ldacc, nthreads);
   return BL_OK;
 }
 
@@ -215,9 +234,8 @@ static bl_status linear_q(int isa, const int8_t *xq, int64_t ldq, const float *x
                           int64_t K, const float *wscale, int w_per_channel, const float *bias,
                           void *y, bl_dtype ydt, int64_t ldy, int nthreads) {
   if (isa != BL_ISA_REF) {
-    bl_cpu_kernels kt;
-    kernels_for(isa, &kt);
-    bl_gemm_epi_k(&kt, xq, ldq, rowsum, xscale, packed, M, N, K, wscale, w_per_channel, bias, y,
+    const bl_cpu_kernels *kt = kernels_of(isa);
+    bl_gemm_epi_k(kt, xq, ldq, rowsum, xscale, packed, M, N, K, wscale, w_per_channel, bias, y,
                   ydt, ldy, nthreads);
     return BL_OK;
   }
@@ -262,10 +280,9 @@ static bl_status linear_impl(const void *x, bl_dtype xdt, int64_t M, int64_t K, 
   float *xs = (float *)(ws + align64((size_t)M * (size_t)Kp));
   int32_t *rs = (int32_t *)((char *)xs + align64((size_t)M * 4));
   const int isa = bl_isa_get();
-  bl_cpu_kernels kt;
-  kernels_for(isa, &kt); /* all NULL for ref: the portable loops */
+  const bl_cpu_kernels *kt = kernels_of(isa); /* all NULL for ref: the portable loops */
   if (isa != BL_ISA_REF) {
-    bl_quantize_acts_k(&kt, x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs, nthreads);
+    bl_quantize_acts_k(kt, x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs, nthreads);
   } else if ((st = bl_quantize_acts_ref(x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs,
                                         nthreads)) != BL_OK) {
     return st;
@@ -274,8 +291,8 @@ static bl_status linear_impl(const void *x, bl_dtype xdt, int64_t M, int64_t K, 
     return linear_q(isa, xq, Kp, xs, rs, M, packed, N, K, wscale, w_per_channel, bias, y, ydt,
                     ldy, nthreads);
   int16_t *tabs = (int16_t *)(ws + bl_linear_workspace_bytes(M, K));
-  bl_lut_tables_k(&kt, xq, Kp, M, K, tabs);
-  bl_lut_gemm_epi_k(&kt, tabs, lut, M, N, K, xs, wscale, w_per_channel, bias, y, ydt, ldy,
+  bl_lut_tables_k(kt, xq, Kp, M, K, tabs);
+  bl_lut_gemm_epi_k(kt, tabs, lut, M, N, K, xs, wscale, w_per_channel, bias, y, ydt, ldy,
                     nthreads);
   return BL_OK;
 }
@@ -317,9 +334,8 @@ int64_t bl_cpu_get_option(int option) {
 }
 
 int bl_lut_kernel(void) {
-  bl_cpu_kernels kt;
-  kernels_for(bl_isa_get(), &kt);
-  return kt.lut_gemv != NULL;
+  const bl_cpu_kernels *kt = kernels_of(bl_isa_get());
+  return kt->lut_gemv != NULL;
 }
 
 /* A kernel AUTO may use: one measured faster than the packed GEMV. */
@@ -332,9 +348,8 @@ static int lut_used(int64_t M, int has_kernel) {
 }
 
 int bl_lut_used(int64_t M) {
-  bl_cpu_kernels kt;
-  kernels_for(bl_isa_get(), &kt);
-  return M >= 0 && lut_used(M, lut_auto_kernel(&kt));
+  const bl_cpu_kernels *kt = kernels_of(bl_isa_get());
+  return M >= 0 && lut_used(M, lut_auto_kernel(kt));
 }
 
 /* The int16 tables of M tokens, after bl_linear's workspace. */
@@ -350,10 +365,9 @@ bl_status bl_lut_gemm_acc(const int8_t *xq, int64_t ldq, const uint8_t *lut, int
   if (st != BL_OK || M == 0) return st;
   int16_t *tabs = (int16_t *)malloc((size_t)M * (size_t)bl_lut_table_len(K) * sizeof(int16_t));
   if (!tabs) return BL_ERR_ALLOC;
-  bl_cpu_kernels kt;
-  kernels_for(bl_isa_get(), &kt);
-  bl_lut_tables_k(&kt, xq, ldq, M, K, tabs);
-  bl_lut_gemm_acc_k(&kt, tabs, lut, M, N, K, acc, ldacc, nthreads);
+  const bl_cpu_kernels *kt = kernels_of(bl_isa_get());
+  bl_lut_tables_k(kt, xq, ldq, M, K, tabs);
+  bl_lut_gemm_acc_k(kt, tabs, lut, M, N, K, acc, ldacc, nthreads);
   free(tabs);
   return BL_OK;
 }
@@ -363,9 +377,8 @@ bl_status bl_linear_lut(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64
                         const float *wscale, int w_per_channel, const float *bias, float eps,
                         int per_token, void *y, bl_dtype ydt, int64_t ldy, void *workspace,
                         int nthreads) {
-  bl_cpu_kernels kt;
-  kernels_for(bl_isa_get(), &kt);
-  const int use = lut && lut_used(M, lut_auto_kernel(&kt));
+  const bl_cpu_kernels *kt = kernels_of(bl_isa_get());
+  const int use = lut && lut_used(M, lut_auto_kernel(kt));
   return linear_impl(x, xdt, M, K, ldx, packed, use ? lut : NULL, N, wscale, w_per_channel, bias,
                      eps, per_token, y, ydt, ldy, workspace, nthreads);
 }
