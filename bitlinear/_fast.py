@@ -33,6 +33,8 @@ default mode is "off" for that reason and for memory (docs/benchmarks.md, "One r
 """
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from . import _checks, _ext
@@ -65,6 +67,7 @@ _uint8 = torch.uint8
 _Tensor = torch.Tensor
 _grad_enabled = torch.is_grad_enabled
 _linear_cpu = _native.linear_cpu if _native is not None else None
+_linear_segments = getattr(_native, "linear_cpu_segments", None)
 
 
 _missing = object()
@@ -75,13 +78,14 @@ _record_function = torch.autograd.profiler.record_function
 class FastRecord:
     """What the fast path last validated for one layer: a key of the facts the kernel relies on
     (data pointers, shapes, dtypes, contiguity, in/out features, device), recomputed per call."""
-    __slots__ = ("key", "per_channel", "spec", "per_token")
+    __slots__ = ("key", "per_channel", "spec", "per_token", "group")
 
-    def __init__(self, key, per_channel, spec):
+    def __init__(self, key, per_channel, layer):
         self.key = key
         self.per_channel = per_channel
-        self.spec = spec  # the quant spec whose act_per_token is cached (a new spec re-reads it)
+        self.spec = spec = layer.spec  # whose act_per_token is cached (a new spec re-reads it)
         self.per_token = bool(spec.act_per_token)
+        self.group = layer.__dict__.get("_group")  # fuse_projections forgets the record
 
 
 class DecodeLayout:
@@ -93,6 +97,54 @@ class DecodeLayout:
         self.source = source
         self.version = version
         self.key = key
+
+
+class FusionGroup:
+    """Deployed CPU BitLinear layers that read one input inside one parent module's forward
+    (q/k/v, gate/up; bitlinear.fuse_projections). Their w_packed are consecutive row slices of
+    one tensor (one copy of the weights). Inside the parent's forward (a thread-local window that
+    the parent's hooks open and close), the first member called with an input computes every
+    member's output in one native call (one activation quantization, one weight stream); each
+    other member called with the same input, unchanged (same object, version and data), takes its
+    output from that call. Outside the window, or whenever a check fails, each member runs alone.
+    Bit for bit the separate layers' outputs either way."""
+    __slots__ = ("members", "local", "wasted", "enabled", "__weakref__")
+
+    def __init__(self, members):
+        self.members = tuple(members)
+        self.local = threading.local()
+        self.wasted = 0     # windows that closed with outputs nobody took (inputs not shared)
+        self.enabled = True
+
+
+class FusionWindow:
+    """The parent module's forward pre-hook and forward hook (always called) of a FusionGroup:
+    they open and close its thread-local window. Pickled or copied, it becomes inert (the copy's
+    layers run alone until fuse_projections is called again)."""
+
+    def __init__(self, group, opening):
+        self.group, self.opening = group, opening
+
+    def __call__(self, module, args, *rest):
+        g = self.group
+        if g is None:
+            return None
+        loc = g.local
+        if self.opening:
+            loc.depth = getattr(loc, "depth", 0) + 1
+            return None
+        loc.depth = max(getattr(loc, "depth", 1) - 1, 0)
+        if loc.depth == 0:
+            c = getattr(loc, "cache", None)
+            loc.cache = None
+            if c is not None and any(y is not None for y in c[3]):
+                g.wasted += 1
+                if g.wasted >= 3:  # the members do not share their input here: stop fusing
+                    g.enabled = False
+        return None
+
+    def __getstate__(self):
+        return {"group": None, "opening": self.opening}
 
 
 # Whether CPU layers keep a decode layout: the C core reads one for some M on this ISA with the
@@ -250,18 +302,15 @@ def linear(layer, x: torch.Tensor):
     if (code is None or not shape or shape[-1] != K or not x.is_contiguous() or x.is_neg()
             or (x.requires_grad and _grad_enabled())):
         return None  # the op path handles these (or raises its error)
+    # _record, inlined on the hot path (a call costs about 0.1 us of the 6 us budget)
     b = layer._buffers
-    wp = b.get("w_packed")
-    ws = b.get("w_scale")
-    bias = b.get("bias", _missing)
+    wp, ws, bias = b.get("w_packed"), b.get("w_scale"), b.get("bias", _missing)
     if wp is None or ws is None or bias is _missing:
         return None  # re-registered as parameters (or deleted): the op path decides
     N = layer.out_features
     if type(K) is not int or type(N) is not int:
         return None
     cpu = x.is_cpu
-    # What the kernel relies on, read on every call (Python can change any of it without a
-    # trace: .data =, in-place metadata edits, attributes); a change revalidates in full.
     p_wp, p_ws = wp.data_ptr(), ws.data_ptr()
     if bias is None:
         p_b = 0
@@ -275,12 +324,16 @@ def linear(layer, x: torch.Tensor):
     if rec is None or rec.key != key:
         if not _buffers_ok(layer, x, wp, ws, bias):
             return None
-        # per channel when the layer has one scale per output (N > 1), as in the op's binding
-        rec = FastRecord(key, 1 if N > 1 and ws.numel() == N else 0, layer.spec)
+        rec = FastRecord(key, 1 if N > 1 and ws.numel() == N else 0, layer)
         layer.__dict__["_fast_rec"] = rec
     spec = layer.spec
     if spec is not rec.spec:
         rec.spec, rec.per_token = spec, bool(spec.act_per_token)
+    grp = rec.group
+    if grp is not None and cpu:
+        y = _group_call(layer, grp, x, code, shape, K)
+        if y is not None:
+            return y
     if _profiler._is_profiler_enabled:
         with _record_function("bitlinear::linear"):
             return _call(layer, x, code, shape, K, N, p_wp, p_ws, p_b, rec, cpu)
@@ -292,6 +345,105 @@ def linear(layer, x: torch.Tensor):
                         layer.eps, rec.per_token, y.data_ptr(), _get_threads(), 0)
         return y
     return _call(layer, x, code, shape, K, N, p_wp, p_ws, p_b, rec, cpu)
+
+
+def _record(m, x, K, cpu):
+    """Layer m's validated record and buffer pointers for a call on x, or None (take the op).
+    What the kernel relies on is read on every call (Python can change any of it without a trace:
+    .data =, in-place metadata edits, attributes); a change revalidates in full."""
+    b = m._buffers
+    wp, ws, bias = b.get("w_packed"), b.get("w_scale"), b.get("bias", _missing)
+    if wp is None or ws is None or bias is _missing:
+        return None  # re-registered as parameters (or deleted): the op path decides
+    N = m.out_features
+    if type(K) is not int or type(N) is not int:
+        return None
+    p_wp, p_ws = wp.data_ptr(), ws.data_ptr()
+    if bias is None:
+        p_b = 0
+        key = (p_wp, wp.shape, wp.dtype, wp.is_contiguous(), p_ws, ws.shape, ws.dtype,
+               ws.is_contiguous(), K, N, cpu)
+    else:
+        p_b = bias.data_ptr()
+        key = (p_wp, wp.shape, wp.dtype, wp.is_contiguous(), p_ws, ws.shape, ws.dtype,
+               ws.is_contiguous(), p_b, bias.shape, bias.dtype, bias.is_contiguous(), K, N, cpu)
+    rec = m.__dict__.get("_fast_rec")
+    if rec is None or rec.key != key:
+        if not _buffers_ok(m, x, wp, ws, bias):
+            return None
+        # per channel when the layer has one scale per output (N > 1), as in the op's binding
+        rec = FastRecord(key, 1 if N > 1 and ws.numel() == N else 0, m)
+        m.__dict__["_fast_rec"] = rec
+    return rec, N, p_wp, p_ws, p_b
+
+
+def _stamp(m):
+    """A member's buffers as torch sees them now: the objects themselves (held, so neither they
+    nor their addresses can be reused while the stamp lives), data pointers, version counters."""
+    b = m._buffers
+    return tuple((t, t.data_ptr(), _version(t)) if t is not None else None
+                 for t in (b.get("w_packed"), b.get("w_scale"), b.get("bias")))
+
+
+def _same_stamp(a, b) -> bool:
+    for u, v in zip(a, b):
+        if u is None or v is None:
+            if u is not v:
+                return False
+        elif u[0] is not v[0] or u[1] != v[1] or u[2] != v[2]:
+            return False
+    return True
+
+
+def _group_call(layer, grp, x, code, shape, K):
+    """layer's output through its FusionGroup (see there), or None to run alone."""
+    g, i = grp
+    loc = g.local
+    if not g.enabled or not getattr(loc, "depth", 0) or _lut_wanted or x.is_inference():
+        return None  # outside the parent's forward; an inference tensor's writes are not seen
+    if any(t is not None and t.is_inference() for m in g.members
+           for t in (m._buffers.get("w_packed"), m._buffers.get("w_scale"), m._buffers.get("bias"))):
+        return None  # buffers without version counters: nothing to check a cached output by
+    c = getattr(loc, "cache", None)
+    if c is not None and c[0] is x and c[1] == x._version and c[2] == x.data_ptr():
+        y = c[3][i]
+        if y is not None and _same_stamp(c[4][i], _stamp(layer)):
+            c[3][i] = None
+            return y
+    eps, per_tok = layer.eps, bool(layer.spec.act_per_token)
+    rb = (K + 127) // 128 * 32
+    segs, outs, base, off = [], [], None, 0
+    for m in g.members:
+        if m.__dict__.get("_group") is not None and m.__dict__["_group"][0] is not g:
+            return None
+        mk = m.in_features
+        r = _record(m, x, K, True) if type(mk) is int and mk == K else None
+        if r is None or m.eps != eps or bool(m.spec.act_per_token) != per_tok:
+            return None
+        rec, N, p_wp, p_ws, p_b = r
+        if base is None:
+            base = p_wp
+        elif p_wp != base + off:
+            return None  # no longer consecutive rows of one tensor (replaced, moved): run alone
+        off += N * rb
+        y = x.new_empty(*shape[:-1], N)
+        segs.append((N, p_ws, rec.per_channel, p_b, y.data_ptr()))
+        outs.append(y)
+    M = x.numel() // K
+    if M:
+        if _profiler._is_profiler_enabled:
+            with _record_function("bitlinear::linear_fused"):
+                _linear_segments(x.data_ptr(), code, M, K, K, base, eps, per_tok, _get_threads(),
+                                 tuple(segs))
+        else:
+            _linear_segments(x.data_ptr(), code, M, K, K, base, eps, per_tok, _get_threads(),
+                             tuple(segs))
+    y = outs[i]
+    outs[i] = None
+    # each member's buffers as torch saw them: a write torch records between two members'
+    # calls (even inside the parent's forward) makes that member run alone
+    loc.cache = [x, x._version, x.data_ptr(), outs, [_stamp(m) for m in g.members]]
+    return y
 
 
 def _call(layer, x, code, shape, K, N, p_wp, p_ws, p_b, rec, cpu):

@@ -140,7 +140,17 @@ class BitLinear(nn.Module):
         state = dict(super().__getstate__())
         state.pop("_lut", None)
         state.pop("_fast_rec", None)
+        state.pop("_group", None)  # a fused group (bitlinear.fuse_projections) is not pickled
         return state
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        wp = destination.get(prefix + "w_packed")
+        if (isinstance(wp, torch.Tensor) and self.__dict__.get("_group") is not None
+                and wp.device.type != "meta"
+                and wp.untyped_storage().nbytes() != wp.numel() * wp.element_size()):
+            # a row slice of a fused group's weights: checkpoints keep one tensor per layer
+            destination[prefix + "w_packed"] = wp.detach().clone()
 
     def __setstate__(self, state):
         super().__setstate__(state)

@@ -159,6 +159,27 @@ bl_status bl_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t l
                     const float *bias, float eps, int per_token, void *y, bl_dtype ydt,
                     int64_t ldy, void *workspace, int nthreads);
 
+/* One segment of a fused call (bl_linear_segments): n rows of the stacked weights, with their
+ * own scale(s) (n floats if w_per_channel else 1), bias (n floats or NULL) and output y [M, n]
+ * (dtype of the call, row stride ldy >= n). */
+typedef struct {
+  int64_t n;
+  const float *wscale;
+  int w_per_channel;
+  const float *bias;
+  void *y;
+  int64_t ldy;
+} bl_segment;
+
+/* Projections that share their input (q/k/v, gate/up) in one call: packed holds the nseg
+ * segments' rows one after the other (sum of n rows in the packed format). The activations are
+ * quantized once and the weights streamed once; segment s's output is bit for bit what bl_linear
+ * gives on its rows, scale and bias alone. Workspace: bl_linear_workspace_bytes(M, K). */
+bl_status bl_linear_segments(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
+                             const uint8_t *packed, const bl_segment *segs, int nseg, float eps,
+                             int per_token, bl_dtype ydt, void *workspace, int nthreads);
+#define BL_MAX_SEGMENTS 16
+
 /* ------------------------------------------------------------------ CPU decode layout (LUT)
  * A second, in-memory copy of the weights for small batches (decode), read by table lookup:
  * per token and per group of 3 activations, a table of the 27 sums (c0-1) x0 + (c1-1) x1 +

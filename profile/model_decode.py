@@ -308,6 +308,14 @@ def tiny(archs) -> int:
         good = toks == ref
         ok &= good
         print(f"tiny {arch}: deployed KV-cache decode == training-mode generate(): {good}")
+        fused = copy.deepcopy(model)
+        n = bitlinear.fuse_projections(fused)
+        _, toksf = decode(fused, steps, 0, vocab)
+        with torch.no_grad():
+            same_logits = torch.equal(fused(ids).logits, model(ids).logits)
+        good = n > 0 and toksf == toks and same_logits
+        ok &= good
+        print(f"tiny {arch}: fuse_projections ({n} groups): same logits and tokens: {good}")
         with torch.no_grad():
             lf = model(ids).logits
         convert(model, head="int8")
@@ -349,6 +357,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu-lut", nargs="+", default=["off"], choices=["off", "auto"],
                     help="decode-layout modes to run each row in (\"auto\": the opt-in second "
                          "copy, the default before issue 18)")
+    ap.add_argument("--fuse", nargs="+", default=["off"], choices=["off", "on"],
+                    help="run the rows without, then with bitlinear.fuse_projections (q/k/v and "
+                         "gate/up in one call each); \"on\" stays on for the rows after it")
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2, help="untimed-hook decode runs per row (min)")
@@ -370,17 +381,21 @@ def main(argv=None) -> int:
                     w_float = model.lm_head.weight.detach().float().clone()
                     convert(model, head="int8")
                     model.lm_head.prepack()
-                for lut in a.cpu_lut:
-                    set_lut(model, lut)
-                    for t in a.threads:
-                        row = run_row(model, arch, vocab, t, head, a.steps, a.warmup, a.repeats,
-                                      ref.get(t) if head == "int8" else None, w_float)
-                        row["cpu_lut"] = lut
-                        if head == "float" and lut == a.cpu_lut[0]:
-                            ref[t] = row["tokens"]
-                        rows.append(row)
-                        print(render(row) + f"  [cpu_lut {lut}]", flush=True)
-                set_lut(model, "off")
+                for fuse in a.fuse:
+                    if fuse == "on":
+                        bitlinear.fuse_projections(model)
+                    for lut in a.cpu_lut:
+                        set_lut(model, lut)
+                        for t in a.threads:
+                            row = run_row(model, arch, vocab, t, head, a.steps, a.warmup,
+                                          a.repeats, ref.get(t) if head == "int8" else None,
+                                          w_float)
+                            row["cpu_lut"], row["fuse"] = lut, fuse
+                            if head == "float" and lut == a.cpu_lut[0] and fuse == a.fuse[0]:
+                                ref[t] = row["tokens"]
+                            rows.append(row)
+                            print(render(row) + f"  [cpu_lut {lut}, fuse {fuse}]", flush=True)
+                    set_lut(model, "off")
             del model
     info["rows"] = rows
     info["loadavg_end"] = os.getloadavg()

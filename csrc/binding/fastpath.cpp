@@ -116,6 +116,62 @@ PyObject* py_linear_cpu(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   Py_RETURN_NONE;
 }
 
+// linear_cpu_segments(x, xdt, M, K, ldx, packed, eps, per_token, nthreads, segs): projections
+// sharing x in one call (bl_linear_segments). segs: a tuple of (n, w_scale, per_channel, bias, y)
+// with raw pointers; each y is [M, n] (row stride n) in x's dtype.
+PyObject* py_linear_cpu_segments(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 10 || !PyTuple_Check(args[9])) {
+    PyErr_SetString(PyExc_TypeError, "bitlinear: linear_cpu_segments takes (x, xdt, M, K, ldx, "
+                                     "packed, eps, per_token, nthreads, segments tuple)");
+    return nullptr;
+  }
+  void *x, *packed;
+  long long xdt, M, K, ldx, per_tok, nthreads;
+  if (!ptr(args, 0, &x) || !ll(args, 1, &xdt) || !ll(args, 2, &M) || !ll(args, 3, &K) ||
+      !ll(args, 4, &ldx) || !ptr(args, 5, &packed) || !ll(args, 7, &per_tok) ||
+      !ll(args, 8, &nthreads))
+    return nullptr;
+  const double eps = PyFloat_AsDouble(args[6]);
+  if (eps == -1.0 && PyErr_Occurred()) return nullptr;
+  const Py_ssize_t nseg = PyTuple_Size(args[9]);
+  if (nseg < 1 || nseg > BL_MAX_SEGMENTS) {
+    PyErr_Format(PyExc_ValueError, "bitlinear: linear_cpu_segments takes 1 to %d segments",
+                 BL_MAX_SEGMENTS);
+    return nullptr;
+  }
+  bl_segment segs[BL_MAX_SEGMENTS];
+  double macs = 0.0;
+  for (Py_ssize_t i = 0; i < nseg; i++) {
+    PyObject* t = PyTuple_GetItem(args[9], i);
+    if (!t || !PyTuple_Check(t) || PyTuple_Size(t) != 5) {
+      PyErr_SetString(PyExc_TypeError,
+                      "bitlinear: a segment is (n, w_scale, per_channel, bias, y)");
+      return nullptr;
+    }
+    PyObject* it[5];
+    for (Py_ssize_t j = 0; j < 5; j++) it[j] = PyTuple_GetItem(t, j);  // borrowed
+    long long n, per_ch;
+    void *wscale, *bias, *y;
+    if (!ll(it, 0, &n) || !ptr(it, 1, &wscale) || !ll(it, 2, &per_ch) || !ptr(it, 3, &bias) ||
+        !ptr(it, 4, &y))
+      return nullptr;
+    segs[i] = bl_segment{n, (const float*)wscale, (int)per_ch, (const float*)bias, y, n};
+    macs += (double)M * (double)n * (double)K;
+  }
+  if (M <= 0) Py_RETURN_NONE;
+  bool owned;
+  void* ws = scratch(bl_linear_workspace_bytes(M, K), &owned);
+  if (!ws) return PyErr_NoMemory();
+  PyThreadState* ts = macs >= kReleaseGilMacs ? PyEval_SaveThread() : nullptr;
+  const bl_status s = bl_linear_segments(x, (bl_dtype)xdt, M, K, ldx, (const uint8_t*)packed,
+                                         segs, (int)nseg, (float)eps, (int)per_tok,
+                                         (bl_dtype)xdt, ws, (int)nthreads);
+  if (ts) PyEval_RestoreThread(ts);
+  if (owned) std::free(ws);
+  if (s != BL_OK) return status_error(s, "linear_segments (CPU)");
+  Py_RETURN_NONE;
+}
+
 // linear_cuda(x, xdt, M, K, ldx, w_packed, N, w_scale, per_channel, bias, eps, per_token, y,
 //             workspace, workspace_bytes, stream): asynchronous on `stream` (a cudaStream_t as an
 //             int, 0 the legacy default stream); workspace: device memory of at least
@@ -246,6 +302,8 @@ PyMethodDef bl_fastpath_methods[] = {
      "Reads (and with a value, sets) a CPU option of the C core."},
     {"lut_status", (PyCFunction)(void (*)(void))py_lut_status, METH_FASTCALL,
      "(LUT kernel on this ISA, LUT used for M rows)."},
+    {"linear_cpu_segments", (PyCFunction)(void (*)(void))py_linear_cpu_segments, METH_FASTCALL,
+     "Projections sharing one input in one CPU call (raw pointers; bl_linear_segments)."},
     {"threads_now", (PyCFunction)(void (*)(void))py_threads_now, METH_FASTCALL,
      "The oversubscription governor's thread count for a region of the caller's."},
     {"linear_cuda", (PyCFunction)(void (*)(void))py_linear_cuda, METH_FASTCALL,

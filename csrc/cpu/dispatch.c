@@ -260,6 +260,21 @@ bl_status bl_linear_q(const int8_t *xq, int64_t ldq, const float *xscale, const 
                   bias, y, ydt, ldy, nthreads);
 }
 
+/* The activations quantized into bl_linear's workspace: x_q [M, Kp], then M scales, M sums. */
+static bl_status quantize_into(int isa, const bl_cpu_kernels *kt, const void *x, bl_dtype xdt,
+                               int64_t M, int64_t K, int64_t ldx, float eps, int per_token,
+                               char *ws, int8_t **xq, float **xs, int32_t **rs, int nthreads) {
+  const int64_t Kp = bl_padded_k(K);
+  *xq = (int8_t *)ws;
+  *xs = (float *)(ws + align64((size_t)M * (size_t)Kp));
+  *rs = (int32_t *)((char *)*xs + align64((size_t)M * 4));
+  if (isa != BL_ISA_REF) {
+    bl_quantize_acts_k(kt, x, xdt, M, K, ldx, eps, per_token, *xq, Kp, *xs, *rs, nthreads);
+    return BL_OK;
+  }
+  return bl_quantize_acts_ref(x, xdt, M, K, ldx, eps, per_token, *xq, Kp, *xs, *rs, nthreads);
+}
+
 /* bl_linear; with lut (the decode layout of packed), the GEMM reads it instead (the caller
  * decided: bl_linear_lut), and the workspace holds the M tables after bl_linear's. */
 static bl_status linear_impl(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
@@ -276,17 +291,14 @@ static bl_status linear_impl(const void *x, bl_dtype xdt, int64_t M, int64_t K, 
   if (M == 0) return BL_OK;
   const int64_t Kp = bl_padded_k(K);
   char *ws = (char *)workspace;
-  int8_t *xq = (int8_t *)ws;
-  float *xs = (float *)(ws + align64((size_t)M * (size_t)Kp));
-  int32_t *rs = (int32_t *)((char *)xs + align64((size_t)M * 4));
+  int8_t *xq;
+  float *xs;
+  int32_t *rs;
   const int isa = bl_isa_get();
   const bl_cpu_kernels *kt = kernels_of(isa); /* all NULL for ref: the portable loops */
-  if (isa != BL_ISA_REF) {
-    bl_quantize_acts_k(kt, x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs, nthreads);
-  } else if ((st = bl_quantize_acts_ref(x, xdt, M, K, ldx, eps, per_token, xq, Kp, xs, rs,
-                                        nthreads)) != BL_OK) {
+  if ((st = quantize_into(isa, kt, x, xdt, M, K, ldx, eps, per_token, ws, &xq, &xs, &rs,
+                          nthreads)) != BL_OK)
     return st;
-  }
   if (!lut)
     return linear_q(isa, xq, Kp, xs, rs, M, packed, N, K, wscale, w_per_channel, bias, y, ydt,
                     ldy, nthreads);
@@ -303,6 +315,54 @@ bl_status bl_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t l
                     int64_t ldy, void *workspace, int nthreads) {
   return linear_impl(x, xdt, M, K, ldx, packed, NULL, N, wscale, w_per_channel, bias, eps,
                      per_token, y, ydt, ldy, workspace, nthreads);
+}
+
+bl_status bl_linear_segments(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
+                             const uint8_t *packed, const bl_segment *segs, int nseg, float eps,
+                             int per_token, bl_dtype ydt, void *workspace, int nthreads) {
+  if (!segs) return BL_ERR_NULL;
+  if (nseg < 1 || nseg > BL_MAX_SEGMENTS) return BL_ERR_SIZE;
+  if (K < 1 || K > BL_MAX_K || M < 0) return BL_ERR_SIZE;
+  if (!bl_dtype_ok(xdt) || !bl_dtype_ok(ydt) || bl_check_eps(eps) != BL_OK) return BL_ERR_ARG;
+  int64_t N = 0;
+  for (int s = 0; s < nseg; s++) {
+    const bl_segment *g = &segs[s];
+    if (g->n < 1 || g->n > ((int64_t)1 << 40) || (g->w_per_channel != 0 && g->w_per_channel != 1))
+      return g->n < 1 || g->n > ((int64_t)1 << 40) ? BL_ERR_SIZE : BL_ERR_ARG;
+    if (M > 0 && (!g->wscale || !g->y)) return BL_ERR_NULL;
+    bl_status st = bl_check_dims(M, g->n, g->ldy);
+    if (st != BL_OK) return st;
+    N += g->n;
+  }
+  if (N > ((int64_t)1 << 40)) return BL_ERR_SIZE;
+  if (M > 0 && (!x || !packed || !workspace)) return BL_ERR_NULL;
+  bl_status st = bl_check_dims(M, K, ldx);
+  if (st != BL_OK || M == 0) return st;
+  int8_t *xq;
+  float *xs;
+  int32_t *rs;
+  const int isa = bl_isa_get();
+  const bl_cpu_kernels *kt = kernels_of(isa);
+  if ((st = quantize_into(isa, kt, x, xdt, M, K, ldx, eps, per_token, (char *)workspace, &xq, &xs,
+                          &rs, nthreads)) != BL_OK)
+    return st;
+  const int64_t Kp = bl_padded_k(K);
+  if (isa != BL_ISA_REF) {
+    bl_gemm_segments_k(kt, xq, Kp, rs, xs, packed, M, N, K, segs, nseg, ydt, nthreads);
+    return BL_OK;
+  }
+  int32_t *acc = (int32_t *)malloc((size_t)M * (size_t)N * sizeof(int32_t));
+  if (!acc) return BL_ERR_ALLOC;
+  st = bl_gemm_acc_ref(xq, Kp, packed, M, N, K, acc, N, nthreads);
+  int64_t start = 0;
+  for (int s = 0; s < nseg && st == BL_OK; s++) {
+    const bl_segment *g = &segs[s];
+    st = bl_epilogue_ref(acc + start, N, M, g->n, xs, g->wscale, g->w_per_channel, g->bias, g->y,
+                         ydt, g->ldy, nthreads);
+    start += g->n;
+  }
+  free(acc);
+  return st;
 }
 
 /* ---------------------------------------------------------------- decode layout (LUT) */

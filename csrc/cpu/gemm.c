@@ -138,6 +138,10 @@ typedef struct {
   void *y;
   bl_dtype ydt;
   int64_t ldy;
+  /* segments (bl_linear_segments): columns [start_s, start_s + n_s) go to segment s's scale,
+   * bias and output instead of the fields above; NULL: one output */
+  const bl_segment *segs;
+  int nseg;
 } sink;
 
 typedef struct {
@@ -170,9 +174,38 @@ static void plan_tasks(plan *p, int nthreads) {
   p->tasks_m = (p->M + p->mb - 1) / p->mb;
 }
 
+static void sink_row_one(const plan *p, const sink *o, int64_t row, int64_t n0, int64_t n1,
+                         const int32_t *b, int32_t rs);
+
 /* One finished row chunk of output row `row`, columns [n0, n1): b holds the sums (minus rs). */
 static void sink_row(const plan *p, const sink *o, int64_t row, int64_t n0, int64_t n1,
                      const int32_t *b, int32_t rs) {
+  if (!o->segs) {
+    sink_row_one(p, o, row, n0, n1, b, rs);
+    return;
+  }
+  /* the chunk's pieces in each segment, with that segment's scale, bias and output */
+  int64_t start = 0;
+  for (int s = 0; s < o->nseg && start < n1; s++) {
+    const bl_segment *g = &o->segs[s];
+    const int64_t end = start + g->n;
+    const int64_t a = n0 > start ? n0 : start, e = n1 < end ? n1 : end;
+    if (a < e) {
+      sink one = *o;
+      one.segs = NULL;
+      one.wscale = g->wscale;
+      one.w_per_channel = g->w_per_channel;
+      one.bias = g->bias;
+      one.y = g->y;
+      one.ldy = g->ldy;
+      sink_row_one(p, &one, row, a - start, e - start, b + (a - n0), rs);
+    }
+    start = end;
+  }
+}
+
+static void sink_row_one(const plan *p, const sink *o, int64_t row, int64_t n0, int64_t n1,
+                         const int32_t *b, int32_t rs) {
   const size_t es = dtype_size(o->ydt);
   if (o->acc) {
     int32_t *a = o->acc + row * o->ldacc + n0;
@@ -412,6 +445,17 @@ void bl_lut_gemm_epi_k(const bl_cpu_kernels *kt, const int16_t *tabs, const uint
   nthreads = bl_nthreads(nthreads);
   make_lut_plan(&p, kt, tabs, lut, M, N, K, nthreads);
   sink o = {NULL, NULL, 0, xscale, wscale, bias, w_per_channel, y, ydt, ldy};
+  run_plan(&p, &o, nthreads);
+}
+
+void bl_gemm_segments_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,
+                        const int32_t *rowsum, const float *xscale, const uint8_t *packed,
+                        int64_t M, int64_t N, int64_t K, const bl_segment *segs, int nseg,
+                        bl_dtype ydt, int nthreads) {
+  plan p;
+  nthreads = bl_nthreads(nthreads);
+  make_plan(&p, kt, xq, ldq, packed, M, N, K, nthreads);
+  sink o = {rowsum, NULL, 0, xscale, NULL, NULL, 0, NULL, ydt, 0, segs, nseg};
   run_plan(&p, &o, nthreads);
 }
 

@@ -119,6 +119,11 @@ void bl_gemm_acc_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,
                    const int32_t *rowsum, const uint8_t *packed, int64_t M, int64_t N,
                    int64_t K, int32_t *acc, int64_t ldacc, int nthreads);
 /* GEMM + epilogue straight into y (no int32 matrix in between). */
+/* bl_gemm_epi_k over N = the segments' rows, each segment's columns into its own output. */
+void bl_gemm_segments_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,
+                        const int32_t *rowsum, const float *xscale, const uint8_t *packed,
+                        int64_t M, int64_t N, int64_t K, const bl_segment *segs, int nseg,
+                        bl_dtype ydt, int nthreads);
 void bl_gemm_epi_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,
                    const int32_t *rowsum, const float *xscale, const uint8_t *packed,
                    int64_t M, int64_t N, int64_t K, const float *wscale, int w_per_channel,

@@ -1028,6 +1028,75 @@ static void test_lut(void) {
   test_lut_linear(3, 65, 300, BL_F32, BL_F32, 0, 0, 1, 0, 1);
 }
 
+/* bl_linear_segments: nseg segments' rows stacked, each with its own scale mode, bias and output
+ * (row strides larger than n), bit for bit bl_linear on each segment alone with the reference
+ * path, at 1 and 2 threads; and the argument checks. */
+static void test_segments(int isa, int64_t M, int64_t K, int nseg, bl_dtype xdt) {
+  const int64_t rb = bl_packed_row_bytes(K), ldx = K + irand(3);
+  int64_t n[BL_MAX_SEGMENTS], N = 0;
+  for (int s = 0; s < nseg; s++) N += (n[s] = 1 + irand(s == 0 ? 130 : 70));
+  void *x = xmalloc((size_t)(M * ldx) * esz(xdt));
+  fill_x(x, xdt, M * ldx, 0);
+  uint8_t *p = xmalloc((size_t)(N * rb));
+  bl_segment segs[BL_MAX_SEGMENTS];
+  float *ws[BL_MAX_SEGMENTS], *bias[BL_MAX_SEGMENTS];
+  void *ya[BL_MAX_SEGMENTS], *yb[BL_MAX_SEGMENTS];
+  size_t yn[BL_MAX_SEGMENTS];
+  int64_t off = 0;
+  const int pt = irand(2);
+  for (int s = 0; s < nseg; s++) {
+    const int pc = irand(2), ldy = (int)(n[s] + irand(3));
+    float *wt = xmalloc((size_t)(n[s] * K) * 4);
+    for (int64_t i = 0; i < n[s] * K; i++) wt[i] = frand();
+    ws[s] = xmalloc((size_t)n[s] * 4);
+    bl_quantize_weights_ref(wt, BL_F32, n[s], K, K, 1e-5f, pc, ws[s], p + off * rb, 1);
+    free(wt);
+    bias[s] = irand(2) ? xmalloc((size_t)n[s] * 4) : NULL;
+    for (int64_t i = 0; bias[s] && i < n[s]; i++) bias[s][i] = frand();
+    yn[s] = (size_t)(M * ldy) * esz(xdt);
+    ya[s] = xmalloc(yn[s]);
+    yb[s] = xmalloc(yn[s]);
+    memset(ya[s], 0x44, yn[s]);
+    memset(yb[s], 0x44, yn[s]);
+    segs[s] = (bl_segment){n[s], ws[s], pc, bias[s], yb[s], ldy};
+    bl_isa_set(BL_ISA_REF);
+    void *w = xmalloc(bl_linear_workspace_bytes(M, K));
+    check(bl_linear(x, xdt, M, K, ldx, p + off * rb, n[s], ws[s], pc, bias[s], 1e-5f, pt, ya[s],
+                    xdt, ldy, w, 1) == BL_OK, "segments: reference bl_linear of segment %d", s);
+    free(w);
+    off += n[s];
+  }
+  void *w = xmalloc(bl_linear_workspace_bytes(M, K));
+  for (int nt = 1; nt <= 2; nt++) {
+    bl_isa_set(isa);
+    bl_status st = bl_linear_segments(x, xdt, M, K, ldx, p, segs, nseg, 1e-5f, pt, xdt, w, nt);
+    int same = st == BL_OK;
+    for (int s = 0; s < nseg; s++) same = same && !memcmp(ya[s], yb[s], yn[s]);
+    check(same, "%s linear_segments M=%lld K=%lld nseg=%d N=%lld %s per_token=%d threads=%d == "
+          "bl_linear per segment", bl_isa_name(isa), (long long)M, (long long)K, nseg,
+          (long long)N, dtn[xdt], pt, nt);
+  }
+  bl_segment bad = segs[0];
+  bad.n = 0;
+  check(bl_linear_segments(x, xdt, M, K, ldx, p, &bad, 1, 1e-5f, pt, xdt, w, 1) == BL_ERR_SIZE &&
+            bl_linear_segments(x, xdt, M, K, ldx, p, segs, 0, 1e-5f, pt, xdt, w, 1) ==
+                BL_ERR_SIZE &&
+            bl_linear_segments(x, xdt, M, K, ldx, p, NULL, 1, 1e-5f, pt, xdt, w, 1) ==
+                BL_ERR_NULL &&
+            bl_linear_segments(x, xdt, M, K, ldx, p, segs, BL_MAX_SEGMENTS + 1, 1e-5f, pt, xdt,
+                               w, 1) == BL_ERR_SIZE,
+        "linear_segments refuses an empty segment, no segments, NULL and too many");
+  bad = segs[0];
+  bad.ldy = bad.n - 1;
+  check(M < 2 || bl_linear_segments(x, xdt, M, K, ldx, p, &bad, 1, 1e-5f, pt, xdt, w, 1) ==
+                     BL_ERR_STRIDE,
+        "linear_segments refuses a row stride below n");
+  free(w);
+  for (int s = 0; s < nseg; s++) free(ws[s]), free(bias[s]), free(ya[s]), free(yb[s]);
+  free(x);
+  free(p);
+}
+
 int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++)
     if (!strcmp(argv[i], "--small")) small = 1;
@@ -1088,6 +1157,13 @@ int main(int argc, char **argv) {
         }
     if (!small) test_linear(isa, 2, 2560, 6912, BL_F32, BL_BF16, 0);
     for (int dy = 1; dy < 3; dy++) test_linear(isa, 3, 200, small ? 700 : 5000, BL_F32, (bl_dtype)dy, 3);
+  }
+  for (int isa = 0; isa < BL_ISA_COUNT; isa++) {
+    if (!bl_isa_supported(isa)) continue;
+    static const int64_t ms[] = {1, 2, 5, 17};
+    for (int a = 0; a < 4; a++)
+      for (int nseg = 1; nseg <= 3; nseg++)
+        test_segments(isa, ms[a], sizes[irand(ns)] + irand(40), nseg, (bl_dtype)irand(3));
   }
   test_invalid_codes();
   test_lut();
