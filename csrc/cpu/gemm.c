@@ -433,7 +433,7 @@ void bl_lut_gemm_acc_k(const bl_cpu_kernels *kt, const int16_t *tabs, const uint
   plan p;
   nthreads = bl_nthreads(nthreads);
   make_lut_plan(&p, kt, tabs, lut, M, N, K, nthreads);
-  sink o = {NULL, acc, ldacc, NULL, NULL, NULL, 0, NULL, BL_F32, 0};
+  sink o = {NULL, acc, ldacc, NULL, NULL, NULL, 0, NULL, BL_F32, 0, NULL, 0};
   run_plan(&p, &o, nthreads);
 }
 
@@ -444,7 +444,7 @@ void bl_lut_gemm_epi_k(const bl_cpu_kernels *kt, const int16_t *tabs, const uint
   plan p;
   nthreads = bl_nthreads(nthreads);
   make_lut_plan(&p, kt, tabs, lut, M, N, K, nthreads);
-  sink o = {NULL, NULL, 0, xscale, wscale, bias, w_per_channel, y, ydt, ldy};
+  sink o = {NULL, NULL, 0, xscale, wscale, bias, w_per_channel, y, ydt, ldy, NULL, 0};
   run_plan(&p, &o, nthreads);
 }
 
@@ -465,7 +465,7 @@ void bl_gemm_acc_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,
   plan p;
   nthreads = bl_nthreads(nthreads);
   make_plan(&p, kt, xq, ldq, packed, M, N, K, nthreads);
-  sink o = {rowsum, acc, ldacc, NULL, NULL, NULL, 0, NULL, BL_F32, 0};
+  sink o = {rowsum, acc, ldacc, NULL, NULL, NULL, 0, NULL, BL_F32, 0, NULL, 0};
   run_plan(&p, &o, nthreads);
 }
 
@@ -476,6 +476,6 @@ void bl_gemm_epi_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,
   plan p;
   nthreads = bl_nthreads(nthreads);
   make_plan(&p, kt, xq, ldq, packed, M, N, K, nthreads);
-  sink o = {rowsum, NULL, 0, xscale, wscale, bias, w_per_channel, y, ydt, ldy};
+  sink o = {rowsum, NULL, 0, xscale, wscale, bias, w_per_channel, y, ydt, ldy, NULL, 0};
   run_plan(&p, &o, nthreads);
 }
