@@ -12,9 +12,7 @@ def prepare_weights(weight: torch.Tensor, eps: float = 1e-6, quant_type: str = "
     """Quantize and pack a float weight [N, K] -> (w_scale, w_packed). quant_type takes ours
     ("ai8pc_wpt", ...) or the earlier package's spellings: its default "per_tensor" (one weight
     scale, per-token activations: our ai8pc_wpt) and "per_channel" (bitlinear/legacy.py)."""
-    from .legacy import canonical_quant_type
-
-    spec = ref.parse_quant_type(canonical_quant_type(quant_type))
+    spec = ref.parse_quant_type(ref.canonical_quant_type(quant_type))
     return ops.quantize_weights(weight, eps, spec.weight_per_channel)
 
 

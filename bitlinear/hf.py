@@ -473,10 +473,9 @@ if HAS_TRANSFORMERS:
                 raise ValueError(f"bitlinear: checkpoint packed format version "
                                  f"{self.format_version!r}; this bitlinear reads version "
                                  f"{ref.FORMAT_VERSION}")
-            from .legacy import canonical_quant_type
             for name, e in self.modules.items():
                 try:
-                    e["quant_type"] = canonical_quant_type(e.get("quant_type"))
+                    e["quant_type"] = ref.canonical_quant_type(e.get("quant_type"))
                     eps = e.get("eps", 1e-6)
                     _checks.eps(eps, "bitlinear")
                     e.setdefault("deployed", True)

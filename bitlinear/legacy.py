@@ -36,31 +36,9 @@ from . import reference as ref
 __all__ = ["LEGACY_QUANT_TYPES", "canonical_quant_type", "unpack_legacy", "convert_legacy_state_dict",
            "load_legacy_deployed"]
 
-# The earlier package's quant_type spellings -> ours. It implemented only one type: int8 activations
-# per token with one ternary weight scale per tensor; its native prepare_weights defaulted to
-# "per_tensor" (the weight scale), its Python layer to "ai8pc_wpt".
-LEGACY_QUANT_TYPES = {
-    "per_tensor": "ai8pc_wpt",
-    "per-tensor": "ai8pc_wpt",
-    "pertensor": "ai8pc_wpt",
-    "per_channel": "ai8pc_wpc",
-    "per-channel": "ai8pc_wpc",
-}
-
-
-def canonical_quant_type(quant_type) -> str:
-    """Our quant_type for one of ours or an earlier-package spelling ("per_tensor" ->
-    "ai8pc_wpt"); ValueError for anything else."""
-    if isinstance(quant_type, str):
-        if quant_type in ref.QUANT_TYPES:
-            return quant_type
-        key = quant_type.strip().lower()
-        if key in ref.QUANT_TYPES:
-            return key
-        if key in LEGACY_QUANT_TYPES:
-            return LEGACY_QUANT_TYPES[key]
-    raise ValueError(f"unknown quant_type {quant_type!r}; valid: {', '.join(ref.QUANT_TYPES)} or the "
-                     f"earlier package's {', '.join(repr(k) for k in LEGACY_QUANT_TYPES)}")
+# The earlier package's quant_type spellings live with the quant specs (reference.py), so the
+# core layer reads them without importing this module.
+from .reference import LEGACY_QUANT_TYPES, canonical_quant_type  # noqa: E402,F401
 
 
 def unpack_legacy(w_packed: torch.Tensor, name: str = "layer") -> torch.Tensor:

@@ -188,10 +188,9 @@ class BitLinear(nn.Module):
             if ver != ref.FORMAT_VERSION:
                 raise ValueError(f"BitLinear: checkpoint packed-weight format version {ver!r} is not "
                                  f"supported (this bitlinear reads version {ref.FORMAT_VERSION})")
-        from .legacy import canonical_quant_type  # the earlier package's spellings ("per_tensor")
         qt = state.get("quant_type", self.quant_type)
         try:
-            qt = canonical_quant_type(qt)
+            qt = ref.canonical_quant_type(qt)  # also the earlier package's "per_tensor"
         except ValueError:
             pass  # reported just below, against this layer's quant_type
         if qt != self.quant_type:

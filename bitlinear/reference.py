@@ -59,6 +59,33 @@ def parse_quant_type(quant_type: str) -> QuantSpec:
     return spec
 
 
+# The earlier package's quant_type spellings -> ours. It implemented only one type: int8 activations
+# per token with one ternary weight scale per tensor; its native prepare_weights defaulted to
+# "per_tensor" (the weight scale), its Python layer to "ai8pc_wpt".
+LEGACY_QUANT_TYPES = {
+    "per_tensor": "ai8pc_wpt",
+    "per-tensor": "ai8pc_wpt",
+    "pertensor": "ai8pc_wpt",
+    "per_channel": "ai8pc_wpc",
+    "per-channel": "ai8pc_wpc",
+}
+
+
+def canonical_quant_type(quant_type) -> str:
+    """Our quant_type for one of ours or an earlier-package spelling ("per_tensor" ->
+    "ai8pc_wpt"); ValueError for anything else."""
+    if isinstance(quant_type, str):
+        if quant_type in QUANT_TYPES:
+            return quant_type
+        key = quant_type.strip().lower()
+        if key in QUANT_TYPES:
+            return key
+        if key in LEGACY_QUANT_TYPES:
+            return LEGACY_QUANT_TYPES[key]
+    raise ValueError(f"unknown quant_type {quant_type!r}; valid: {', '.join(QUANT_TYPES)} or the "
+                     f"earlier package's {', '.join(repr(k) for k in LEGACY_QUANT_TYPES)}")
+
+
 def resolve_quant_spec(quant_type=None, act_scale=None, weight_scale=None) -> QuantSpec:
     """The QuantSpec of a compact quant_type and/or the readable act_scale ("per_token" |
     "per_tensor") and weight_scale ("per_tensor" | "per_channel"); unspecified parts default to
