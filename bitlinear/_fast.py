@@ -255,14 +255,10 @@ def _storage_holds(t, numel) -> bool:
     return st.nbytes() >= (t.storage_offset() + numel) * t.element_size()
 
 
-def check_buffers(layer) -> None:
-    """The op path's check of a deployed layer's buffers before a call (outside compile): the
-    structure the op relies on, and storages that hold what the shapes claim (a storage resized
-    under its tensor would otherwise be read past its end). ValueError names the problem."""
-    b = layer._buffers
-    wp, ws, bias = b.get("w_packed"), b.get("w_scale"), b.get("bias")
-    if wp is None or ws is None:
-        return  # parameters in their place: the op decides
+def _check_structure(layer, wp, ws, bias) -> None:
+    """What a call relies on in the buffers: their structure (dtype, shape, contiguity, one
+    device) and storages that hold what the shapes claim (a storage resized under its tensor would
+    otherwise be read past its end). ValueError / TypeError name the problem."""
     _checks.deployed_buffers(ws, wp, bias, layer.in_features, layer.out_features, codes=False)
     for name, t in (("w_packed", wp), ("w_scale", ws), ("bias", bias)):
         if t is not None and t.device.type != "meta" and not _storage_holds(t, t.numel()):
@@ -271,20 +267,26 @@ def check_buffers(layer) -> None:
                              f"{tuple(t.shape)} needs (was it resized in place?)")
 
 
+def check_buffers(layer) -> None:
+    """The op path's check of a deployed layer's buffers before a call (outside compile)."""
+    b = layer._buffers
+    wp, ws = b.get("w_packed"), b.get("w_scale")
+    if wp is None or ws is None:
+        return  # parameters in their place: the op decides
+    _check_structure(layer, wp, ws, b.get("bias"))
+
+
 def _buffers_ok(layer, x, wp, ws, bias) -> bool:
-    """The buffers' structure (dtype, shape, contiguity, storage size, device: what keeps the
-    kernel in bounds and agreeing with the op), checked when any of it changes."""
+    """The fast path's version of check_buffers, plus what only it needs (plain tensors, no neg
+    bit, the input's device), checked when any of the key's facts changes."""
     if type(wp) is not _Tensor or type(ws) is not _Tensor or (
             bias is not None and type(bias) is not _Tensor):
         return False  # a Parameter or subclass in a buffer's place: the op handles it
     try:
-        _checks.deployed_buffers(ws, wp, bias, layer.in_features, layer.out_features, codes=False)
+        _check_structure(layer, wp, ws, bias)
     except (TypeError, ValueError):
         return False  # the op raises the error
     if wp.is_neg() or ws.is_neg() or (bias is not None and bias.is_neg()):
-        return False
-    if not (_storage_holds(wp, wp.numel()) and _storage_holds(ws, ws.numel())
-            and (bias is None or _storage_holds(bias, bias.numel()))):
         return False
     return wp.is_cpu if x.is_cpu else wp.is_cuda and x.is_cuda
 
@@ -331,7 +333,7 @@ def linear(layer, x: torch.Tensor):
         rec.spec, rec.per_token = spec, bool(spec.act_per_token)
     grp = rec.group
     if grp is not None and cpu:
-        y = _group_call(layer, grp, x, code, shape, K)
+        y = _group_call(layer, grp, x, code, shape, K, (rec, N, p_wp, p_ws, p_b))
         if y is not None:
             return y
     if _profiler._is_profiler_enabled:
@@ -395,29 +397,31 @@ def _same_stamp(a, b) -> bool:
     return True
 
 
-def _group_call(layer, grp, x, code, shape, K):
-    """layer's output through its FusionGroup (see there), or None to run alone."""
+def _group_call(layer, grp, x, code, shape, K, own):
+    """layer's output through its FusionGroup (see there), or None to run alone. own: layer's
+    record and pointers, just validated by linear()."""
     g, i = grp
     loc = g.local
     if not g.enabled or not getattr(loc, "depth", 0) or _lut_wanted or x.is_inference():
         return None  # outside the parent's forward; an inference tensor's writes are not seen
-    if any(t is not None and t.is_inference() for m in g.members
-           for t in (m._buffers.get("w_packed"), m._buffers.get("w_scale"), m._buffers.get("bias"))):
-        return None  # buffers without version counters: nothing to check a cached output by
     c = getattr(loc, "cache", None)
     if c is not None and c[0] is x and c[1] == x._version and c[2] == x.data_ptr():
         y = c[3][i]
         if y is not None and _same_stamp(c[4][i], _stamp(layer)):
             c[3][i] = None
             return y
+    if any(t is not None and t.is_inference() for m in g.members
+           for t in (m._buffers.get("w_packed"), m._buffers.get("w_scale"), m._buffers.get("bias"))):
+        return None  # buffers without version counters: nothing to check a cached output by
     eps, per_tok = layer.eps, bool(layer.spec.act_per_token)
     rb = (K + 127) // 128 * 32
     segs, outs, base, off = [], [], None, 0
     for m in g.members:
-        if m.__dict__.get("_group") is not None and m.__dict__["_group"][0] is not g:
-            return None
         mk = m.in_features
-        r = _record(m, x, K, True) if type(mk) is int and mk == K else None
+        if m is layer:
+            r = own
+        else:
+            r = _record(m, x, K, True) if type(mk) is int and mk == K else None
         if r is None or m.eps != eps or bool(m.spec.act_per_token) != per_tok:
             return None
         rec, N, p_wp, p_ws, p_b = r
