@@ -51,12 +51,10 @@ _probes = ("_get_tracing_state", "_len_torch_dispatch_stack", "_is_torch_functio
 # (correct, just slower) rather than guessing.
 _available = _native is not None and all(hasattr(_C, p) for p in _probes)
 _enabled = _available
+# Called, never read as torch.compiler._is_compiling_flag: dynamo folds the call to True without a
+# guard, but guards a read of the flag on its trace-time value (True), which fails on every
+# compiled call and recompiles until the limit, leaving a compiled model on the eager path.
 _is_compiling = torch.compiler.is_compiling
-_compiler = torch.compiler
-_FLAG_HELD = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 13) and hasattr(
-    _compiler, "_is_compiling_flag")
-# torch >= 2.13 holds torch.compiler._is_compiling_flag True for a whole compile session
-# (torch/_dynamo/convert_frame.py), so reading it answers is_compiling() without two calls.
 _tracing = getattr(_C, "_get_tracing_state", None)
 _dispatch_modes = getattr(_C, "_len_torch_dispatch_stack", None)
 _function_modes = getattr(_C, "_is_torch_function_mode_enabled", None)
@@ -127,8 +125,8 @@ class FusionWindow:
 
     def __call__(self, module, args, *rest):
         g = self.group
-        if g is None:
-            return None
+        if g is None or _is_compiling():
+            return None  # compiled, the members run alone on the op (see linear())
         loc = g.local
         if self.opening:
             loc.depth = getattr(loc, "depth", 0) + 1
@@ -294,8 +292,7 @@ def _buffers_ok(layer, x, wp, ws, bias) -> bool:
 def linear(layer, x: torch.Tensor):
     """The deployed forward of ``layer`` on ``x`` through the fast path, or None when the call
     must take the op (see the module docstring)."""
-    if (not _enabled or type(x) is not _Tensor
-            or (_compiler._is_compiling_flag if _FLAG_HELD else _is_compiling())
+    if (_is_compiling() or not _enabled or type(x) is not _Tensor
             or _tracing() is not None or _dispatch_modes() or _function_modes() or _functorch()):
         return None
     code = _DTYPE_CODES.get(x.dtype)

@@ -18,12 +18,16 @@ Per (arch, vocab, threads, head) row: greedy decode with the KV cache after an 8
   - ms/token split into BitLinear / head / rest: one more decode run with forward pre-hooks and
     hooks on every BitLinear and on the head, timing only the timed steps (means per step; the
     hooks cost a few µs per call, so its total is a little above the hook-free one; "rest" = its
-    mean step time minus the BitLinear and head times);
+    mean step time minus the BitLinear and head times); compiled rows (`--compile on`) take it
+    from the torch profiler instead (the ops' inclusive CPU times), as hooks would break the graph;
   - bytes streamed per token: the BitLinear weights one M = 1 call reads (the decode layout where
     bitlinear.cpu_lut_used(1), else the packed 2-bit weights; scales and biases included), the
     head's weights (float, or int8 + scales), and the KV cache read; against the DRAM floor =
     bytes / read bandwidth, measured in the same process right before the row (torch sum over a
     1 GiB float32 tensor, best of 5, at the row's thread count).
+Compiled rows: `torch.compile(model.forward, dynamic=False)` with a StaticCache, the recipe
+transformers documents for compiled decoding; the prompt runs eagerly, then every step replays the
+one decode graph (compile time not counted).
 Heads: "float" (the model's own nn.Linear) and "int8" (`convert(model, head="int8")`, applied in
 place after the float rows). The int8 rows also report how long the greedy tokens stay the float
 head's (a differing token makes the sequences diverge from there), and, teacher-forced over one
@@ -112,26 +116,68 @@ def _prompt(vocab: int) -> torch.Tensor:
     return (torch.arange(8) * 7 + 3).remainder(vocab).reshape(1, 8)
 
 
-@torch.no_grad()
-def decode(model, steps: int, warmup: int, vocab: int, on_step=None):
-    """Greedy decode with the KV cache; (step times of the timed steps, all generated tokens)."""
+def _cache_key(model) -> str:
     import inspect
-    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    out = model(_prompt(vocab), use_cache=True)
-    pkv, tok = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+@torch.no_grad()
+def decode(model, steps: int, warmup: int, vocab: int, on_step=None, step_fn=None):
+    """Greedy decode with the KV cache; (step times of the timed steps, all generated tokens).
+    With ``step_fn`` (a compiled ``model.forward``): a StaticCache, the prompt run eagerly, every
+    decode step through ``step_fn`` with its ``cache_position`` (one static shape: one graph)."""
+    key = _cache_key(model)
+    prompt = _prompt(vocab)
+    if step_fn is None:
+        out = model(prompt, use_cache=True)
+        pkv = out.past_key_values
+    else:
+        from transformers import StaticCache
+        need = prompt.shape[1] + warmup + steps + 1  # rounded up: one cache shape, one graph
+        pkv = StaticCache(config=model.config, max_cache_len=-(-need // 128) * 128)
+        out = model(prompt, **{key: pkv}, cache_position=torch.arange(prompt.shape[1]),
+                    use_cache=True)
+    tok = out.logits[:, -1:].argmax(-1)
     toks, times = [int(tok)], []
     for i in range(warmup + steps):
         if on_step:
             on_step(i >= warmup)
         t0 = time.perf_counter()
-        out = model(tok, **{key: pkv}, use_cache=True)
+        if step_fn is None:
+            out = model(tok, **{key: pkv}, use_cache=True)
+            pkv = out.past_key_values
+        else:
+            out = step_fn(tok, **{key: pkv}, cache_position=torch.tensor([prompt.shape[1] + i]),
+                          use_cache=True)
         tok = out.logits[:, -1:].argmax(-1)
         dt = time.perf_counter() - t0
-        pkv = out.past_key_values
         toks.append(int(tok))
         if i >= warmup:
             times.append(dt)
     return times, toks
+
+
+_HEAD_OPS = ("bitlinear::int8_head_linear", "aten::mm", "aten::addmm", "mkldnn::_linear_pointwise")
+
+
+def _profiled_split(model, step_fn, steps, vocab):
+    """(mean step ms, BitLinear ms, head ms, BitLinear calls) per step of a compiled decode, from
+    the torch profiler: the BitLinear ops' and the head matmul's inclusive CPU times (the head: the
+    int8 head's op, or the matmul whose output has the vocabulary's width)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        times, _ = decode(model, steps, 0, vocab, step_fn=step_fn)
+    bl = head = 0.0
+    calls = 0
+    for e in prof.events():
+        if e.name in ("bitlinear::linear", "bitlinear::linear_fused"):
+            bl += e.cpu_time_total
+            calls += 1
+        elif e.name in _HEAD_OPS and any(s and s[-1] == vocab for s in e.input_shapes if s) \
+                or e.name == "bitlinear::int8_head_linear":
+            head += e.cpu_time_total
+    n = len(times)
+    return sum(times) / n * 1e3, bl / n / 1e3, head / n / 1e3, calls / n
 
 
 class _Split:
@@ -215,7 +261,7 @@ def head_agreement(model, w_float: torch.Tensor, steps: int, vocab: int) -> dict
         stats["n"] += 1
     hk = model.lm_head.register_forward_hook(hook)
     try:
-        decode(model, steps, 0, vocab)
+        decode(model, steps, 0, vocab)  # eager: a hook on a compiled module would break its graph
     finally:
         hk.remove()
     return {"max_abs_logit_error": stats["max_abs"], "max_abs_logit": stats["max_logit"],
@@ -232,21 +278,27 @@ def set_lut(model, mode: str) -> None:
 
 
 def run_row(model, arch, vocab, threads, head, steps, warmup, repeats=2, ref_tokens=None,
-            w_float=None) -> dict:
+            w_float=None, step_fn=None) -> dict:
     torch.set_num_threads(threads)
     bw = read_bw_gbs(threads)  # next to the row: the load of a shared machine changes
-    runs = [decode(model, steps, warmup, vocab) for _ in range(repeats)]
+    if step_fn is not None:
+        decode(model, 2, 2, vocab, step_fn=step_fn)  # compiles (once per thread count: a guard)
+    runs = [decode(model, steps, warmup, vocab, step_fn=step_fn) for _ in range(repeats)]
     toks = runs[0][1]
     med = min(statistics.median(t) for t, _ in runs)  # the least disturbed run
     times = [x for t, _ in runs for x in t]
-    split = _Split(model)
-    try:
-        htimes, _ = decode(model, steps, warmup, vocab, on_step=split.set)
-    finally:
-        split.remove()
-    n = len(htimes)
-    mean_h = sum(htimes) / n * 1e3
-    bl_ms, head_ms = split.t["bitlinear"] / n * 1e3, split.t["head"] / n * 1e3
+    if step_fn is None:
+        split = _Split(model)
+        try:
+            htimes, _ = decode(model, steps, warmup, vocab, on_step=split.set)
+        finally:
+            split.remove()
+        n = len(htimes)
+        mean_h = sum(htimes) / n * 1e3
+        bl_ms, head_ms = split.t["bitlinear"] / n * 1e3, split.t["head"] / n * 1e3
+        calls = split.calls["bitlinear"] / n
+    else:  # hooks would break the graph: the profiler's op times instead
+        mean_h, bl_ms, head_ms, calls = _profiled_split(model, step_fn, steps, vocab)
     b = streamed_bytes(model, 8 + warmup + steps // 2)
     floor_ms = b["total"] / (bw * 1e9) * 1e3
     row = {"arch": arch, "vocab": vocab, "threads": threads, "head": head,
@@ -256,7 +308,7 @@ def run_row(model, arch, vocab, threads, head, steps, warmup, repeats=2, ref_tok
            # the split: means over the hooked run's timed steps (its rest = its mean - the two)
            "hooked_ms_per_token": mean_h, "bitlinear_ms": bl_ms, "head_ms": head_ms,
            "rest_ms": mean_h - bl_ms - head_ms,
-           "bitlinear_calls_per_token": split.calls["bitlinear"] / n,
+           "bitlinear_calls_per_token": calls,
            "bytes_per_token": b, "read_bw_gbs": bw, "floor_ms": floor_ms,
            "frac_of_floor": floor_ms / (med * 1e3),
            "bitlinear_gbs": b["bitlinear"] / (bl_ms * 1e-3) / 1e9 if bl_ms else None,
@@ -274,7 +326,7 @@ def render(row: dict) -> str:
     b = row["bytes_per_token"]
     s = (f"{row['arch']:<6} V={row['vocab']:<6} t={row['threads']} head={row['head']:<5} "
          f"{row['tokens_per_s']:6.1f} tok/s {row['ms_per_token']:7.1f} ms "
-         f"(hooked {row['hooked_ms_per_token']:5.1f}: BitLinear {row['bitlinear_ms']:5.1f} | head "
+         f"(split {row['hooked_ms_per_token']:5.1f}: BitLinear {row['bitlinear_ms']:5.1f} | head "
          f"{row['head_ms']:5.1f} | rest {row['rest_ms']:5.1f})  {b['total'] / 1e6:5.0f} MB/token "
          f"({b['body_layout']}), "
          f"floor {row['floor_ms']:5.1f} ms @ {row['read_bw_gbs']:.1f} GB/s = "
@@ -316,6 +368,18 @@ def tiny(archs) -> int:
         good = n > 0 and toksf == toks and same_logits
         ok &= good
         print(f"tiny {arch}: fuse_projections ({n} groups): same logits and tokens: {good}")
+        # the --compile on recipe (aot_eager: dynamo's graph on the same kernels, no codegen):
+        # the eager tokens, from one graph (a guard failing per step would recompile each time)
+        from torch._dynamo.testing import CompileCounter
+        torch._dynamo.reset()
+        cnt = CompileCounter()
+        step_fn = torch.compile(fused.forward, backend=cnt, dynamic=False)
+        _, tokss = decode(fused, steps, 0, vocab)
+        _, toksc = decode(fused, steps, 0, vocab, step_fn=step_fn)
+        good = toksc == tokss and cnt.frame_count == 1
+        ok &= good
+        print(f"tiny {arch}: compiled decode step (StaticCache): eager tokens from "
+              f"{cnt.frame_count} graph(s): {good}")
         with torch.no_grad():
             lf = model(ids).logits
         convert(model, head="int8")
@@ -360,6 +424,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fuse", nargs="+", default=["off"], choices=["off", "on"],
                     help="run the rows without, then with bitlinear.fuse_projections (q/k/v and "
                          "gate/up in one call each); \"on\" stays on for the rows after it")
+    ap.add_argument("--compile", nargs="+", default=["off"], choices=["off", "on"],
+                    help="\"on\": torch.compile(model.forward) with a StaticCache (transformers' "
+                         "compiled-decode recipe); the split comes from the torch profiler")
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2, help="untimed-hook decode runs per row (min)")
@@ -386,15 +453,23 @@ def main(argv=None) -> int:
                         bitlinear.fuse_projections(model)
                     for lut in a.cpu_lut:
                         set_lut(model, lut)
-                        for t in a.threads:
-                            row = run_row(model, arch, vocab, t, head, a.steps, a.warmup,
-                                          a.repeats, ref.get(t) if head == "int8" else None,
-                                          w_float)
-                            row["cpu_lut"], row["fuse"] = lut, fuse
-                            if head == "float" and lut == a.cpu_lut[0] and fuse == a.fuse[0]:
-                                ref[t] = row["tokens"]
-                            rows.append(row)
-                            print(render(row) + f"  [cpu_lut {lut}, fuse {fuse}]", flush=True)
+                        for comp in a.compile:
+                            step_fn = None
+                            if comp == "on":
+                                torch._dynamo.reset()  # a fresh graph for this model state
+                                step_fn = torch.compile(model.forward, dynamic=False)
+                            first = lut == a.cpu_lut[0] and fuse == a.fuse[0] \
+                                and comp == a.compile[0]
+                            for t in a.threads:
+                                row = run_row(model, arch, vocab, t, head, a.steps, a.warmup,
+                                              a.repeats, ref.get(t) if head == "int8" else None,
+                                              w_float if first else None, step_fn)
+                                row["cpu_lut"], row["fuse"], row["compile"] = lut, fuse, comp
+                                if head == "float" and first:
+                                    ref[t] = row["tokens"]
+                                rows.append(row)
+                                print(render(row) + f"  [cpu_lut {lut}, fuse {fuse}, compile "
+                                      f"{comp}]", flush=True)
                     set_lut(model, "off")
             del model
     info["rows"] = rows

@@ -225,6 +225,22 @@ def test_compile_fullgraph_matches_eager(gen):
         assert torch.equal(compiled(x2), layer(x2))
 
 
+def test_compiled_layer_compiles_once(gen):
+    """A compiled deployed layer replays its graph: nothing read at trace time (the fast path's
+    is-compiling check) may leave a guard that fails on every call and recompiles to the limit,
+    which would leave compiled models on the eager path."""
+    from torch._dynamo.testing import CompileCounter
+    layer = make(gen, 129, 7).deploy()
+    torch._dynamo.reset()
+    cnt = CompileCounter()
+    compiled = torch.compile(layer, backend=cnt, fullgraph=True)
+    x = rand(gen, 3, 129)
+    with torch.no_grad():
+        for _ in range(5):
+            assert torch.equal(compiled(x), layer(x))
+    assert cnt.frame_count == 1
+
+
 # ---------------------------------------------------------------------- bad input
 def test_bad_inputs_raise_clear_errors(gen):
     layer = make(gen, 16, 4)

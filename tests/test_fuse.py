@@ -269,3 +269,21 @@ def test_untracked_weight_writes_outside_the_window(gen):
     want, _ = separate(attn, x)
     with torch.no_grad():
         assert torch.equal(attn(x), want)
+
+
+def test_compiled_fused_model_compiles_once(gen):
+    """Under torch.compile the fusion windows stand aside (each member on the op): same bits as
+    the unfused layers, one graph, and no guard on the window's thread-local state (that guard
+    failed on every call before, recompiling until the limit)."""
+    from torch._dynamo.testing import CompileCounter
+    attn = make_attn(gen, K=129, ns=(7, 33, 3))
+    x = rand(gen, 3, 129)
+    want, _ = separate(attn, x)
+    assert bitlinear.fuse_projections(attn) == 1
+    torch._dynamo.reset()
+    cnt = CompileCounter()
+    compiled = torch.compile(attn, backend=cnt, fullgraph=True)
+    with torch.no_grad():
+        for _ in range(3):
+            assert torch.equal(compiled(x), want)
+    assert cnt.frame_count == 1
