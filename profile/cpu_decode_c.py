@@ -9,7 +9,7 @@ e.g. the commit before a change, for a before / after in one session), with the 
 --lut times bl_linear_lut on float32 inputs (quantization included) twice: reading the decode
 layout (forced) and the packed weights; GB/s count the bytes each streams.
 
---no-solo builds gemm.c with its oversubscription fallback off (take_solo_call never fires), so
+--no-solo builds the governor (governor.c) with its oversubscription fallback off (take_solo_call never fires), so
 on a shared machine a 2-thread call waits for the scheduler instead of running on one thread: the
 medians then measure the load; min and p10 what the kernels do in a quiet moment. x86-64 only.
 """
@@ -130,13 +130,13 @@ def main() -> int:
     cc = os.environ.get("CC", "cc")
     with tempfile.TemporaryDirectory(prefix="bl-decode-") as tmp:
         cpu = sources(a.rev, Path(tmp))
-        if a.no_solo:
-            g = cpu / "gemm.c"
-            s = g.read_text()
+        if a.no_solo:  # governor.c since the split of gemm.c (issue 21), gemm.c before
             hook = "static int take_solo_call(void) {"
-            if hook not in s:
-                sys.exit("gemm.c has no take_solo_call at this revision")
-            g.write_text(s.replace(hook, hook + " if (1) return 0;"))
+            g = next((f for f in (cpu / "governor.c", cpu / "gemm.c")
+                      if f.exists() and hook in f.read_text()), None)
+            if g is None:
+                sys.exit("no take_solo_call in governor.c or gemm.c at this revision")
+            g.write_text(g.read_text().replace(hook, hook + " if (1) return 0;"))
         objs = core_objects(cpu, tmp, cc)
         src = os.path.join(tmp, "driver.c")
         Path(src).write_text(DRIVER)

@@ -1,14 +1,14 @@
-/* gemm.c - portable drivers shared by every SIMD path: activation quantization and the blocked,
- * threaded packed GEMM with its fused epilogue (the weight drivers are in weights.c). The
- * innermost loops come from a bl_cpu_kernels table (kernels.h); everything here is plain C. */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime, CLOCK_THREAD_CPUTIME_ID under -std=c11 */
+/* gemm.c - the GEMM driver shared by every SIMD path: the blocked, threaded GEMM over the packed
+ * weights (or, for decode, over their LUT layout, lut.c), each finished tile going to an int32
+ * matrix or through the fused epilogue into y (one output, or the segments of
+ * bl_linear_segments). The innermost loops come from a bl_cpu_kernels table (kernels.h);
+ * everything here is plain C. */
 #include "kernels.h"
 #include "internal.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define NB_MAX 256               /* widest weight panel (columns of y) per task */
 /* Up to this many rows of x, a thread takes one contiguous range of panels (schedule static: its
@@ -18,106 +18,6 @@
 #define STREAM_MAX_M 4
 #define MB_ROWS 64               /* rows of x per task */
 #define PANEL_BYTES (192 * 1024) /* packed weight panel kept in L2 */
-
-static size_t dtype_size(bl_dtype dt) { return dt == BL_F32 ? 4 : 2; }
-
-/* ---------------------------------------------------------------- activations */
-typedef struct {
-  const char *x;
-  bl_dtype dt;
-  size_t es;
-  int64_t K, Kp, ldx, ldq;
-  float eps;
-  int8_t *xq;
-  float *scale;
-  int32_t *rowsum;
-  bl_amax_fn amax;
-  bl_quant_row_fn quant;
-} act_job;
-
-static inline const void *act_row(const act_job *j, int64_t i) {
-  return j->x + (size_t)(i * j->ldx) * j->es;
-}
-
-/* per token: absmax, then quantize + row sum while the row is in cache */
-static inline void act_token_row(const act_job *j, int64_t i) {
-  const void *row = act_row(j, i);
-  j->scale[i] = bl_act_scale(j->amax(row, j->dt, j->K), j->eps);
-  int32_t s = j->quant(row, j->dt, j->K, j->scale[i], j->xq + i * j->ldq, j->Kp);
-  if (j->rowsum) j->rowsum[i] = s;
-}
-
-static inline void act_amax_row(const act_job *j, int64_t i) {
-  j->scale[i] = j->amax(act_row(j, i), j->dt, j->K);
-}
-
-static inline void act_tensor_row(const act_job *j, int64_t i, float s_all) {
-  j->scale[i] = s_all;
-  int32_t s = j->quant(act_row(j, i), j->dt, j->K, s_all, j->xq + i * j->ldq, j->Kp);
-  if (j->rowsum) j->rowsum[i] = s;
-}
-
-/* The largest of M row maxima; NaN if any is NaN (one order on every path). */
-static float max_of_row_maxima(const float *r, int64_t M) {
-  float m = 0.0f;
-  for (int64_t i = 0; i < M; i++) {
-    if (r[i] != r[i] || r[i] > m) m = r[i];
-    if (m != m) break;
-  }
-  return m;
-}
-
-void bl_quantize_acts_k(const bl_cpu_kernels *kt, const void *x, bl_dtype dt, int64_t M,
-                        int64_t K, int64_t ldx, float eps, int per_token, int8_t *xq,
-                        int64_t ldq, float *scale, int32_t *rowsum, int nthreads) {
-  const act_job j = {(const char *)x, dt, dtype_size(dt), K, bl_padded_k(K), ldx, ldq, eps, xq,
-                     scale, rowsum, kt->amax ? kt->amax : bl_row_amax_ref,
-                     kt->quant_row ? kt->quant_row : bl_quantize_row_ref};
-  /* A fork/join costs more than quantizing a few short rows; one thread runs no parallel region
-   * at all (entering one with a single thread still costs libgomp's team setup, about a
-   * microsecond: the whole of a small layer's decode call). */
-  const int want = M > 1 && (double)M * (double)K >= 65536.0 ? bl_nthreads(nthreads) : 1;
-  bl_region r;
-  if (per_token) {
-    if (bl_region_begin(&r, want) > 1) {
-#pragma omp parallel num_threads(r.nt)
-      {
-        bl_region_thread th;
-        bl_region_enter(&r, &th);
-#pragma omp for schedule(static) nowait
-        for (int64_t i = 0; i < M; i++) act_token_row(&j, i);
-        bl_region_leave(&r, &th);
-      }
-      bl_region_end(&r);
-    } else {
-      for (int64_t i = 0; i < M; i++) act_token_row(&j, i);
-    }
-    return;
-  }
-  /* per tensor: row maxima in parallel (scale[] is the scratch), one deterministic reduction on
-   * the caller's thread, then the rows: one region, one governor decision */
-  if (bl_region_begin(&r, want) > 1) {
-    float s_all = 0.0f;
-#pragma omp parallel num_threads(r.nt)
-    {
-      bl_region_thread th;
-      bl_region_enter(&r, &th);
-#pragma omp for schedule(static)
-      for (int64_t i = 0; i < M; i++) act_amax_row(&j, i);
-#pragma omp master
-      s_all = bl_act_scale(max_of_row_maxima(scale, M), eps);
-#pragma omp barrier
-#pragma omp for schedule(static) nowait
-      for (int64_t i = 0; i < M; i++) act_tensor_row(&j, i, s_all);
-      bl_region_leave(&r, &th);
-    }
-    bl_region_end(&r);
-  } else {
-    for (int64_t i = 0; i < M; i++) act_amax_row(&j, i);
-    const float s_all = bl_act_scale(max_of_row_maxima(scale, M), eps);
-    for (int64_t i = 0; i < M; i++) act_tensor_row(&j, i, s_all);
-  }
-}
 
 /* ---------------------------------------------------------------- GEMM */
 static int32_t row_sum_i8(const int8_t *q, int64_t n) {
@@ -206,7 +106,7 @@ static void sink_row(const plan *p, const sink *o, int64_t row, int64_t n0, int6
 
 static void sink_row_one(const plan *p, const sink *o, int64_t row, int64_t n0, int64_t n1,
                          const int32_t *b, int32_t rs) {
-  const size_t es = dtype_size(o->ydt);
+  const size_t es = bl_dtype_bytes(o->ydt);
   if (o->acc) {
     int32_t *a = o->acc + row * o->ldacc + n0;
     for (int64_t j = 0; j < n1 - n0; j++) a[j] = sub_wrap(b[j], rs);
@@ -284,84 +184,6 @@ static void run_task(const plan *p, const sink *o, int64_t t) {
 /* Fewer threads for tiny products: a fork/join costs about as much as this many MACs. */
 #define MIN_MACS_PER_THREAD (1 << 19)
 
-/* ---------------------------------------------------------------- oversubscription
- * When other processes keep the cores busy, a thread of the team gets descheduled and the join
- * waits for it: a 0.1 ms GEMV then took 6-8 ms with 2 threads against 0.1 ms with 1. A region whose
- * wall time is far above the CPU time its busiest thread got was waiting for the OS, so the next
- * regions run on one thread, for a window that doubles while the load lasts (up to 4096 regions)
- * and resets after a parallel region that runs clean. Every parallel region of the CPU core asks
- * and reports here (internal.h, bl_region_*): the GEMMs, weight and activation quantization,
- * unpacking, the decode-layout pack. Results never depend on the thread count (each output is
- * computed by exactly one thread, in the caller's floating-point mode). */
-static int solo_calls;  /* regions left to run on one thread */
-static int solo_window = 16;
-
-static double wall_seconds(void) { return omp_get_wtime(); }
-
-static double thread_cpu_seconds(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int take_solo_call(void) {
-  int left = __atomic_load_n(&solo_calls, __ATOMIC_RELAXED);
-  while (left > 0)
-    if (__atomic_compare_exchange_n(&solo_calls, &left, left - 1, 0, __ATOMIC_RELAXED,
-                                    __ATOMIC_RELAXED))
-      return 1;
-  return 0;
-}
-
-static void note_parallel_run(double wall, double busiest_cpu) {
-  int window = __atomic_load_n(&solo_window, __ATOMIC_RELAXED);
-  if (wall > 4.0 * busiest_cpu + 200e-6) { /* waited for a descheduled thread */
-    __atomic_store_n(&solo_calls, window, __ATOMIC_RELAXED);
-    __atomic_store_n(&solo_window, window < 4096 ? 2 * window : 4096, __ATOMIC_RELAXED);
-  } else if (window != 16) {
-    __atomic_store_n(&solo_window, 16, __ATOMIC_RELAXED);
-  }
-}
-
-int bl_cpu_threads_now(int nthreads) {
-  if (nthreads <= 1) return 1;
-  return take_solo_call() ? 1 : nthreads;
-}
-
-int bl_region_begin(bl_region *r, int nt) {
-  if (nt > 1 && take_solo_call()) nt = 1;
-  r->nt = nt > 1 ? nt : 1;
-  r->fp = 0;
-  r->busiest = 0.0;
-  r->t0 = 0.0;
-  if (r->nt > 1) {
-    r->fp = bl_fp_reg_get() & BL_FP_MODE_BITS;
-    r->t0 = wall_seconds();
-  }
-  return r->nt;
-}
-
-void bl_region_enter(const bl_region *r, bl_region_thread *t) {
-  if (r->nt == 1) return; /* the caller itself: nothing to switch, nothing to report */
-  const unsigned long long cur = bl_fp_reg_get();
-  t->saved = cur;
-  if ((cur & BL_FP_MODE_BITS) != r->fp) bl_fp_reg_set((cur & ~BL_FP_MODE_BITS) | r->fp);
-  t->c0 = thread_cpu_seconds();
-}
-
-void bl_region_leave(bl_region *r, const bl_region_thread *t) {
-  if (r->nt == 1) return;
-  const double c = thread_cpu_seconds() - t->c0;
-  if ((t->saved & BL_FP_MODE_BITS) != r->fp) /* the thread's own mode; its status flags stay */
-    bl_fp_reg_set((bl_fp_reg_get() & ~BL_FP_MODE_BITS) | (t->saved & BL_FP_MODE_BITS));
-#pragma omp critical(bl_busiest)
-  r->busiest = c > r->busiest ? c : r->busiest;
-}
-
-void bl_region_end(const bl_region *r) {
-  if (r->nt > 1) note_parallel_run(wall_seconds() - r->t0, r->busiest);
-}
-
 static void run_plan(const plan *p, const sink *o, int nthreads) {
   const int64_t tasks = p->tasks_n * p->tasks_m;
   const double macs = (double)p->M * (double)p->N * (double)p->K;
@@ -406,13 +228,7 @@ static void make_plan(plan *p, const bl_cpu_kernels *kt, const int8_t *xq, int64
 }
 
 /* ---------------------------------------------------------------- decode layout (LUT) */
-void bl_lut_tables_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq, int64_t M,
-                     int64_t K, int16_t *tabs) {
-  const bl_lut_tables_fn f = kt->lut_tables ? kt->lut_tables : bl_lut_tables_c;
-  for (int64_t m = 0; m < M; m++) f(xq + m * ldq, K, bl_lut_cols(K), tabs + m * bl_lut_table_len(K));
-}
-
-/* One contiguous range of tiles per thread (the weights stream as in the GEMV, gemm.c above). */
+/* One contiguous range of tiles per thread (the weights stream as in the packed GEMV above). */
 static void make_lut_plan(plan *p, const bl_cpu_kernels *kt, const int16_t *tabs,
                           const uint8_t *lut, int64_t M, int64_t N, int64_t K, int nthreads) {
   memset(p, 0, sizeof(*p));

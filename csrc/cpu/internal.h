@@ -24,6 +24,12 @@ static inline int bl_nthreads(int n) {
   return n > procs ? procs : n;
 }
 
+/* Bytes of one element of a float32/float16/bfloat16 row. */
+static inline size_t bl_dtype_bytes(bl_dtype dt) { return dt == BL_F32 ? 4 : 2; }
+
+/* n rounded up to a whole number of 64-byte lines (the pieces of a workspace). */
+static inline size_t bl_align64(size_t n) { return (n + 63) / 64 * 64; }
+
 /* ---------------------------------------------------------------- parallel regions
  * Every OpenMP region of the CPU core (weight and activation quantization, the GEMMs and their
  * epilogue, unpacking, the decode-layout pack, and the ref.c loops) runs through these:
@@ -35,7 +41,7 @@ static inline int bl_nthreads(int n) {
  *     bl_region_end(&r);                       // report how long the region waited
  *   } else { ...the same work, serially... }
  *
- * - Oversubscription governor (gemm.c): a region whose wall time is far above the CPU time its
+ * - Oversubscription governor (governor.c): a region whose wall time is far above the CPU time its
  *   busiest thread got waited for a descheduled thread; the next regions, of any kind, then run on
  *   one thread for a while. One shared state, so a training step's quantization, unpacking and
  *   GEMMs all drop to one thread together.
@@ -86,7 +92,7 @@ typedef struct {
   double c0;                /* its CPU clock at the start */
 } bl_region_thread;
 
-/* gemm.c. begin: the threads a region that could use nt may use now (nt, or 1 while the governor
+/* governor.c. begin: the threads a region that could use nt may use now (nt, or 1 while the governor
  * says so), stored in r->nt and returned; end: the region's report to the governor (nt > 1).
  * enter / leave: first and last thing of every thread of a parallel region (nothing when r->nt is
  * 1, so a region that may run with one thread can call them unconditionally). */

@@ -1,8 +1,9 @@
 /* kernels.h - the internal table of per-ISA microkernels, and what the ISA files share.
  *
  * Each isa_*.c file holds only innermost loops; blocking, threading and the overall pipeline live
- * once in the portable drivers (gemm.c, weights.c), argument checks in dispatch.c. A NULL entry
- * means "use the portable C version" (the plain loops of ref.c / weights.c). */
+ * once in the portable drivers (act_quant.c, gemm.c, weights.c, lut.c), argument checks in
+ * dispatch.c, the choice of table in cpu_features.c. A NULL entry means "use the portable C
+ * version" (the plain loops of ref.c / weights.c / lut.c). */
 #ifndef BITLINEAR_CPU_KERNELS_H
 #define BITLINEAR_CPU_KERNELS_H
 
@@ -111,10 +112,26 @@ void bl_kernels_avx512vnni(bl_cpu_kernels *k);  /* sets tiles only */
 void bl_kernels_neon_dot(bl_cpu_kernels *k);
 #endif
 
-/* Portable drivers (gemm.c, weights.c), running the given table. Arguments are already checked. */
+/* The kernel table of a path (bl_isa), filled on first use and cached (cpu_features.c); every
+ * entry NULL for BL_ISA_REF, and for an index out of range, the table of BL_ISA_REF. Hidden: a
+ * direct call, as from within one file. */
+__attribute__((visibility("hidden"))) const bl_cpu_kernels *bl_kernels_of(int isa);
+
+/* The rule of the decode layout's options (lut_options.c): whether bl_linear_lut reads the layout
+ * for M rows, given whether the path has a LUT kernel AUTO may use (one measured faster than the
+ * packed GEMV). Inline: bl_linear_lut asks on every call. */
+static inline int bl_lut_auto_kernel(const bl_cpu_kernels *kt) { return kt->lut_gemv && kt->lut_auto; }
+static inline int bl_lut_chosen(int64_t M, int has_auto_kernel) {
+  const int64_t mode = bl_cpu_get_option(BL_CPU_OPT_LUT);
+  if (mode == BL_CPU_LUT_FORCE) return 1;
+  return mode == BL_CPU_LUT_AUTO && has_auto_kernel && M <= bl_cpu_get_option(BL_CPU_OPT_LUT_MAX_M);
+}
+
+/* Portable drivers, running the given table. Arguments are already checked. act_quant.c: */
 void bl_quantize_acts_k(const bl_cpu_kernels *kt, const void *x, bl_dtype dt, int64_t M,
                         int64_t K, int64_t ldx, float eps, int per_token, int8_t *xq,
                         int64_t ldq, float *scale, int32_t *rowsum, int nthreads);
+/* gemm.c: */
 void bl_gemm_acc_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,
                    const int32_t *rowsum, const uint8_t *packed, int64_t M, int64_t N,
                    int64_t K, int32_t *acc, int64_t ldacc, int nthreads);
@@ -128,9 +145,9 @@ void bl_gemm_epi_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq,
                    const int32_t *rowsum, const float *xscale, const uint8_t *packed,
                    int64_t M, int64_t N, int64_t K, const float *wscale, int w_per_channel,
                    const float *bias, void *y, bl_dtype ydt, int64_t ldy, int nthreads);
-/* Decode layout drivers (gemm.c): tables of M rows of x_q (row stride ldq) into tabs (M tables
- * of bl_lut_table_len(K)), then the GEMV over them into acc (exact sums) or through the
- * epilogue into y. */
+/* Decode layout drivers: the tables of M rows of x_q (row stride ldq) into tabs (M tables of
+ * bl_lut_table_len(K); lut.c), then the GEMV over them into acc (exact sums) or through the
+ * epilogue into y (gemm.c). */
 void bl_lut_tables_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq, int64_t M,
                      int64_t K, int16_t *tabs);
 void bl_lut_gemm_acc_k(const bl_cpu_kernels *kt, const int16_t *tabs, const uint8_t *lut,
@@ -139,6 +156,7 @@ void bl_lut_gemm_epi_k(const bl_cpu_kernels *kt, const int16_t *tabs, const uint
                        int64_t M, int64_t N, int64_t K, const float *xscale, const float *wscale,
                        int w_per_channel, const float *bias, void *y, bl_dtype ydt, int64_t ldy,
                        int nthreads);
+/* weights.c: */
 bl_status bl_quantize_weights_k(const bl_cpu_kernels *kt, const void *w, bl_dtype wdt, int64_t N,
                                 int64_t K, int64_t ldw, float eps, int per_channel, float *scale,
                                 uint8_t *packed, int nthreads);

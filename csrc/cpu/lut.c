@@ -101,3 +101,11 @@ void bl_lut_gemv_c(const uint16_t *w, int64_t C, int64_t cstride, int nt, int mr
     }
   }
 }
+
+/* The tables of M tokens (rows of x_q, row stride ldq) with the table's kernel, else the loop
+ * above. */
+void bl_lut_tables_k(const bl_cpu_kernels *kt, const int8_t *xq, int64_t ldq, int64_t M,
+                     int64_t K, int16_t *tabs) {
+  const bl_lut_tables_fn f = kt->lut_tables ? kt->lut_tables : bl_lut_tables_c;
+  for (int64_t m = 0; m < M; m++) f(xq + m * ldq, K, bl_lut_cols(K), tabs + m * bl_lut_table_len(K));
+}

@@ -3,9 +3,10 @@
  * Default build: every ISA this CPU supports, through the public API after bl_isa_set (argument
  * checks included). Built with -DBL_EMU (and the VNNI files compiled against SIMDe, see the
  * Makefile's `emulated` rules): the AVX-512 VNNI and AVX-VNNI kernel tables, which may not run
- * natively here, driven through the internal drivers (gemm.c, weights.c) the way dispatch.c drives
- * them. The internal drivers take checked arguments only: callers run an emulated path only where
- * the reference accepted the call (BL_OK, M > 0). Header-only; include once per test program. */
+ * natively here, driven through the internal drivers (act_quant.c, gemm.c, weights.c, lut.c) the
+ * way dispatch.c drives them. The internal drivers take checked arguments only: callers run an
+ * emulated path only where the reference accepted the call (BL_OK, M > 0). Header-only; include
+ * once per test program. */
 #ifndef BL_TEST_PATHS_H
 #define BL_TEST_PATHS_H
 
