@@ -244,48 +244,6 @@ PyObject* py_lut_pack(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   Py_RETURN_NONE;
 }
 
-// cpu_option(option[, value]): the option's value; with a value, set it first (ValueError when
-// the core refuses it).
-PyObject* py_cpu_option(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  long long opt, val;
-  if (nargs != 1 && nargs != 2) {
-    PyErr_SetString(PyExc_TypeError, "bitlinear: cpu_option takes (option[, value])");
-    return nullptr;
-  }
-  if (!ll(args, 0, &opt)) return nullptr;
-  if (nargs == 2) {
-    if (!ll(args, 1, &val)) return nullptr;
-    if (bl_cpu_set_option((int)opt, val) != BL_OK) {
-      PyErr_Format(PyExc_ValueError, "bitlinear: CPU option %lld cannot take the value %lld", opt,
-                   val);
-      return nullptr;
-    }
-  }
-  return PyLong_FromLongLong(bl_cpu_get_option((int)opt));
-}
-
-// lut_status(M): (has a SIMD LUT kernel on the current ISA, bl_lut_used(M)).
-PyObject* py_lut_status(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  long long M;
-  if (nargs != 1) {
-    PyErr_SetString(PyExc_TypeError, "bitlinear: lut_status takes (M)");
-    return nullptr;
-  }
-  if (!ll(args, 0, &M)) return nullptr;
-  return Py_BuildValue("(ii)", bl_lut_kernel(), bl_lut_used(M));
-}
-
-// threads_now(n): bl_cpu_threads_now(n), the governor's thread count for a region of the caller's.
-PyObject* py_threads_now(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  long long n;
-  if (nargs != 1) {
-    PyErr_SetString(PyExc_TypeError, "bitlinear: threads_now takes (nthreads)");
-    return nullptr;
-  }
-  if (!ll(args, 0, &n)) return nullptr;
-  return PyLong_FromLong(bl_cpu_threads_now(n > 1 << 20 ? 1 << 20 : (int)n));
-}
-
 }  // extern "C"
 }  // namespace
 
@@ -298,14 +256,8 @@ PyMethodDef bl_fastpath_methods[] = {
      "Bytes of the CPU decode layout of an [N, K] weight."},
     {"lut_pack", (PyCFunction)(void (*)(void))py_lut_pack, METH_FASTCALL,
      "Builds the CPU decode layout from packed weights (raw pointers)."},
-    {"cpu_option", (PyCFunction)(void (*)(void))py_cpu_option, METH_FASTCALL,
-     "Reads (and with a value, sets) a CPU option of the C core."},
-    {"lut_status", (PyCFunction)(void (*)(void))py_lut_status, METH_FASTCALL,
-     "(LUT kernel on this ISA, LUT used for M rows)."},
     {"linear_cpu_segments", (PyCFunction)(void (*)(void))py_linear_cpu_segments, METH_FASTCALL,
      "Projections sharing one input in one CPU call (raw pointers; bl_linear_segments)."},
-    {"threads_now", (PyCFunction)(void (*)(void))py_threads_now, METH_FASTCALL,
-     "The oversubscription governor's thread count for a region of the caller's."},
     {"linear_cuda", (PyCFunction)(void (*)(void))py_linear_cuda, METH_FASTCALL,
      "Deployed forward on raw CUDA pointers, asynchronous on the given stream."},
     {"linear_cuda_workspace_bytes", (PyCFunction)(void (*)(void))py_linear_cuda_workspace_bytes,

@@ -1,6 +1,8 @@
 // module.cpp - the `_bitlinear` Python module: loading it registers the native kernels of the
-// torch.ops.bitlinear operators (ops_cpu.cpp, ops_cuda.cpp). Its few functions describe the build
-// and select the CPU path; they touch no tensors. Python's limited API only.
+// torch.ops.bitlinear operators (ops_cpu.cpp, ops_cuda.cpp). Its functions describe the build and
+// hold every switch of the native paths: the CPU path (ISA), the CPU options (decode layout), the
+// oversubscription governor's thread count, the CUDA path options. They touch no tensors (the
+// raw-pointer calls are fastpath.cpp's). Python's limited API only.
 #include <Python.h>
 
 #include "bitlinear.h"
@@ -17,19 +19,29 @@ bool int_arg(PyObject* arg, int* out) {
   return true;
 }
 
-extern "C" {
+bool ll_arg(PyObject* arg, long long* out) {
+  *out = PyLong_AsLongLong(arg);
+  return !(*out == -1 && PyErr_Occurred());
+}
 
-PyObject* py_isa_names(PyObject*, PyObject*) {  // the one list of CPU path names, by index
-  PyObject* t = PyTuple_New(BL_ISA_COUNT);
+// (name(0), ..., name(n - 1)) as a tuple of str.
+PyObject* names(int n, const char* (*name)(int)) {
+  PyObject* t = PyTuple_New(n);
   if (!t) return nullptr;
-  for (int i = 0; i < BL_ISA_COUNT; i++) {
-    PyObject* s = PyUnicode_FromString(bl_isa_name(i));
+  for (int i = 0; i < n; i++) {
+    PyObject* s = PyUnicode_FromString(name(i));
     if (!s || PyTuple_SetItem(t, i, s) != 0) {
       Py_DECREF(t);
       return nullptr;
     }
   }
   return t;
+}
+
+extern "C" {
+
+PyObject* py_isa_names(PyObject*, PyObject*) {  // the one list of CPU path names, by index
+  return names(BL_ISA_COUNT, bl_isa_name);
 }
 PyObject* py_isa_get(PyObject*, PyObject*) { return PyLong_FromLong(bl_isa_get()); }
 PyObject* py_isa_best(PyObject*, PyObject*) { return PyLong_FromLong(bl_isa_best()); }
@@ -60,20 +72,57 @@ PyObject* py_cuda_built(PyObject*, PyObject*) {
 }
 PyObject* py_format_version(PyObject*, PyObject*) { return PyLong_FromLong(BL_FORMAT_VERSION); }
 
+// ---- CPU options (bl_cpu_set_option / bl_cpu_get_option), the decode layout's state, the
+// oversubscription governor; bitlinear/isa.py, _fast.py ----------------------------------------
+// cpu_option(option[, value]): the option's value; with a value, set it first (ValueError when
+// the core refuses it).
+PyObject* py_cpu_option(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  long long opt, val;
+  if (nargs != 1 && nargs != 2) {
+    PyErr_SetString(PyExc_TypeError, "bitlinear: cpu_option takes (option[, value])");
+    return nullptr;
+  }
+  if (!ll_arg(args[0], &opt)) return nullptr;
+  if (nargs == 2) {
+    if (!ll_arg(args[1], &val)) return nullptr;
+    if (bl_cpu_set_option((int)opt, val) != BL_OK) {
+      PyErr_Format(PyExc_ValueError, "bitlinear: CPU option %lld cannot take the value %lld", opt,
+                   val);
+      return nullptr;
+    }
+  }
+  return PyLong_FromLongLong(bl_cpu_get_option((int)opt));
+}
+
+// lut_status(M): (has a SIMD LUT kernel on the current ISA, bl_lut_used(M)).
+PyObject* py_lut_status(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  long long M;
+  if (nargs != 1) {
+    PyErr_SetString(PyExc_TypeError, "bitlinear: lut_status takes (M)");
+    return nullptr;
+  }
+  if (!ll_arg(args[0], &M)) return nullptr;
+  return Py_BuildValue("(ii)", bl_lut_kernel(), bl_lut_used(M));
+}
+
+// threads_now(n): bl_cpu_threads_now(n), the governor's thread count for a region of the caller's.
+PyObject* py_threads_now(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  long long n;
+  if (nargs != 1) {
+    PyErr_SetString(PyExc_TypeError, "bitlinear: threads_now takes (nthreads)");
+    return nullptr;
+  }
+  if (!ll_arg(args[0], &n)) return nullptr;
+  return PyLong_FromLong(bl_cpu_threads_now(n > 1 << 20 ? 1 << 20 : (int)n));
+}
+
+// ---- end of the CPU options ----------------------------------------------------------------
+
 // ---- CUDA path options (bl_cuda_set_option / bl_cuda_get_option; bitlinear/cuda.py) ----------
 // Without CUDA kernels in the build: no names, get gives None, set raises RuntimeError.
 PyObject* py_cuda_path_names(PyObject*, PyObject*) {
 #ifdef BITLINEAR_WITH_CUDA
-  PyObject* t = PyTuple_New(BL_CUDA_PATH_COUNT);
-  if (!t) return nullptr;
-  for (int i = 0; i < BL_CUDA_PATH_COUNT; i++) {
-    PyObject* s = PyUnicode_FromString(bl_cuda_path_name(i));
-    if (!s || PyTuple_SetItem(t, i, s) != 0) {
-      Py_DECREF(t);
-      return nullptr;
-    }
-  }
-  return t;
+  return names(BL_CUDA_PATH_COUNT, bl_cuda_path_name);
 #else
   return PyTuple_New(0);
 #endif
@@ -116,6 +165,12 @@ PyMethodDef methods[] = {
     {"cpu_isa_set", py_isa_set, METH_O, "Select a CPU kernel path by index."},
     {"cpu_isa_supported", py_isa_supported, METH_O, "Whether a CPU path can run here."},
     {"cpu_isa_compiled", py_isa_compiled, METH_O, "Whether a CPU path is in this build."},
+    {"cpu_option", (PyCFunction)(void (*)(void))py_cpu_option, METH_FASTCALL,
+     "Reads (and with a value, sets) a CPU option of the C core."},
+    {"lut_status", (PyCFunction)(void (*)(void))py_lut_status, METH_FASTCALL,
+     "(LUT kernel on this ISA, LUT used for M rows)."},
+    {"threads_now", (PyCFunction)(void (*)(void))py_threads_now, METH_FASTCALL,
+     "The oversubscription governor's thread count for a region of the caller's."},
     {"cuda_built", py_cuda_built, METH_NOARGS, "Whether CUDA kernels are compiled in."},
     {"format_version", py_format_version, METH_NOARGS, "Packed weight format version."},
     {"cuda_path_names", py_cuda_path_names, METH_NOARGS, "Names of the CUDA GEMM paths, by index."},

@@ -1,5 +1,7 @@
 // ops_cpu.cpp - CPU kernels of the torch.ops.bitlinear operators (schemas: bitlinear/ops.py).
-// Each op: the shared frame (common.h), then calls into the C core on torch's thread count.
+// Each op: the shared frame (common.h), then calls into the C core on torch's thread count; the ops
+// made of the three steps below only (quantize weights / activations, GEMM + epilogue) are
+// common.h's bodies, run with Cpu.
 #include "common.h"
 
 namespace blb {
@@ -7,42 +9,43 @@ namespace {
 
 int nthreads() { return static_cast<int>(torch::stable::get_num_threads()); }
 
-void quantize(const WeightsFrame& f, double eps, bool per_channel) {
-  check_status(bl_quantize_weights(f.w.const_data_ptr(), f.dt, f.N, f.K, f.ldw,
-                                   static_cast<float>(eps), per_channel,
-                                   f.scale.mutable_data_ptr<float>(),
-                                   f.packed.mutable_data_ptr<uint8_t>(), nthreads()),
-               "quantize_weights");
-}
+// The steps of common.h's op bodies on the CPU.
+struct Cpu {
+  struct Guard {  // nothing to switch: the CPU
+    explicit Guard(const Tensor&) {}
+  };
 
-void quantize(const ActsFrame& f, double eps, bool per_token) {
-  if (f.M > 0)
-    check_status(bl_quantize_acts(f.x.const_data_ptr(), f.dt, f.M, f.K, f.ldx,
-                                  static_cast<float>(eps), per_token,
-                                  f.xq.mutable_data_ptr<int8_t>(), bl_padded_k(f.K),
-                                  f.scale.mutable_data_ptr<float>(),
-                                  f.rowsum.mutable_data_ptr<int32_t>(), nthreads()),
-                 "quantize_acts");
-}
+  static void quantize(const WeightsFrame& f, double eps, bool per_channel) {
+    check_status(bl_quantize_weights(f.w.const_data_ptr(), f.dt, f.N, f.K, f.ldw,
+                                     static_cast<float>(eps), per_channel,
+                                     f.scale.mutable_data_ptr<float>(),
+                                     f.packed.mutable_data_ptr<uint8_t>(), nthreads()),
+                 "quantize_weights");
+  }
 
-// y [M, N] (any row-major view of it) from quantized activations.
-void gemm_epilogue(const Tensor& xq, const Tensor& x_scale, const Tensor& x_rowsum,
-                   const Tensor& w_scale, const Tensor& w_packed, const float* bias,
-                   int w_per_channel, int64_t M, int64_t N, int64_t K, Tensor& y) {
-  if (M > 0)
-    check_status(bl_linear_q(xq.const_data_ptr<int8_t>(), xq.stride(0),
-                             x_scale.const_data_ptr<float>(), x_rowsum.const_data_ptr<int32_t>(),
-                             M, w_packed.const_data_ptr<uint8_t>(), N, K,
-                             w_scale.const_data_ptr<float>(), w_per_channel, bias,
-                             y.mutable_data_ptr(), float_dtype(y, "y"), N, nthreads()),
-                 "linear_q");
-}
+  static void quantize(const ActsFrame& f, double eps, bool per_token) {
+    if (f.M > 0)
+      check_status(bl_quantize_acts(f.x.const_data_ptr(), f.dt, f.M, f.K, f.ldx,
+                                    static_cast<float>(eps), per_token,
+                                    f.xq.mutable_data_ptr<int8_t>(), bl_padded_k(f.K),
+                                    f.scale.mutable_data_ptr<float>(),
+                                    f.rowsum.mutable_data_ptr<int32_t>(), nthreads()),
+                   "quantize_acts");
+  }
 
-std::tuple<Tensor, Tensor> quantize_weights(Tensor weight, double eps, bool per_channel) {
-  WeightsFrame f = weights_frame(weight, per_channel, eps);
-  quantize(f, eps, per_channel);
-  return {f.scale, f.packed};
-}
+  // y [M, N] (any row-major view of it) from quantized activations.
+  static void gemm_epilogue(const Tensor& xq, const Tensor& x_scale, const Tensor& x_rowsum,
+                            const Tensor& w_scale, const Tensor& w_packed, const float* bias,
+                            int w_per_channel, int64_t M, int64_t N, int64_t K, Tensor& y) {
+    if (M > 0)
+      check_status(bl_linear_q(xq.const_data_ptr<int8_t>(), xq.stride(0),
+                               x_scale.const_data_ptr<float>(), x_rowsum.const_data_ptr<int32_t>(),
+                               M, w_packed.const_data_ptr<uint8_t>(), N, K,
+                               w_scale.const_data_ptr<float>(), w_per_channel, bias,
+                               y.mutable_data_ptr(), float_dtype(y, "y"), N, nthreads()),
+                   "linear_q");
+  }
+};
 
 Tensor unpack_weights(Tensor w_packed, int64_t K, std::optional<ST> dtype) {
   UnpackFrame f = unpack_frame(w_packed, K, dtype);
@@ -50,12 +53,6 @@ Tensor unpack_weights(Tensor w_packed, int64_t K, std::optional<ST> dtype) {
                                    f.wq.mutable_data_ptr(), f.dt, f.K, nthreads()),
                "unpack_weights");
   return f.wq;
-}
-
-std::tuple<Tensor, Tensor, Tensor> quantize_acts(Tensor x, double eps, bool per_token) {
-  ActsFrame f = acts_frame(x, eps);
-  quantize(f, eps, per_token);
-  return {f.xq, f.scale, f.rowsum};
 }
 
 Tensor gemm_acc(Tensor xq, Tensor w_packed, int64_t K) {
@@ -81,35 +78,15 @@ Tensor linear(Tensor x, Tensor w_scale, Tensor w_packed, std::optional<Tensor> b
   return f.y;
 }
 
-Tensor linear_q(Tensor xq, Tensor x_scale, Tensor x_rowsum, Tensor w_scale, Tensor w_packed,
-                std::optional<Tensor> bias, int64_t K, ST out_dtype) {
-  LinearQFrame f = linear_q_frame(xq, x_scale, x_rowsum, w_scale, w_packed, bias, K, out_dtype);
-  gemm_epilogue(xq, x_scale, x_rowsum, w_scale, w_packed, f.bias, f.w_per_channel, f.M, f.N, f.K,
-                f.y);
-  return f.y;
-}
-
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> linear_train(Tensor x, Tensor weight,
-                                                                 std::optional<Tensor> bias,
-                                                                 double eps, bool per_token,
-                                                                 bool per_channel) {
-  TrainFrame f = train_frame(x, weight, bias, per_channel, eps);
-  quantize(f.w, eps, per_channel);
-  quantize(f.a, eps, per_token);
-  gemm_epilogue(f.a.xq, f.a.scale, f.a.rowsum, f.w.scale, f.w.packed, f.bias_ptr,
-                per_channel && f.w.N > 1, f.a.M, f.w.N, f.w.K, f.y);
-  return {f.y, f.a.xq, f.a.scale, f.w.scale, f.w.packed};
-}
-
 }  // namespace
 }  // namespace blb
 
 STABLE_TORCH_LIBRARY_IMPL(bitlinear, CPU, m) {
-  m.impl("quantize_weights", TORCH_BOX(&blb::quantize_weights));
+  m.impl("quantize_weights", TORCH_BOX(&blb::quantize_weights_op<blb::Cpu>));
   m.impl("unpack_weights", TORCH_BOX(&blb::unpack_weights));
-  m.impl("quantize_acts", TORCH_BOX(&blb::quantize_acts));
+  m.impl("quantize_acts", TORCH_BOX(&blb::quantize_acts_op<blb::Cpu>));
   m.impl("gemm_acc", TORCH_BOX(&blb::gemm_acc));
   m.impl("linear", TORCH_BOX(&blb::linear));
-  m.impl("linear_q", TORCH_BOX(&blb::linear_q));
-  m.impl("linear_train", TORCH_BOX(&blb::linear_train));
+  m.impl("linear_q", TORCH_BOX(&blb::linear_q_op<blb::Cpu>));
+  m.impl("linear_train", TORCH_BOX(&blb::linear_train_op<blb::Cpu>));
 }

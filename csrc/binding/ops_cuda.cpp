@@ -1,7 +1,8 @@
 // ops_cuda.cpp - CUDA kernels of the torch.ops.bitlinear operators (schemas: bitlinear/ops.py),
 // built only with CUDA. Each op: the shared frame (common.h), a device guard, a torch-allocated
 // workspace, and one asynchronous call into the C API on torch's current stream (no host sync,
-// so CUDA graphs capture it).
+// so CUDA graphs capture it). The ops made of the three steps of Cuda below only (quantize weights
+// / activations, GEMM + epilogue) are common.h's bodies, run with Cuda.
 #include <torch/csrc/inductor/aoti_torch/c/shim.h>
 #include <torch/csrc/stable/accelerator.h>
 
@@ -17,56 +18,55 @@ struct CUstream_st* current_stream(const Tensor& t) {
   return static_cast<struct CUstream_st*>(s);
 }
 
-using Guard = torch::stable::accelerator::DeviceGuard;
+// The steps of common.h's op bodies on a CUDA device.
+struct Cuda {
+  struct Guard {  // the op runs on the device of its first tensor (every op of this file)
+    explicit Guard(const Tensor& t) : g(t.get_device_index()) {}
+    torch::stable::accelerator::DeviceGuard g;
+  };
 
-void quantize(const WeightsFrame& f, double eps, bool per_channel) {
-  Tensor ws = workspace(bl_cuda_quantize_weights_workspace_bytes(f.N, f.K, per_channel), f.w);
-  check_status(bl_cuda_quantize_weights(f.w.const_data_ptr(), f.dt, f.N, f.K, f.ldw,
-                                        static_cast<float>(eps), per_channel,
-                                        f.scale.mutable_data_ptr<float>(),
-                                        f.packed.mutable_data_ptr<uint8_t>(),
-                                        ws.mutable_data_ptr(), current_stream(f.w)),
-               "quantize_weights (cuda)");
-}
+  static void quantize(const WeightsFrame& f, double eps, bool per_channel) {
+    Tensor ws = workspace(bl_cuda_quantize_weights_workspace_bytes(f.N, f.K, per_channel), f.w);
+    check_status(bl_cuda_quantize_weights(f.w.const_data_ptr(), f.dt, f.N, f.K, f.ldw,
+                                          static_cast<float>(eps), per_channel,
+                                          f.scale.mutable_data_ptr<float>(),
+                                          f.packed.mutable_data_ptr<uint8_t>(),
+                                          ws.mutable_data_ptr(), current_stream(f.w)),
+                 "quantize_weights (cuda)");
+  }
 
-void quantize(const ActsFrame& f, double eps, bool per_token) {
-  if (f.M == 0) return;
-  Tensor ws = workspace(bl_cuda_quantize_acts_workspace_bytes(f.M, f.K, per_token), f.x);
-  check_status(bl_cuda_quantize_acts(f.x.const_data_ptr(), f.dt, f.M, f.K, f.ldx,
-                                     static_cast<float>(eps), per_token,
-                                     f.xq.mutable_data_ptr<int8_t>(), bl_padded_k(f.K),
-                                     f.scale.mutable_data_ptr<float>(),
-                                     f.rowsum.mutable_data_ptr<int32_t>(), ws.mutable_data_ptr(),
-                                     current_stream(f.x)),
-               "quantize_acts (cuda)");
-}
+  static void quantize(const ActsFrame& f, double eps, bool per_token) {
+    if (f.M == 0) return;
+    Tensor ws = workspace(bl_cuda_quantize_acts_workspace_bytes(f.M, f.K, per_token), f.x);
+    check_status(bl_cuda_quantize_acts(f.x.const_data_ptr(), f.dt, f.M, f.K, f.ldx,
+                                       static_cast<float>(eps), per_token,
+                                       f.xq.mutable_data_ptr<int8_t>(), bl_padded_k(f.K),
+                                       f.scale.mutable_data_ptr<float>(),
+                                       f.rowsum.mutable_data_ptr<int32_t>(), ws.mutable_data_ptr(),
+                                       current_stream(f.x)),
+                 "quantize_acts (cuda)");
+  }
 
-// y [M, N] (any row-major view of it) from quantized activations.
-void gemm_epilogue(const Tensor& xq, const Tensor& x_scale, const Tensor& x_rowsum,
-                   const Tensor& w_scale, const Tensor& w_packed, const float* bias,
-                   int w_per_channel, int64_t M, int64_t N, int64_t K, Tensor& y) {
-  if (M == 0) return;
-  const size_t wsb = bl_cuda_gemm_workspace_bytes(M, N, K);
-  Tensor ws = workspace(wsb, xq);
-  check_status(bl_cuda_linear_q(xq.const_data_ptr<int8_t>(), xq.stride(0),
-                                x_scale.const_data_ptr<float>(),
-                                x_rowsum.const_data_ptr<int32_t>(), M,
-                                w_packed.const_data_ptr<uint8_t>(), N, K,
-                                w_scale.const_data_ptr<float>(), w_per_channel, bias,
-                                y.mutable_data_ptr(), float_dtype(y, "y"), N,
-                                ws.mutable_data_ptr(), wsb, current_stream(xq)),
-               "linear_q (cuda)");
-}
-
-std::tuple<Tensor, Tensor> quantize_weights(Tensor weight, double eps, bool per_channel) {
-  Guard guard(weight.get_device_index());
-  WeightsFrame f = weights_frame(weight, per_channel, eps);
-  quantize(f, eps, per_channel);
-  return {f.scale, f.packed};
-}
+  // y [M, N] (any row-major view of it) from quantized activations.
+  static void gemm_epilogue(const Tensor& xq, const Tensor& x_scale, const Tensor& x_rowsum,
+                            const Tensor& w_scale, const Tensor& w_packed, const float* bias,
+                            int w_per_channel, int64_t M, int64_t N, int64_t K, Tensor& y) {
+    if (M == 0) return;
+    const size_t wsb = bl_cuda_gemm_workspace_bytes(M, N, K);
+    Tensor ws = workspace(wsb, xq);
+    check_status(bl_cuda_linear_q(xq.const_data_ptr<int8_t>(), xq.stride(0),
+                                  x_scale.const_data_ptr<float>(),
+                                  x_rowsum.const_data_ptr<int32_t>(), M,
+                                  w_packed.const_data_ptr<uint8_t>(), N, K,
+                                  w_scale.const_data_ptr<float>(), w_per_channel, bias,
+                                  y.mutable_data_ptr(), float_dtype(y, "y"), N,
+                                  ws.mutable_data_ptr(), wsb, current_stream(xq)),
+                 "linear_q (cuda)");
+  }
+};
 
 Tensor unpack_weights(Tensor w_packed, int64_t K, std::optional<ST> dtype) {
-  Guard guard(w_packed.get_device_index());
+  Cuda::Guard guard(w_packed);
   UnpackFrame f = unpack_frame(w_packed, K, std::nullopt);
   check_status(bl_cuda_unpack_weights(w_packed.const_data_ptr<uint8_t>(), f.N, f.K,
                                       f.wq.mutable_data_ptr<int8_t>(), f.K,
@@ -75,15 +75,8 @@ Tensor unpack_weights(Tensor w_packed, int64_t K, std::optional<ST> dtype) {
   return dtype.has_value() ? torch::stable::to(f.wq, *dtype) : f.wq;  // -1, 0, 1 are exact
 }
 
-std::tuple<Tensor, Tensor, Tensor> quantize_acts(Tensor x, double eps, bool per_token) {
-  Guard guard(x.get_device_index());
-  ActsFrame f = acts_frame(x, eps);
-  quantize(f, eps, per_token);
-  return {f.xq, f.scale, f.rowsum};
-}
-
 Tensor gemm_acc(Tensor xq, Tensor w_packed, int64_t K) {
-  Guard guard(xq.get_device_index());
+  Cuda::Guard guard(xq);
   GemmFrame f = gemm_frame(xq, w_packed, K);
   if (f.M == 0) return f.acc;
   const size_t wsb = bl_cuda_gemm_workspace_bytes(f.M, f.N, f.K);
@@ -98,7 +91,7 @@ Tensor gemm_acc(Tensor xq, Tensor w_packed, int64_t K) {
 
 Tensor linear(Tensor x, Tensor w_scale, Tensor w_packed, std::optional<Tensor> bias, double eps,
               int64_t K, bool per_token) {
-  Guard guard(x.get_device_index());
+  Cuda::Guard guard(x);
   LinearFrame f = linear_frame(x, w_scale, w_packed, bias, K, eps);
   if (f.M == 0) return f.y;
   const size_t wsb = bl_cuda_linear_workspace_bytes(f.M, f.N, f.K);
@@ -115,37 +108,15 @@ Tensor linear(Tensor x, Tensor w_scale, Tensor w_packed, std::optional<Tensor> b
   return f.y;
 }
 
-Tensor linear_q(Tensor xq, Tensor x_scale, Tensor x_rowsum, Tensor w_scale, Tensor w_packed,
-                std::optional<Tensor> bias, int64_t K, ST out_dtype) {
-  Guard guard(xq.get_device_index());
-  LinearQFrame f = linear_q_frame(xq, x_scale, x_rowsum, w_scale, w_packed, bias, K, out_dtype);
-  gemm_epilogue(xq, x_scale, x_rowsum, w_scale, w_packed, f.bias, f.w_per_channel, f.M, f.N, f.K,
-                f.y);
-  return f.y;
-}
-
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> linear_train(Tensor x, Tensor weight,
-                                                                 std::optional<Tensor> bias,
-                                                                 double eps, bool per_token,
-                                                                 bool per_channel) {
-  Guard guard(x.get_device_index());
-  TrainFrame f = train_frame(x, weight, bias, per_channel, eps);
-  quantize(f.w, eps, per_channel);
-  quantize(f.a, eps, per_token);
-  gemm_epilogue(f.a.xq, f.a.scale, f.a.rowsum, f.w.scale, f.w.packed, f.bias_ptr,
-                per_channel && f.w.N > 1, f.a.M, f.w.N, f.w.K, f.y);
-  return {f.y, f.a.xq, f.a.scale, f.w.scale, f.w.packed};
-}
-
 }  // namespace
 }  // namespace blb
 
 STABLE_TORCH_LIBRARY_IMPL(bitlinear, CUDA, m) {
-  m.impl("quantize_weights", TORCH_BOX(&blb::quantize_weights));
+  m.impl("quantize_weights", TORCH_BOX(&blb::quantize_weights_op<blb::Cuda>));
   m.impl("unpack_weights", TORCH_BOX(&blb::unpack_weights));
-  m.impl("quantize_acts", TORCH_BOX(&blb::quantize_acts));
+  m.impl("quantize_acts", TORCH_BOX(&blb::quantize_acts_op<blb::Cuda>));
   m.impl("gemm_acc", TORCH_BOX(&blb::gemm_acc));
   m.impl("linear", TORCH_BOX(&blb::linear));
-  m.impl("linear_q", TORCH_BOX(&blb::linear_q));
-  m.impl("linear_train", TORCH_BOX(&blb::linear_train));
+  m.impl("linear_q", TORCH_BOX(&blb::linear_q_op<blb::Cuda>));
+  m.impl("linear_train", TORCH_BOX(&blb::linear_train_op<blb::Cuda>));
 }
