@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from .reference import MAX_IN_FEATURES, MIN_EPS  # the limits in_features() and eps() check
+
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -21,8 +23,6 @@ def _desc(t) -> str:
     return type(t).__name__
 
 
-MAX_IN_FEATURES = 16777215  # reference.MAX_IN_FEATURES: |acc| <= 128 K fits int32
-MIN_EPS = 127 * 2.0 ** -126  # reference.MIN_EPS: every scale is a positive normal float32
 MAX_EPS = 3.4028234663852886e38  # float32 max
 
 

@@ -73,14 +73,18 @@ def test_gradients_match_autograd_through_the_ste_formula(isa, gen, qt, dtype, b
         assert err <= TOL[dtype], (a.shape, err)
 
 
-def test_gradient_check_float64_style_against_explicit_formulas(gen):
-    """grad_x = g @ (s_w W_q), grad_W = g^T @ (s_x X_q), grad_b = sum(g): written out."""
-    layer = make(gen, 40, 6, "ai8pc_wpc")
-    x = rand(gen, 4, 40).requires_grad_()
-    g = rand(gen, 4, 6)
+@pytest.mark.parametrize("M,K,N,qt", [(3, 16, 4, "ai8pc_wpt"), (4, 40, 6, "ai8pc_wpc")])
+def test_gradients_against_explicit_formulas(gen, M, K, N, qt):
+    """Straight-through estimator, written out: grad_x = g @ (s_w W_q) (F.linear's with the
+    dequantized weight), grad_W = g^T @ (s_x X_q), grad_b = sum(g); per-tensor and per-channel
+    weight scales."""
+    layer = make(gen, K, N, qt)
+    x = rand(gen, M, K).requires_grad_()
+    g = rand(gen, M, N)
     layer(x).backward(g)
-    sw = ref.weight_scale(layer.weight, layer.eps, True)
-    wdq = ref.ternarize(layer.weight, sw) * sw[:, None]
+    per_channel = qt.endswith("wpc")
+    sw = ref.weight_scale(layer.weight, layer.eps, per_channel)
+    wdq = ref.ternarize(layer.weight, sw) * (sw[:, None] if per_channel else sw)
     sx = ref.act_scale(x.detach(), layer.eps, True)[:, None]
     xdq = torch.round(x.detach() / sx).clamp(-128, 127) * sx
     torch.testing.assert_close(x.grad, g @ wdq)
