@@ -52,7 +52,7 @@ def cuda_auto_kernel(M: int, K: int, entry: str = "linear", options=None) -> str
     (bl_cuda_linear: a deployed layer, ops.linear; may fuse) or "gemm" (gemm_acc, linear_q, the
     training forward); options as bitlinear.cuda.cuda_options() gives them (missing: defaults).
     Aligned operands assumed (else "simple"); "wgmma" runs "mma" where no sm_90a code loaded.
-    scripts/cuda_auto_paths.txt is the table both this and the C function are tested against."""
+    tests/cuda/cuda_auto_paths.txt is the table both this and the C function are tested against."""
     from .reference import padded_k
     o = dict(CUDA_DEFAULT_OPTIONS)
     o.update(options or {})

@@ -8,7 +8,7 @@ import sys
 
 # Subcommands that live in their own modules; each exposes add_parser(subparsers) and sets
 # `func` (namespace -> exit code) with set_defaults.
-_PLUGINS = ("bitlinear.bench.cli", "bitlinear.demo")
+_PLUGINS = ("bitlinear.bench", "bitlinear.demo")
 
 
 def _info(args) -> int:

@@ -92,8 +92,8 @@ def logits_of(model, x):
 
 
 def _median_ms(fn, reps):
-    from ._timing import time_fn
-    return time_fn(fn, reps=reps, warmup=5)["median_s"] * 1e3
+    from ._timing import median_seconds
+    return median_seconds(fn, reps=reps, warmup=5) * 1e3
 
 
 def run(quick: bool = False, seed: int = 0, epochs=None, hidden=None, threads=None,

@@ -1,6 +1,6 @@
 """Every CPU kernel path this machine runs, side by side: deployed BitLinear latency and GOPS per
 ISA against float32 F.linear, with the measured int8 peak. Meant for machines whose CPU has paths
-ours lack (e.g. AVX-512 VNNI on a GPU host); the suite (`python -m bitlinear bench`) is the
+ours lack (e.g. AVX-512 VNNI on a GPU host); the suite (`python profile/bench`) is the
 reference benchmark.
 
   python profile/cpu_isa_compare.py [--threads 2] [--ms 1 8 128] [--shape 4096x4096] [--json F]
@@ -20,7 +20,7 @@ import torch.nn.functional as F  # noqa: E402
 import bitlinear  # noqa: E402
 import hw  # noqa: E402  (profile/hw.py, next to this file)
 from bitlinear import ops  # noqa: E402
-from bitlinear.bench.timing import time_fn  # noqa: E402
+from bench.timing import time_fn  # noqa: E402  (profile/bench/)
 
 
 def median_s(fn):

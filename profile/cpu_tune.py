@@ -1,6 +1,6 @@
-"""Quick side-by-side CPU timing while tuning the kernels: the bench CPU suite (bitlinear/bench/cpu.py,
+"""Quick side-by-side CPU timing while tuning the kernels: the bench CPU suite (profile/bench/cpu.py,
 its implementations and timer) with weights in cache, printed as microseconds and ratios against
-bitlinear. The reported numbers come from `python -m bitlinear bench`.
+bitlinear. The reported numbers come from `python profile/bench`.
 
   python profile/cpu_tune.py [--threads 1 2] [--m 1 128 512] [--shapes 4096x4096 2560x6912] [--int-mm]
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bitlinear.bench import cpu  # noqa: E402
+from bench import cpu  # noqa: E402  (profile/bench/, next to this file)
 
 COLUMNS = ("bitlinear", "f32", "int_mm", "int8_dynamic")
 

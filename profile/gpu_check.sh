@@ -6,7 +6,7 @@
 #   env                the card, its compute capability (nvidia-smi, else torch)
 #   build              the extension for that arch only (9.0 -> 9.0a, the wgmma kernel's target)
 #   selfcheck_verified every verified path (simple gemv mma mma256 auto) against the CPU, bit for
-#                      bit, over the fixed grid of profile/gpu_selfcheck.py (K or N of 1000, 3001,
+#                      bit, over the fixed grid of tests/gpu/gpu_selfcheck.py (K or N of 1000, 3001,
 #                      3200, 8640, 11008; M 1-5, 16, 17, 64, 65, 512; code-3 bytes; 3 dtypes)
 #   selfcheck_fused, selfcheck_multirow, selfcheck_wgmma (sm_90 only)
 #                      each never-run kernel forced, same grid, a process each (a fault in one
@@ -14,7 +14,7 @@
 #   train              the CUDA training op, forward (bit for bit) and backward, against the CPU
 #   memcheck           compute-sanitizer memcheck: auto, fused, multirow on a small case
 #   memcheck_wgmma     the same for wgmma (sm_90 only; its own step: a hang costs only its cap)
-#   bench              issue 19's timing table (python -m bitlinear.bench.gpu --table): JSON to
+#   bench              issue 19's timing table (python profile/bench gpu --table): JSON to
 #                      $OUT/gpu_bench.json, rewritten after each part
 #   table              the table's rows and targets: $OUT/gpu_table.json (CPU only)
 #   pytest_cuda        tests/test_cuda.py, with what time is left (usually a second call's work)
@@ -28,7 +28,7 @@
 #       first could not (the summary prints the line to use; a fresh machine needs `build` again)
 #   GPU_CHECK_DRY_RUN=1  the CPU rehearsal: same steps, order, caps, budget, skips and JSON, with
 #       nvidia-smi, the build, compute-sanitizer and CUDA replaced by mocks, and the Python steps
-#       run on the CPU (gpu_selfcheck.py --rehearse, bench.gpu --rehearse). Mock knobs:
+#       run on the CPU (gpu_selfcheck.py --rehearse, bench gpu --rehearse). Mock knobs:
 #       GPU_CHECK_MOCK_ARCH (default 9.0), GPU_CHECK_MOCK_SLEEP="step=seconds ...",
 #       GPU_CHECK_MOCK_FAIL="step ...", GPU_CHECK_MOCK_ALL=1 (mock the Python steps too: the
 #       budget and skip logic alone, in seconds). tests/test_gpu_check.py runs it.
@@ -145,7 +145,7 @@ fi
 BUILT=1
 grep -q "^build	FAIL\|^build	TIMEOUT\|^build	NOT_RUN" "$TSV" && BUILT=0
 
-SC='"$PY" profile/gpu_selfcheck.py'
+SC='"$PY" tests/gpu/gpu_selfcheck.py'
 if [ "$BUILT" = 1 ]; then
   step selfcheck_verified 75 "$SC simple gemv mma mma256 auto" "$SC --rehearse simple gemv mma mma256 auto"
   step selfcheck_fused 40 "$SC fused" "$SC --rehearse fused"
@@ -156,7 +156,7 @@ if [ "$BUILT" = 1 ]; then
     step selfcheck_wgmma 40 "$SC wgmma" "$SC --rehearse wgmma" && export BITLINEAR_BENCH_WGMMA=1
   fi
   step train 45 "$SC --train" "$SC --rehearse --train"
-  MC='compute-sanitizer --tool memcheck --error-exitcode 99 "$PY" profile/gpu_selfcheck.py --tiny'
+  MC='compute-sanitizer --tool memcheck --error-exitcode 99 "$PY" tests/gpu/gpu_selfcheck.py --tiny'
   if [ "$DRY" = 1 ] || command -v compute-sanitizer >/dev/null 2>&1; then
     step memcheck 75 "$MC auto fused multirow"
     [ "$HOPPER" = 1 ] && step memcheck_wgmma 45 "$MC wgmma"
@@ -164,11 +164,11 @@ if [ "$BUILT" = 1 ]; then
     echo "==> memcheck: compute-sanitizer not found"; record memcheck "NO_TOOL" 0 75
   fi
   rm -f "$RES/gpu_bench.json" "$RES/gpu_table.json"  # no stale table from an earlier run
-  step bench 150 '"$PY" -m bitlinear.bench.gpu --table --no-progress --out "$RES/gpu_bench.json"' \
-    '"$PY" -m bitlinear.bench.gpu --rehearse --out "$RES/gpu_bench.json"'
+  step bench 150 '"$PY" profile/bench gpu --table --no-progress --out "$RES/gpu_bench.json"' \
+    '"$PY" profile/bench gpu --rehearse --out "$RES/gpu_bench.json"'
   if [ -f "$RES/gpu_bench.json" ]; then
-    step table 20 '"$PY" -m bitlinear.bench.gpu --issue-table "$RES/gpu_bench.json" --out "$RES/gpu_table.json"' \
-      '"$PY" -m bitlinear.bench.gpu --issue-table "$RES/gpu_bench.json" --out "$RES/gpu_table.json"'
+    step table 20 '"$PY" profile/bench gpu --issue-table "$RES/gpu_bench.json" --out "$RES/gpu_table.json"' \
+      '"$PY" profile/bench gpu --issue-table "$RES/gpu_bench.json" --out "$RES/gpu_table.json"'
   else
     echo "==> table: no $RES/gpu_bench.json (the bench step makes it)"; record table NO_BENCH_JSON 0 20
   fi

@@ -3,8 +3,8 @@ against the same checkpoint converted with bitlinear.hf.convert_bitnet (our kern
 
     python profile/hf_decode.py --threads 2 [--steps 64] [--dtype bfloat16] [--json out.json]
 
-The measurement lives in bitlinear/bench/hf.py (see its docstring), which the benchmark suite
-also runs as its "hf_bitnet" model row (`python -m bitlinear bench`).
+The measurement lives in profile/bench/hf.py (see its docstring), which the benchmark suite
+also runs as its "hf_bitnet" model row (`python profile/bench`).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bitlinear.bench import hf  # noqa: E402
+from bench import hf  # noqa: E402  (profile/bench/, next to this file)
 
 
 def main(argv=None):

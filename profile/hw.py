@@ -1,8 +1,8 @@
 """Measured CPU limits for the benchmark suite: int8 dot-product peak and memory read bandwidth.
 
-Developer tooling, not part of the package: `python -m bitlinear bench` loads this file when it runs
-from a source checkout and records frac_int8_peak / frac_read_bw against these limits (elsewhere,
-pass it a file written by `--json`: `python -m bitlinear bench --hw limits.json`).
+The benchmark suite (`python profile/bench`, profile/bench/cpu.py) imports this file and records
+frac_int8_peak / frac_read_bw against these limits (or reads a file written by `--json`:
+`python profile/bench --hw limits.json`).
 
 peak.c (next to this file) is compiled once per process with the system C compiler ($CC, else cc)
 into a temporary directory and loaded with ctypes. No OpenMP: plain pthreads.
@@ -138,7 +138,7 @@ def limits(threads: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}))
-    ap.add_argument("--json", help="write {threads: limits} for `python -m bitlinear bench --hw`")
+    ap.add_argument("--json", help="write {threads: limits} for `python profile/bench --hw`")
     a = ap.parse_args(argv)
     res = {}
     for t in a.threads:

@@ -1,4 +1,4 @@
-"""Draw PNGs from a benchmark JSON (profile/results/*.json, written by `python -m bitlinear bench`).
+"""Draw PNGs from a benchmark JSON (profile/results/*.json, written by `python profile/bench`).
 
     python profile/plot.py [results.json] [--out profile/plots]
 
@@ -46,7 +46,7 @@ def newest_json() -> str:
     files = [f for f in files if _has_layer_results(f)]
     if not files:
         sys.exit("plot.py: no JSON with layer results in profile/results/; run "
-                 "`python -m bitlinear bench` first")
+                 "`python profile/bench` first")
     return files[-1]
 
 
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
         result = json.load(f)
     if result["meta"].get("suite", "cpu") != "cpu":
         sys.exit(f"plot.py: {path} is not a CPU suite result; "
-                 "print its table with `python -m bitlinear bench --render FILE`")
+                 "print its table with `python profile/bench --render FILE`")
     os.makedirs(args.out, exist_ok=True)
     paths = plot_vs_m(result, "median_ms", "latency (ms)", "latency", args.out)
     paths += plot_vs_m(result, "tokens_per_s", "throughput (tokens/s)", "throughput", args.out)

@@ -1,17 +1,22 @@
-"""`python -m bitlinear bench --quick` writes valid JSON with every implementation timed, training
-and host-time rows included; the GPU suite's logic runs on the CPU with the host clock."""
+"""The benchmark suite of the checkout (profile/bench/): `python profile/bench --quick` writes valid
+JSON with every implementation timed, training and host-time rows included; the GPU suite's logic
+runs on the CPU with the host clock. And the installed package's small `python -m bitlinear bench`
+runs outside the source tree."""
 import json
 import os
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROFILE = os.path.join(ROOT, "profile")
+if PROFILE not in sys.path:
+    sys.path.insert(0, PROFILE)  # the suite runs from the checkout: `import bench` is profile/bench/
 
 
 def test_bench_quick_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.run([sys.executable, "-m", "bitlinear", "bench", "--quick", "--no-progress",
+    p = subprocess.run([sys.executable, os.path.join(PROFILE, "bench"), "--quick", "--no-progress",
                         "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT,
                        env=env)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -52,7 +57,7 @@ def test_bench_quick_writes_json(tmp_path):
 def _check_train(section, fields):
     """Every implementation of the section timed (or skipped, with why) in both passes, with its
     time ratio to nn.Linear of the same dtype at the same point."""
-    from bitlinear.bench import train
+    from bench import train
     recs = section["records"]
     points = {(tuple(x[f] for f in fields), x["K"], x["N"], x["M"]) for x in recs}
     assert len(recs) == len(points) * len(section["impls"]) * len(train.PASSES)
@@ -73,7 +78,7 @@ def _check_train(section, fields):
 
 
 def _check_host(recs):
-    from bitlinear.bench.train import HOST_CASES
+    from bench.train import HOST_CASES
     assert {(x["case"], x["impl"]) for x in recs} == {(c, i) for c in HOST_CASES
                                                       for i in ("linear", "bitlinear")}
     assert set(HOST_CASES) == {"train forward", "no_grad", "no_grad, op path"}
@@ -84,7 +89,7 @@ def _check_host(recs):
 
 def test_bench_impls_select_training_rows_only(tmp_path):
     """--impls naming training rows only runs just those (no layer sweep, no model case)."""
-    from bitlinear.bench import cli
+    from bench import cli
     out = tmp_path / "train.json"
     assert cli.main(["--quick", "--no-progress", "--no-model", "--no-host", "--impls",
                      "train_f32,train_bitlinear_f32", "--ms", "4", "--shapes", "128x64",
@@ -97,13 +102,13 @@ def test_bench_impls_select_training_rows_only(tmp_path):
 
 
 def test_bench_bad_arguments():
-    from bitlinear.bench import cli
+    from bench import cli
     assert cli.main(["--quick", "--impls", "nope", "--out", os.devnull]) == 2
 
 
 def test_render_old_result_json():
     """The committed result (written before the harness had a `suite` key) still renders."""
-    from bitlinear.bench import report
+    from bench import report
     with open(os.path.join(ROOT, "profile", "results", "bench-cpu-avx2.json")) as f:
         r = json.load(f)
     md = report.render(r, markdown=True)
@@ -113,7 +118,7 @@ def test_render_old_result_json():
 
 
 def test_cpu_suite_records_hardware_fractions_when_given_limits():
-    from bitlinear.bench import cpu
+    from bench import cpu
     recs = cpu.run_layer_suite([(256, 128)], [1, 4], [1], ["bitlinear", "f32"], reps=3,
                                progress=False, cold_bytes=0,
                                hw_limits={1: {"int8_peak_gops": 100.0, "read_bw_gbs": 10.0}})
@@ -127,7 +132,7 @@ def test_cpu_suite_records_hardware_fractions_when_given_limits():
 def test_gpu_suite_logic_on_cpu():
     """The GPU suite's registry, rotation, records, speedups, targets and table, timed with the host
     clock on the CPU (no GPU here): the same record schema as the CPU suite."""
-    from bitlinear.bench import gpu, harness, report
+    from bench import gpu, harness, report
     cases = [("decode 8192->28672", 1, 256, 384), ("prefill 8192x8192", 24, 128, 64)]
     recs = gpu.run_suite(cases, gpu.IMPLS.names(), reps=3, modes=("wall",), budget_bytes=1 << 20,
                          copy_gbs=10.0, progress=False, device="cpu")
@@ -152,7 +157,7 @@ def test_gpu_suite_logic_on_cpu():
 def test_gpu_suite_training_and_host_rows_on_cpu():
     """The GPU suite's training rows (nn.Linear, BitLinear and torchao bf16; torchao skipped
     where not installed) and host-time rows, on the CPU with the host clock, and their tables."""
-    from bitlinear.bench import gpu, harness, report, train
+    from bench import gpu, harness, report, train
     label = gpu.TRAIN_CASES[0][0]  # a target's case, at a small size
     recs = gpu.run_train([(label, 16, 128, 64)], gpu.TRAIN_IMPLS, reps=3, mode="wall",
                          budget_bytes=1 << 20, progress=False, device="cpu")
@@ -184,15 +189,34 @@ def test_demo_does_not_import_the_benchmark():
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env).returncode == 0
 
 
+def test_package_bench_quick_outside_the_checkout(tmp_path):
+    """`python -m bitlinear bench --quick`, run where no profile/ is in reach: the sweep of every
+    shape and M, both layers timed, and the records as JSON."""
+    out = tmp_path / "small.json"
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-m", "bitlinear", "bench", "--quick", "--reps", "3",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    from bitlinear import bench as small
+    r = json.loads(out.read_text())
+    assert {(x["K"], x["N"], x["M"]) for x in r["records"]} == {
+        (K, N, M) for K, N in small.QUICK_SHAPES for M in small.QUICK_MS}
+    for x in r["records"]:
+        assert x["linear_ms"] > 0 and x["bitlinear_ms"] > 0 and x["speedup"] > 0
+        assert x["bitlinear_bytes"] * 10 < x["linear_bytes"]  # 2-bit vs 32-bit weights
+    assert "nn.Linear" in p.stdout and "BitLinear" in p.stdout and "speedup" in p.stdout
+    bad = subprocess.run([sys.executable, "-m", "bitlinear", "bench", "--ms", "0"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "integers >= 1" in bad.stderr
+
+
 def test_gpu_run_on_cpu_saves_each_part():
     """gpu.run, the whole `bench --device cuda` flow, on the CPU with the host clock: layer, host and
     training sections, the result saved after each part, the table of every part."""
-    import argparse
-
-    from bitlinear.bench import cli, gpu, report
-    sub = argparse.ArgumentParser().add_subparsers()
-    args = cli.add_parser(sub).parse_args(["--device", "cuda", "--shapes", "128x64", "--ms", "24",
-                                           "--no-progress"])
+    from bench import cli, gpu, report
+    args = cli.build_parser().parse_args(["--device", "cuda", "--shapes", "128x64", "--ms", "24",
+                                          "--no-progress"])
     saved = []
     args.save = lambda r: saved.append(json.loads(json.dumps(r)))
     r = gpu.run(args, device="cpu")

@@ -78,8 +78,14 @@ def test_small_m_linear_exact(isa, gen, M, K, N):
 
 
 def test_decode_rows_render():
-    """The benchmark's decode table (bench/cpu.py) from a tiny run: hot and cold rows at M = 1."""
-    from bitlinear.bench import cpu
+    """The benchmark's decode table (profile/bench/cpu.py) from a tiny run: hot and cold rows at
+    M = 1."""
+    import sys
+    from pathlib import Path
+    profile = str(Path(__file__).resolve().parent.parent / "profile")
+    if profile not in sys.path:
+        sys.path.insert(0, profile)  # the suite runs from the checkout, not installed
+    from bench import cpu
     from bitlinear import _ext
     paths = cpu.decode_paths()[:1] + [p for p in cpu.decode_paths() if p.endswith(" packed")]
     recs = cpu.run_decode_suite([(130, 70)], [1, 2], [1], paths,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "profile" / "check_vnni_disasm.py"
+SCRIPT = Path(__file__).resolve().parent / "tools" / "check_vnni_disasm.py"
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 only")

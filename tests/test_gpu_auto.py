@@ -1,7 +1,7 @@
 """`auto` on a CUDA build dispatches only to kernels verified on a GPU (issue 19), on any build.
 
-The mapping (entry, M, K, options) -> kernel is one table, scripts/cuda_auto_paths.txt:
-scripts/cuda_host_check.cu (CI, nvcc, no GPU) checks csrc/cuda/api.cu's choice against it, and
+The mapping (entry, M, K, options) -> kernel is one table, tests/cuda/cuda_auto_paths.txt:
+tests/cuda/cuda_host_check.cu (CI, nvcc, no GPU) checks csrc/cuda/api.cu's choice against it, and
 these tests check the Python mirror that `python -m bitlinear info` prints
 (bitlinear._info.cuda_auto_kernel) against it, the defaults of the C source and of the C API's
 comments against the package's, and that every kernel auto reaches by default is marked verified.
@@ -17,7 +17,7 @@ import bitlinear
 from bitlinear import _info
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLE = ROOT / "scripts" / "cuda_auto_paths.txt"
+TABLE = ROOT / "tests" / "cuda" / "cuda_auto_paths.txt"
 
 
 def _table():

@@ -1,7 +1,7 @@
 """profile/gpu_check.sh rehearsed on the CPU (GPU_CHECK_DRY_RUN=1), so that its logic has run
 before it meets a device: step order, per-step caps inside one budget, skips, mocks of nvidia-smi,
-the build, compute-sanitizer and CUDA, the Python steps on the CPU (gpu_selfcheck.py --rehearse,
-bench.gpu --rehearse), and the JSON it writes. Nothing here is a GPU result."""
+the build, compute-sanitizer and CUDA, the Python steps on the CPU (tests/gpu/gpu_selfcheck.py
+--rehearse, profile/bench gpu --rehearse), and the JSON it writes. Nothing here is a GPU result."""
 import json
 import os
 import shutil
@@ -93,7 +93,7 @@ def test_gpu_check_other_arch_and_failed_build(tmp_path):
 
 def test_gpu_selfcheck_lists_the_grid():
     """The correctness grid holds the hidden-style shapes and Ms the issue names."""
-    sys.path.insert(0, str(ROOT / "profile"))
+    sys.path.insert(0, str(ROOT / "tests" / "gpu"))
     try:
         import gpu_selfcheck as g
     finally:

@@ -194,7 +194,7 @@ __device__ __forceinline__ int quant_code(float v, float s) {
 __device__ __forceinline__ uint32_t abs_bits(float v) { return __float_as_uint(v) & 0x7fffffffu; }
 
 /* Index maps of the fused and multi-row kernels, host and device: the kernels use them, and
- * scripts/cuda_host_check.cu emulates the kernels' data movement with them on the CPU. */
+ * tests/cuda/cuda_host_check.cu emulates the kernels' data movement with them on the CPU. */
 
 /* fused.cu: byte of the shared-memory code buffer holding activation k of row m: the codes that
  * weight chunk c (bytes 16c..16c+15 of a row) multiplies at shift s are the 16 bytes at
@@ -258,7 +258,7 @@ bl_status quantize_acts(const void *x, int dt, int64_t M, int64_t K, int64_t ldx
                         uint32_t *amax_bits, cudaStream_t stream);
 /* api.cu: the bl_cuda_path a call with the current options runs (host only, no CUDA call;
  * aligned operands). linear: bl_cuda_linear (may fuse), else bl_cuda_gemm_acc / linear_q.
- * scripts/cuda_host_check.cu checks it against scripts/cuda_auto_paths.txt. */
+ * tests/cuda/cuda_host_check.cu checks it against tests/cuda/cuda_auto_paths.txt. */
 int chosen_path(bool linear, int64_t M, int64_t K);
 }  // namespace blc
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compiles every binding file (csrc/binding/*.cpp, ops_cuda.cpp included) with CUDA enabled
 # (-DBITLINEAR_WITH_CUDA -DUSE_CUDA) against the installed torch's headers, objects only: catches
-# CUDA-only binding code that a CPU build never sees. Needs no GPU and no CUDA build of torch. Usage: scripts/check_binding_cuda.sh [python]
+# CUDA-only binding code that a CPU build never sees. Needs no GPU and no CUDA build of torch. Usage: .ci/check_binding_cuda.sh [python]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-${PYTHON:-python3}}

@@ -4,11 +4,11 @@ quant types), and the CUDA training op (forward and backward) against the CPU.
 A CUDA fault poisons the context, so profile/gpu_check.sh runs the verified paths in one process
 (the CPU side is computed once per case for all of them) and each never-run path in its own.
 
-    python profile/gpu_selfcheck.py PATH [PATH ...] [--tiny]
+    python tests/gpu/gpu_selfcheck.py PATH [PATH ...] [--tiny]
         PATH: auto, simple, gemv, fused, multirow, mma, mma256, wgmma (several: each case on
         each path in this process, e.g. under compute-sanitizer)
-    python profile/gpu_selfcheck.py --train        the training op under auto (the defaults)
-    python profile/gpu_selfcheck.py --list ...     the grid and its size, no GPU needed (the
+    python tests/gpu/gpu_selfcheck.py --train      the training op under auto (the defaults)
+    python tests/gpu/gpu_selfcheck.py --list ...   the grid and its size, no GPU needed (the
                                                    CPU rehearsal of gpu_check.sh runs this)
 
 Outputs must be identical (NaN where NaN); a float16/bfloat16 mismatch is still a failure, and
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bitlinear of this checkout
 
 import torch  # noqa: E402
 
@@ -289,9 +289,11 @@ def main(argv=None) -> int:
         print("gpu_selfcheck: REHEARSAL on the CPU (CPU against CPU): not a GPU check")
         rc = selfcheck(args.path, args.tiny) if args.path else 0
         return rc | (train_check() if args.train else 0)
-    from bitlinear.bench.gpu import cuda_missing
-    if cuda_missing():
-        print(f"gpu_selfcheck: {cuda_missing()}", file=sys.stderr)
+    import bitlinear
+    missing = ("no CUDA device" if not torch.cuda.is_available() else
+               "" if bitlinear.HAS_CUDA_KERNELS else "this build has no CUDA kernels")
+    if missing:
+        print(f"gpu_selfcheck: {missing}", file=sys.stderr)
         return 2
     rc = selfcheck(args.path, args.tiny) if args.path else 0
     if args.train:

@@ -7,7 +7,7 @@ sm_80, sm_90 and sm_90a unless TORCH_CUDA_ARCH_LIST says otherwise) and the bind
 using setup.py's own flags, links them into _bitlinear.so, and checks that every torch symbol the
 binding imports is exported by that torch's libraries. Exit status 0 only if all of that worked.
 
-Usage: python scripts/cuda_link_check.py [--torch-dir DIR] [--torch-spec torch==2.14.1]
+Usage: python .ci/cuda_link_check.py [--torch-dir DIR] [--torch-spec torch==2.14.1]
 """
 import argparse
 import os

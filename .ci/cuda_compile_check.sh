@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Compiles every csrc/cuda/*.cu with nvcc for sm_80, sm_90 and sm_90a (objects only, no GPU needed)
-# and fails on any error. CUDA_CHECK_ARCHS="80 90a" narrows the list (e.g. while iterating). Usage: scripts/cuda_compile_check.sh [-v]   (-v: ptxas register/spill report)
+# and fails on any error. CUDA_CHECK_ARCHS="80 90a" narrows the list (e.g. while iterating). Usage: .ci/cuda_compile_check.sh [-v]   (-v: ptxas register/spill report)
 # Skips (exit 0) when nvcc is not installed, unless BITLINEAR_REQUIRE_NVCC=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/find_nvcc.sh cuda_compile_check
+. .ci/find_nvcc.sh cuda_compile_check
 VERBOSE=()
 [ "${1:-}" = "-v" ] && VERBOSE=(-Xptxas -v)
 OUTDIR="$(mktemp -d)"

@@ -4,10 +4,10 @@ point, speedups against the suite's baseline, the result's common meta, progress
 A suite is a Registry of implementations. An implementation's builder gets the suite's weights for
 one shape (the CPU suite: an nn.Linear; the GPU suite: a case with quantized and bf16 weights) and
 returns an Impl, or None where it does not apply. Adding a row to a suite's table is one
-`@IMPLS.register("name")` function in bitlinear/bench/cpu.py or gpu.py.
+`@IMPLS.register("name")` function in profile/bench/cpu.py or gpu.py.
 
 Record schema (the JSON's "results", and the "records" of its "train" and "host" sections;
-bitlinear/bench/report.py and profile/plot.py read it):
+profile/bench/report.py and profile/plot.py read it):
   K, N, M, impl                          the point (CPU also threads; GPU also label and mode)
   median_ms, min_ms, p90_ms, reps        seconds per call, as milliseconds
   tokens_per_s, gops                     M / time, 2 M N K / time
@@ -226,8 +226,12 @@ def common_meta(suite: str, baseline: str) -> dict:
             "loadavg_before": loadavg()}
 
 
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
+
+
 def default_out(name: str) -> str:
-    return os.path.join("profile", "results", f"bench-{name}-{_dt.datetime.now():%Y%m%d-%H%M%S}.json")
+    """profile/results/bench-<name>-<time>.json of the checkout this suite runs from."""
+    return os.path.join(RESULTS, f"bench-{name}-{_dt.datetime.now():%Y%m%d-%H%M%S}.json")
 
 
 def write(result: dict, out: str) -> None:

@@ -3,7 +3,7 @@
  * argument checks of bl_cuda_linear that return before any launch, and a CPU emulation of the
  * data movement of the fused and multi-row kernels (their index maps from common.cuh, the
  * mma.m16n8k32 fragment layout of the PTX ISA) against a plain dot product, code 3 included.
- * No CUDA runtime call is made. Built and run by scripts/cuda_host_check.sh. Exit status 0 iff
+ * No CUDA runtime call is made. Built and run by tests/cuda/cuda_host_check.sh. Exit status 0 iff
  * every check passed. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +11,7 @@
 
 #include <vector>
 
-#include "../csrc/cuda/common.cuh"
+#include "../../csrc/cuda/common.cuh"
 
 static int g_fail = 0;
 #define CHECK(cond)                                                     \
@@ -114,7 +114,7 @@ static int path_index(const char *name) {
 }
 
 /* The path choice (blc::chosen_path: the decisions of bl_cuda_linear and bl_cuda_gemm_acc /
- * linear_q) against scripts/cuda_auto_paths.txt, the table tests/test_gpu_auto.py checks the
+ * linear_q) against tests/cuda/cuda_auto_paths.txt, the table tests/test_gpu_auto.py checks the
  * Python mirror against; then, with the defaults, every M from 1 to 5000 at several K: only the
  * verified kernels (GEMV, MMA). */
 static void check_auto_paths(const char *table) {
@@ -341,7 +341,7 @@ static void emulate_multirow(int64_t M, int64_t N, int64_t K) {
 
 int main(int argc, char **argv) {
   check_options();
-  check_auto_paths(argc > 1 ? argv[1] : "scripts/cuda_auto_paths.txt");
+  check_auto_paths(argc > 1 ? argv[1] : "tests/cuda/cuda_auto_paths.txt");
   check_workspace();
   check_splits();
   check_linear_args();

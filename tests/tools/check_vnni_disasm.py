@@ -6,7 +6,7 @@ requires a loop containing vpdpbusd: on zmm registers for AVX-512 VNNI, VEX-enco
 (`{vex} vpdpbusd`) for AVX-VNNI, and no vpmaddubsw fallback. With --so it also checks a built
 extension (.so) contains both forms. Exit status 0 when every check passes.
 
-  python profile/check_vnni_disasm.py [--so path/to/_bitlinear.abi3.so] [-v]
+  python tests/tools/check_vnni_disasm.py [--so path/to/_bitlinear.abi3.so] [-v]
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CPU = ROOT / "csrc" / "cpu"
 
 # file -> (predicate on an instruction line, description)

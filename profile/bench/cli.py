@@ -1,5 +1,5 @@
-"""`python -m bitlinear bench`: run the CPU suite (bench/cpu.py) or, with --device cuda, the GPU
-suite (bench/gpu.py), write the JSON and print its table (bench/report.py)."""
+"""`python profile/bench`: run the CPU suite (bench/cpu.py) or, with --device cuda, the GPU suite
+(bench/gpu.py), write the JSON and print its table (bench/report.py)."""
 from __future__ import annotations
 
 import argparse
@@ -30,16 +30,19 @@ def _shapes(s: str):
     return out
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "bench", help="benchmark deployed BitLinear against torch linear layers",
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python profile/bench",
         description="Time deployed BitLinear against float32/bfloat16 nn.Linear, torch's int8 paths and "
                     "the fake-quant forward over batch sizes M, in one process (--device cuda: against "
                     "cuBLAS bf16 and torch._int_mm); then training rows (a BitLinear train step "
                     "against nn.Linear of the same dtype; on CUDA also torchao's bitnet_training "
                     "where installed) and host-time rows (per call of a 64x64 layer). Writes JSON and "
                     "prints tables of median latencies with speedups vs the baseline (f32 nn.Linear; "
-                    "on CUDA bf16) or, for training and host time, time / nn.Linear's.")
+                    "on CUDA bf16) or, for training and host time, time / nn.Linear's.",
+        epilog="`python profile/bench gpu [options]` is --device cuda, plus --table (only the cases "
+               "of profile/gpu_check.sh's table), --rehearse --out F (its CPU rehearsal) and "
+               "--issue-table RESULT --out F (the table's rows from a result); see cli.gpu_main.")
     p.add_argument("--quick", action="store_true",
                    help="tiny shapes and few reps (a smoke test, seconds); CUDA: the 4 headline cases")
     p.add_argument("--shapes", type=_shapes, default=None,
@@ -75,12 +78,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "instead of measuring them")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="which suite (default cpu)")
     p.add_argument("--out", "--json", dest="out", default=None,
-                   help="JSON path (default profile/results/bench-<cpu|quick|cuda>-<time>.json)")
+                   help="JSON path (default profile/results/bench-<cpu|quick|cuda>-<time>.json, "
+                        "in the checkout this suite runs from)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--render", metavar="JSON", default=None,
                    help="print the table of an existing result file instead of running")
     p.add_argument("--markdown", action="store_true", help="with --render: a markdown table")
-    p.set_defaults(func=run_cli)
     return p
 
 
@@ -117,9 +120,38 @@ def run_cli(args) -> int:
 
 
 def main(argv=None) -> int:
-    """`python -m bitlinear.bench.cli [options]` is `python -m bitlinear bench [options]`."""
-    from ..cli import main as bitlinear_main
-    return bitlinear_main(["bench", *(sys.argv[1:] if argv is None else argv)])
+    """`python profile/bench [options]`."""
+    return run_cli(build_parser().parse_args(argv))
+
+
+def gpu_main(argv=None) -> int:
+    """`python profile/bench gpu [options]` is `python profile/bench --device cuda [options]`,
+    plus: --table (only issue 19's table cases), --rehearse --out F (the CPU rehearsal, no GPU),
+    --issue-table RESULT.json --out F (the table's rows from a result)."""
+    from . import gpu
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = argv[argv.index("--out") + 1] if "--out" in argv else None
+    if "--issue-table" in argv:
+        with open(argv[argv.index("--issue-table") + 1]) as f:
+            table = gpu.issue_table(json.load(f))
+        if out:
+            with open(out, "w") as f:
+                json.dump(table, f, indent=1)
+        for r in table["rows"]:
+            v = "not measured" if r["value"] is None else f"{r['value']:.3g}"
+            ok = ("-" if r["ok"] is None else "(rehearsal)" if table["rehearsal"] else
+                  "MET" if r["ok"] else "missed")
+            print(f"{r['row']:<58} {v:>13} {r['op']} {r['want']:<5} {ok}")
+        print(f"card: {table['card']}; {table['met']} of {len(table['rows'])} targets met, "
+              f"{table['measured']} measured" + (f" ({table['rehearsal']})" if table["rehearsal"] else ""))
+        return 0
+    if "--rehearse" in argv:
+        return gpu.rehearse(build_parser().parse_args(gpu.REHEARSAL_ARGS),
+                            out or "gpu_bench_rehearsal.json")
+    if "--table" in argv:
+        argv.remove("--table")
+        os.environ["BITLINEAR_BENCH_CASES"] = "table"
+    return main(["--device", "cuda", *argv])
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 only, where the shape allows) and a device-to-device copy (the bandwidth ceiling), side by side in
 one process.
 
-    python -m bitlinear bench --device cuda [--quick] [--reps 30] [--out F]
-    python -m bitlinear.bench.gpu [same options]          (the same)
+    python profile/bench --device cuda [--quick] [--reps 30] [--out F]
+    python profile/bench gpu [same options]               (the same, plus cli.gpu_main's options)
 
 Timing (timing.py): CUDA events, median of >= 30 runs after warm-up, in each of MODES. "graph"
 replays a CUDA graph that holds several calls in a row (GPU time per call, no launch gaps);
@@ -373,7 +373,7 @@ TABLE_HOST = [(f"host time per call, {case} / nn.Linear", {"case": case, "impl":
 def issue_table(result: dict) -> dict:
     """Issue 19's timing table from a bench result: one row per target with the measured value,
     the target and ok (None where nothing was measured), the card, and the torchao rows where
-    its wheel was there. `python -m bitlinear.bench.gpu --issue-table RESULT.json` writes it."""
+    its wheel was there. `python profile/bench gpu --issue-table RESULT.json` writes it."""
     meta = result.get("meta", {})
     layer = result.get("results", [])
     tr = (result.get("train") or {}).get("records", [])
@@ -402,17 +402,16 @@ def issue_table(result: dict) -> dict:
             "measured": sum(r["value"] is not None for r in rows), "met": sum(bool(r["ok"]) for r in rows)}
 
 
-def rehearse(out: str) -> int:
+# the rehearsal's command line (cli.py parses it)
+REHEARSAL_ARGS = ["--device", "cuda", "--no-progress", "--impls",
+                  "bitlinear,bf16,int_mm,bitlinear_module,nn_linear_bf16,train_bf16,train_bitlinear_bf16"]
+
+
+def rehearse(args, out: str) -> int:
     """profile/gpu_check.sh's CPU rehearsal (GPU_CHECK_DRY_RUN=1): the table suite's flow on the
     CPU with the host clock, every table case scaled down (same labels), the result JSON written
-    after each part as on a GPU. Its times say nothing about a GPU."""
-    import argparse
-
+    after each part as on a GPU. Its times say nothing about a GPU. `args`: REHEARSAL_ARGS parsed."""
     from . import harness
-    from .cli import add_parser
-    args = add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(
-        ["--device", "cuda", "--no-progress", "--impls",
-         "bitlinear,bf16,int_mm,bitlinear_module,nn_linear_bf16,train_bf16,train_bitlinear_bf16"])
     args.save = lambda partial: harness.write(partial, out)
     global TABLE_SHAPES, TRAIN_CASES
     keep = TABLE_SHAPES, TRAIN_CASES
@@ -445,7 +444,8 @@ def cuda_missing() -> str:
 
 
 def run(args, device: str = "cuda"):
-    """The suite for `python -m bitlinear bench --device cuda`: the result dict, or an exit code.
+    """The suite for `python profile/bench --device cuda` (and `python profile/bench gpu`,
+    cli.gpu_main): the result dict, or an exit code.
     device "cpu": the same logic on the CPU, timed with the host clock ("wall"), a 1 MiB rotation
     budget and no copy bandwidth (the tests run it; its times say nothing about a GPU)."""
     cuda = device == "cuda"
@@ -511,39 +511,3 @@ def run(args, device: str = "cuda"):
                 result["targets"] = layer_targets + check_targets(sec["records"], TRAIN_TARGETS)
                 save(result)
     return result
-
-
-def main(argv=None) -> int:
-    """`python -m bitlinear.bench.gpu [options]` is `python -m bitlinear bench --device cuda [options]`,
-    plus: --table (only issue 19's table cases), --rehearse --out F (the CPU rehearsal, no GPU),
-    --issue-table RESULT.json --out F (the table's rows from a result)."""
-    import json
-
-    from . import harness
-    argv = list(sys.argv[1:] if argv is None else argv)
-    out = argv[argv.index("--out") + 1] if "--out" in argv else None
-    if "--issue-table" in argv:
-        with open(argv[argv.index("--issue-table") + 1]) as f:
-            table = issue_table(json.load(f))
-        if out:
-            with open(out, "w") as f:
-                json.dump(table, f, indent=1)
-        for r in table["rows"]:
-            v = "not measured" if r["value"] is None else f"{r['value']:.3g}"
-            ok = ("-" if r["ok"] is None else "(rehearsal)" if table["rehearsal"] else
-                  "MET" if r["ok"] else "missed")
-            print(f"{r['row']:<58} {v:>13} {r['op']} {r['want']:<5} {ok}")
-        print(f"card: {table['card']}; {table['met']} of {len(table['rows'])} targets met, "
-              f"{table['measured']} measured" + (f" ({table['rehearsal']})" if table["rehearsal"] else ""))
-        return 0
-    if "--rehearse" in argv:
-        return rehearse(out or "gpu_bench_rehearsal.json")
-    if "--table" in argv:
-        argv.remove("--table")
-        os.environ["BITLINEAR_BENCH_CASES"] = "table"
-    from .cli import main as bench_main
-    return bench_main(["--device", "cuda", *argv])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

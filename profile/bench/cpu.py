@@ -2,7 +2,7 @@
 over batch sizes M at BitNet-sized shapes and thread counts, plus training rows and host-time rows
 (bench/train.py: TRAIN_IMPLS at TRAIN_SHAPES x TRAIN_MS, all cores; the host rows on 1 thread) and
 a transformers Llama model case.
-Entry point: `python -m bitlinear bench` (bitlinear/bench/cli.py); see docs/benchmarks.md.
+Entry point: `python profile/bench` (bench/cli.py); see docs/benchmarks.md.
 
 Implementations (IMPLS, all without bias, like BitNet's projections; columns in this order):
   bitlinear     deployed BitLinear -> torch.ops.bitlinear.linear (int8 activations x ternary weights)
@@ -17,14 +17,10 @@ Implementations (IMPLS, all without bias, like BitNet's projections; columns in 
 from __future__ import annotations
 
 import contextlib
-
-import importlib.util
 import json
 import os
 import platform
-import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -33,6 +29,7 @@ from torch import nn
 from . import train
 from .harness import (Impl, Progress, Registry, add_fractions, add_speedups, check_targets,
                       common_meta, point)
+from .decode import greedy
 from .timing import last_level_cache_bytes, summarize, time_fn
 
 SHAPES: Tuple[Tuple[int, int], ...] = ((4096, 4096), (2560, 6912), (6912, 2560))
@@ -66,7 +63,7 @@ REGISTRIES = (IMPLS, train.TRAIN)  # what --impls selects from
 
 
 def _module(m: nn.Module, dtype=torch.float32, nbytes: Optional[int] = None, note: str = "") -> Impl:
-    from ..convert import model_size_bytes
+    from bitlinear import model_size_bytes
     return Impl(lambda mod, x: mod(x), m.eval(), model_size_bytes(m) if nbytes is None else nbytes,
                 dtype, note)
 
@@ -78,7 +75,7 @@ def _quantize_dynamic():
 
 @IMPLS.register("bitlinear", integer=True)
 def _bitlinear(lin: nn.Linear) -> Impl:
-    from ..nn import BitLinear
+    from bitlinear import BitLinear
     return _module(BitLinear.from_linear(lin).deploy(), note="packed 2-bit weights + f32 scale")
 
 
@@ -132,7 +129,7 @@ def _int_mm(lin: nn.Linear) -> Impl:
 
 @IMPLS.register("fake_quant")
 def _fake_quant(lin: nn.Linear) -> Impl:
-    from ..nn import BitLinear
+    from bitlinear import BitLinear
     return _module(BitLinear.from_linear(lin))  # not deployed: the training forward
 
 
@@ -151,15 +148,9 @@ def machine_name() -> str:
 
 # ------------------------------------------------------------------ hardware limits (optional)
 def hw_probe():
-    """profile/hw.py of the source checkout this package runs from (the int8 peak and read
-    bandwidth probes, developer tooling, not shipped), or None."""
-    path = Path(__file__).resolve().parents[2] / "profile" / "hw.py"
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("bitlinear_profile_hw", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """profile/hw.py, next to this package (the int8 peak and read bandwidth probes)."""
+    import hw
+    return hw
 
 
 def load_hw(path: str) -> Dict[int, dict]:
@@ -235,7 +226,7 @@ def _time_point(name, impl, rot, x, K, N, t, last, lim, unavailable, reps, max_s
         rec.update(point(tm, K, N, M, impl))
         if name == "bitlinear" and _lut_read(M):
             # this call streams the decode layout (bitlinear.cpu_lut), not the packed weights
-            rec["weight_gbs"] = (_native_lut_bytes(N, K) + impl.nbytes - N * ((K + 127) // 128)
+            rec["weight_gbs"] = (_lut_bytes(rot.copies[0]) + impl.nbytes - N * ((K + 127) // 128)
                                  * 32) / tm["median_s"] / 1e9
             rec["decode_layout"] = True
         # the bandwidth fraction at M = 1 only, where decoding is bound by the weight stream
@@ -250,7 +241,7 @@ def decode_paths() -> List[str]:
     """The CPU paths the decode rows time: the one in use (with its table-lookup GEMV where
     "auto" reads the decode layout), the same path on the packed weights alone ("<path> packed")
     where it does, and avx2 where that is another path."""
-    from .. import isa
+    from bitlinear import isa
     cur = isa.cpu_isa()
     if cur == "pytorch-fallback":
         return []
@@ -263,7 +254,7 @@ def decode_paths() -> List[str]:
 def _decode_context(path: str):
     """(ISA name, context manager) of a decode_paths() entry: "<isa> packed" turns the decode
     layout off."""
-    from .. import isa
+    from bitlinear import isa
     name, _, variant = path.partition(" ")
     stack = contextlib.ExitStack()
     stack.enter_context(isa.use_cpu_isa(name))
@@ -281,8 +272,8 @@ def run_decode_suite(shapes: Sequence[Tuple[int, int]], ms: Sequence[int], threa
     cold_bytes, default 4x the last-level cache, so the weights stream from DRAM), and at M = 1
     floor_us = packed weight bytes / the read bandwidth profile/hw.py measured at that thread count
     (hw_limits; none without it) and cold_vs_floor."""
-    from .. import isa
-    from ..nn import BitLinear
+    from bitlinear import isa
+    from bitlinear import BitLinear
     from .timing import Rotation
 
     hw_limits = hw_limits or {}
@@ -305,15 +296,15 @@ def run_decode_suite(shapes: Sequence[Tuple[int, int]], ms: Sequence[int], threa
                         bw = hw_limits.get(t, {}).get("read_bw_gbs")
                         for M in ms:
                             x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed + M))
-                            # bytes a call streams: the decode layout where it reads it
                             lut = isa.cpu_lut_used(M)
-                            nbytes = _native_lut_bytes(N, K) if lut else wbytes
                             for cache, rot in rots.items():
                                 bar.at(f"decode K={K} N={N} {path} t={t} M={M} {cache}")
                                 call = rot.bind(lambda m: m(x))
                                 with torch.inference_mode():
                                     for c in rot.copies:  # builds each copy's decode layout
                                         c(x)
+                                # bytes a call streams: the decode layout where it reads it
+                                nbytes = _lut_bytes(layer) if lut else wbytes
                                 with torch.inference_mode():
                                     tm = time_fn(call, reps=max(reps, 3 * len(rot)), warmup=3,
                                                  max_seconds=max_seconds, min_reps=min(reps, 20))
@@ -335,13 +326,14 @@ def run_decode_suite(shapes: Sequence[Tuple[int, int]], ms: Sequence[int], threa
 
 
 def _lut_read(M: int) -> bool:
-    from .. import isa
+    from bitlinear import isa
     return isa.cpu_lut_used(M)
 
 
-def _native_lut_bytes(N: int, K: int) -> int:
-    from .. import _ext
-    return int(_ext.native().lut_bytes(N, K))
+def _lut_bytes(layer) -> int:
+    """Bytes of the decode layout a deployed layer holds (built by its first call that reads it)."""
+    from bitlinear import size_report
+    return int(size_report(layer)["decode_layout"])
 
 
 def render_decode(section: dict) -> str:
@@ -430,7 +422,7 @@ def run_model_suite(quick: bool, threads: Sequence[int], prompt_len: Optional[in
 
     from transformers import LlamaForCausalLM
 
-    from ..convert import convert, deploy, model_size_bytes
+    from bitlinear import convert, deploy, model_size_bytes
 
     prompt_len = prompt_len or (16 if quick else 128)
     decode_steps = decode_steps or (4 if quick else 32)
@@ -454,29 +446,12 @@ def run_model_suite(quick: bool, threads: Sequence[int], prompt_len: Optional[in
     return out
 
 
-def _cache_kw(model) -> str:
-    """Name of the KV-cache argument: `cache` (transformers >= 5.x) or `past_key_values`."""
-    import inspect
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _cache_of(out):
-    return getattr(out, "cache", None) if hasattr(out, "cache") else out.past_key_values
-
-
 @torch.inference_mode()
 def _time_llama(model, ids, decode_steps: int, reps: int) -> dict:
-    kw = _cache_kw(model)
     prefill = time_fn(lambda: model(ids, use_cache=False), reps=reps, warmup=1)
     step_times = []
     for _ in range(max(1, reps // 3)):  # each decode step depends on the last: timed one by one
-        o = model(ids, use_cache=True)
-        cache, tok = _cache_of(o), o.logits[:, -1:].argmax(-1)
-        for _ in range(decode_steps):
-            t0 = time.perf_counter()
-            o = model(tok, use_cache=True, **{kw: cache})
-            step_times.append(time.perf_counter() - t0)
-            cache, tok = _cache_of(o), o.logits[:, -1:].argmax(-1)
+        step_times += greedy(model, ids, decode_steps)[0]
     per_tok = summarize(step_times)["median_s"]
     return {"prefill_ms": prefill["median_s"] * 1e3, "prefill_reps": prefill["reps"],
             "prefill_tokens_per_s": ids.shape[1] / prefill["median_s"],
@@ -484,21 +459,20 @@ def _time_llama(model, ids, decode_steps: int, reps: int) -> dict:
             "decode_samples": len(step_times)}
 
 
-# ------------------------------------------------------------------ `python -m bitlinear bench`
+# ------------------------------------------------------------------ `python profile/bench`
 def hardware(args, threads: Sequence[int]) -> Tuple[Dict[int, dict], dict]:
     """Limits per thread count, and what meta says about where they come from (or why none)."""
     if args.hw:
         return load_hw(args.hw), {"hw_source": args.hw}
     why = "--quick" if args.quick else "--no-hw" if args.no_hw else None
-    probe = None if why else hw_probe()
-    if probe is None:
-        why = why or "profile/hw.py not found (not a source checkout; pass --hw FILE)"
+    if why:
         return {}, {"hw_note": f"hardware limits not measured ({why}): no frac_int8_peak / frac_read_bw"}
+    probe = hw_probe()
     return {t: probe.limits(t) for t in threads}, {"hw_source": "measured by profile/hw.py"}
 
 
 def run(args) -> dict:
-    """The suite for `python -m bitlinear bench` (bitlinear/bench/cli.py): the result dict."""
+    """The suite for `python profile/bench` (bench/cli.py): the result dict."""
     import bitlinear
 
     quick = args.quick

@@ -25,6 +25,8 @@ import time
 import torch
 from torch import nn
 
+from .decode import greedy
+
 OURS, EAGER, COMPILED = "bitlinear (convert_bitnet)", "transformers (eager)", "transformers (compiled)"
 
 
@@ -54,23 +56,8 @@ def make_checkpoint(d, hidden, inter, layers, dtype):
     json.dump(c, open(os.path.join(d, "config.json"), "w"))
 
 
-@torch.no_grad()
 def decode_steps(model, steps, warmup):
-    prompt = torch.arange(3, 11).reshape(1, 8)
-    out = model(prompt, use_cache=True)
-    pkv = out.past_key_values
-    tok = out.logits[:, -1:].argmax(-1)
-    times, toks = [], []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        out = model(tok, past_key_values=pkv, use_cache=True)
-        tok = out.logits[:, -1:].argmax(-1)
-        dt = time.perf_counter() - t0
-        pkv = out.past_key_values
-        toks.append(int(tok))
-        if i >= warmup:
-            times.append(dt)
-    return times, toks
+    return greedy(model, torch.arange(3, 11).reshape(1, 8), steps, warmup)
 
 
 def run(threads: int = 2, steps: int = 64, warmup: int = 8, repeats: int = 3,
@@ -81,7 +68,7 @@ def run(threads: int = 2, steps: int = 64, warmup: int = 8, repeats: int = 3,
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from ..hf import convert_bitnet
+    from bitlinear.hf import convert_bitnet
     hf_logging.set_verbosity_error()
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -60,7 +60,7 @@ def _linear(lin: nn.Linear, dtype) -> nn.Module:
 
 
 def _bitlinear(lin: nn.Linear, dtype) -> nn.Module:
-    from ..nn import BitLinear
+    from bitlinear import BitLinear
     return BitLinear.from_linear(lin).to(dtype).train()
 
 
@@ -158,8 +158,7 @@ HOST_CASES = ("train forward", "no_grad", "no_grad, op path")   # row labels of 
 def host_rows(device, dtype, calls: int, loops: int, fields: Optional[dict] = None,
               sync: Optional[Callable[[], object]] = None) -> List[dict]:
     """Host time per call, nn.Linear against BitLinear (see the module doc)."""
-    from .._fast import fast_path_enabled, set_fast_path
-    from ..nn import BitLinear
+    from bitlinear import BitLinear, fast_path_enabled, set_fast_path
     torch.manual_seed(0)
     lin = nn.Linear(HOST_SIZE, HOST_SIZE, device=device, dtype=dtype)
     layers = {("train forward", BASELINE): lin,
