@@ -56,6 +56,7 @@ from torch import nn
 import bitlinear
 from bitlinear import BitLinear, convert, deploy, size_report
 from bitlinear.head import Int8Head
+from bench.decode import greedy  # profile/bench (this script's folder is on sys.path)
 
 FULL = dict(hidden_size=2560, intermediate_size=6912, num_hidden_layers=30, num_attention_heads=20,
             num_key_value_heads=5)
@@ -116,45 +117,11 @@ def _prompt(vocab: int) -> torch.Tensor:
     return (torch.arange(8) * 7 + 3).remainder(vocab).reshape(1, 8)
 
 
-def _cache_key(model) -> str:
-    import inspect
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 @torch.no_grad()
 def decode(model, steps: int, warmup: int, vocab: int, on_step=None, step_fn=None):
-    """Greedy decode with the KV cache; (step times of the timed steps, all generated tokens).
-    With ``step_fn`` (a compiled ``model.forward``): a StaticCache, the prompt run eagerly, every
-    decode step through ``step_fn`` with its ``cache_position`` (one static shape: one graph)."""
-    key = _cache_key(model)
-    prompt = _prompt(vocab)
-    if step_fn is None:
-        out = model(prompt, use_cache=True)
-        pkv = out.past_key_values
-    else:
-        from transformers import StaticCache
-        need = prompt.shape[1] + warmup + steps + 1  # rounded up: one cache shape, one graph
-        pkv = StaticCache(config=model.config, max_cache_len=-(-need // 128) * 128)
-        out = model(prompt, **{key: pkv}, cache_position=torch.arange(prompt.shape[1]),
-                    use_cache=True)
-    tok = out.logits[:, -1:].argmax(-1)
-    toks, times = [int(tok)], []
-    for i in range(warmup + steps):
-        if on_step:
-            on_step(i >= warmup)
-        t0 = time.perf_counter()
-        if step_fn is None:
-            out = model(tok, **{key: pkv}, use_cache=True)
-            pkv = out.past_key_values
-        else:
-            out = step_fn(tok, **{key: pkv}, cache_position=torch.tensor([prompt.shape[1] + i]),
-                          use_cache=True)
-        tok = out.logits[:, -1:].argmax(-1)
-        dt = time.perf_counter() - t0
-        toks.append(int(tok))
-        if i >= warmup:
-            times.append(dt)
-    return times, toks
+    """Greedy decode with the KV cache after the 8-token prompt (bench/decode.py; with
+    ``step_fn``, a compiled ``model.forward``, on a StaticCache); (step times, tokens)."""
+    return greedy(model, _prompt(vocab), steps, warmup, on_step, step_fn)
 
 
 _HEAD_OPS = ("bitlinear::int8_head_linear", "aten::mm", "aten::addmm", "mkldnn::_linear_pointwise")
