@@ -1,4 +1,7 @@
-"""Checkpoints of the earlier bitlinear package (the one this project replaces).
+"""Compatibility with the earlier bitlinear package (the one this project replaces), in one module:
+its checkpoints (below), its quant_type spellings (re-exported from reference.py, next to
+resolve_quant_spec) and its native calls ``_bitlinear.prepare_weights`` / ``_bitlinear.bitlinear``
+(at the end; csrc/binding/legacy.cpp resolves them here).
 
 Its training-mode layers saved a plain ``{weight, bias}`` state dict: those load with
 ``BitLinear.load_state_dict(sd, strict=True)`` directly (no ``_extra_state`` needed).
@@ -30,11 +33,11 @@ from typing import Dict, Mapping
 import torch
 from torch import nn
 
-from . import _checks
+from . import _checks, ops
 from . import reference as ref
 
 __all__ = ["LEGACY_QUANT_TYPES", "canonical_quant_type", "unpack_legacy", "convert_legacy_state_dict",
-           "load_legacy_deployed"]
+           "load_legacy_deployed", "prepare_weights", "bitlinear"]
 
 # The earlier package's quant_type spellings live with the quant specs (reference.py), so the
 # core layer reads them without importing this module.
@@ -144,3 +147,25 @@ def load_legacy_deployed(model: nn.Module, state_dict: Mapping[str, torch.Tensor
             m.deploy()
     model.load_state_dict(converted, strict=strict)
     return model
+
+
+# ---------------------------------------------------------------- the earlier native calls
+# `_bitlinear.prepare_weights` and `_bitlinear.bitlinear` of the earlier package resolve here (the
+# PEP 562 module __getattr__ in csrc/binding/legacy.cpp).
+def prepare_weights(weight: torch.Tensor, eps: float = 1e-6, quant_type: str = "per_tensor"):
+    """Quantize and pack a float weight [N, K] -> (w_scale, w_packed). quant_type takes ours
+    ("ai8pc_wpt", ...) or the earlier package's spellings: its default "per_tensor" (one weight
+    scale, per-token activations: our ai8pc_wpt) and "per_channel" (bitlinear/legacy.py)."""
+    spec = ref.parse_quant_type(ref.canonical_quant_type(quant_type))
+    return ops.quantize_weights(weight, eps, spec.weight_per_channel)
+
+
+def bitlinear(x: torch.Tensor, w_scale: torch.Tensor, w_packed: torch.Tensor, bias=None,
+              eps: float = 1e-6) -> torch.Tensor:
+    """Deployed forward with per-token activations; in_features is x.shape[-1]."""
+    _checks.float_tensor(x)
+    if x.dim() == 0:
+        raise ValueError("bitlinear: x must have a last dimension (in_features), got a 0-d tensor")
+    if bias is not None:
+        bias = bias.to(torch.float32).contiguous()
+    return ops.linear(x, w_scale, w_packed, bias, eps, x.shape[-1], True)
