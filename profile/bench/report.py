@@ -1,5 +1,5 @@
 """The one table writer: a result JSON of either suite (harness.py's record schema) as plain text or
-markdown. `python -m bitlinear bench --render FILE [--markdown]`.
+markdown. `python profile/bench --render FILE [--markdown]`.
 
 A table per group of records (LAYOUTS: CPU per shape and thread count, GPU per timing mode), a row
 per batch size M (CPU) or case (GPU), a column per implementation, cells "median (speedup vs the
