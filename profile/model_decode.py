@@ -125,24 +125,35 @@ def decode(model, steps: int, warmup: int, vocab: int, on_step=None, step_fn=Non
     return greedy(model, _prompt(vocab), steps, warmup, on_step, step_fn)
 
 
-_HEAD_OPS = ("bitlinear::int8_head_linear", "aten::mm", "aten::addmm", "mkldnn::_linear_pointwise")
+_HEAD_MATMULS = ("aten::mm", "aten::addmm", "mkldnn::_linear_pointwise")  # a compiled float head
 
 
 def _profiled_split(model, step_fn, steps, vocab):
     """(mean step ms, BitLinear ms, head ms, BitLinear calls) per step of a compiled decode, from
-    the torch profiler: the BitLinear ops' and the head matmul's inclusive CPU times (the head: the
-    int8 head's op, or the matmul whose output has the vocabulary's width)."""
+    the torch profiler over the decode steps only (not the eager prompt): the BitLinear ops' and
+    the head's inclusive CPU times (the int8 head's op, or the matmul whose output has the
+    vocabulary's width)."""
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        times, _ = decode(model, steps, 0, vocab, step_fn=step_fn)
+    prof = profile(activities=[ProfilerActivity.CPU], record_shapes=True)
+    started = []
+
+    def start(timed):  # before each step; the prompt ran before the first, outside the profile
+        if not started:
+            prof.start()
+            started.append(True)
+    try:
+        times, _ = decode(model, steps, 0, vocab, on_step=start, step_fn=step_fn)
+    finally:
+        if started:
+            prof.stop()
     bl = head = 0.0
     calls = 0
     for e in prof.events():
         if e.name in ("bitlinear::linear", "bitlinear::linear_fused"):
             bl += e.cpu_time_total
             calls += 1
-        elif e.name in _HEAD_OPS and any(s and s[-1] == vocab for s in e.input_shapes if s) \
-                or e.name == "bitlinear::int8_head_linear":
+        elif e.name == "bitlinear::int8_head_linear" or (
+                e.name in _HEAD_MATMULS and any(s and s[-1] == vocab for s in e.input_shapes)):
             head += e.cpu_time_total
     n = len(times)
     return sum(times) / n * 1e3, bl / n / 1e3, head / n / 1e3, calls / n
