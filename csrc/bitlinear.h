@@ -237,7 +237,47 @@ bl_status bl_linear_lut(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64
                         int per_token, void *y, bl_dtype ydt, int64_t ldy, void *workspace,
                         int nthreads);
 
+/* ------------------------------------------------------------------ CPU int4 head (q4)
+ * An opt-in 4-bit output head (lm_head): int4 weights with one float32 scale per group of G
+ * consecutive weights of a row, times per-token int8 activations (docs/packed_format.md, "Int4
+ * head format (q4)"). Not ternary: its own format and entry points (csrc/cpu/q4.c).
+ * Format: G a positive multiple of 64, at most BL_Q4_MAX_GROUP; Kg = ceil(K / G) groups per row,
+ *   Kp4 = Kg * G. w4: uint8 [N, Kp4 / 2], rows contiguous; row n, chunk c (k = 64c .. 64c + 63),
+ *   byte 32c + j (j < 32): low nibble q[n, 64c + j] + 8, high nibble q[n, 64c + 32 + j] + 8
+ *   (every byte is valid: nibble u reads as q = u - 8). wscale: float32 [N, Kg] (not checked:
+ *   NaN / Inf propagate).
+ * Numerics (every CPU path gives these float32 bits): x_q, s_x of bl_quantize_acts (per token,
+ *   eps), zeros for K <= k < Kp4; per row n and token m, eight float32 lanes f[l] = +0, then for
+ *   g = 0 .. Kg - 1 in order: p[l] = the exact int32 sum over the chunks c of group g and
+ *   i = 0..3 of q[n, 64c + 4l + i] x_q[m, 64c + 4l + i] + q[n, 64c + 32 + 4l + i]
+ *   x_q[m, 64c + 32 + 4l + i], and f[l] = fmaf((float)p[l], wscale[n, g], f[l]); then
+ *   r = ((f0 + f4) + (f2 + f6)) + ((f1 + f5) + (f3 + f7)), y[m, n] = r * s_x[m] (+ bias[n], a
+ *   separate add), rounded to ydt. A token whose s_x is not finite gives an all-NaN row. */
+#define BL_Q4_MAX_GROUP 1024
+/* ceil(K / G); 0 if K < 1 or G is not a positive multiple of 64 up to BL_Q4_MAX_GROUP. */
+int64_t bl_q4_groups(int64_t K, int64_t G);
+/* Bytes of one w4 row, Kg * G / 2; 0 where bl_q4_groups is 0. */
+int64_t bl_q4_row_bytes(int64_t K, int64_t G);
+/* Scratch of bl_q4_linear for M tokens (quantized rows, scales, lane corrections); 0 for M < 0,
+ * K < 1, K > BL_MAX_K or an invalid G. */
+size_t bl_q4_linear_workspace_bytes(int64_t M, int64_t K, int64_t G);
+/* y [M, N] (dtype ydt, row stride ldy >= N) from x [M, K] (dtype xdt, row stride ldx >= K), the
+ * q4 weights w4 / wscale of N rows and bias (N floats or NULL). workspace: at least
+ * bl_q4_linear_workspace_bytes(M, K, G) bytes, 64-byte aligned (may be NULL when M is 0).
+ * Statuses: BL_ERR_NULL (x, w4, wscale, y or workspace NULL with M > 0), BL_ERR_SIZE (M < 0,
+ * N < 1, K < 1, K > BL_MAX_K, N or M above 2^40, G not a positive multiple of 64 up to
+ * BL_Q4_MAX_GROUP), BL_ERR_ARG (a dtype other than float32 / float16 / bfloat16, eps out of
+ * range), BL_ERR_STRIDE (ldx < K, ldy < N). M = 0 writes nothing. */
+bl_status bl_q4_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
+                       const uint8_t *w4, const float *wscale, int64_t N, int64_t G,
+                       const float *bias, float eps, void *y, bl_dtype ydt, int64_t ldy,
+                       void *workspace, int nthreads);
+
 /* Plain-C ground truth of each entry point (same contracts, csrc/cpu/ref.c). */
+bl_status bl_q4_linear_ref(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
+                           const uint8_t *w4, const float *wscale, int64_t N, int64_t G,
+                           const float *bias, float eps, void *y, bl_dtype ydt, int64_t ldy,
+                           void *workspace, int nthreads);
 bl_status bl_quantize_weights_ref(const void *w, bl_dtype wdt, int64_t N, int64_t K, int64_t ldw,
                                   float eps, int per_channel, float *scale, uint8_t *packed,
                                   int nthreads);

@@ -1,5 +1,6 @@
 // fastpath.cpp - `_bitlinear.linear_cpu` / `_bitlinear.linear_cuda`: the deployed forward on raw
-// pointers, for BitLinear's eager fast path (bitlinear/_fast.py). No torch headers and no tensor
+// pointers, for BitLinear's eager fast path (bitlinear/_fast.py); `q4_linear_cpu`, the int4 head
+// (bitlinear/head.py). No torch headers and no tensor
 // objects: the caller (Python) has checked the tensors (dtype, device, shape, contiguity) and
 // keeps them alive for the call, so a call costs about one C function call instead of a
 // dispatcher round trip through the stable ABI. The C core still checks every size and pointer
@@ -22,6 +23,21 @@ bool ll(PyObject* const* args, Py_ssize_t i, long long* out) {
 bool ptr(PyObject* const* args, Py_ssize_t i, void** out) {
   *out = PyLong_AsVoidPtr(args[i]);
   return !(*out == nullptr && PyErr_Occurred());
+}
+
+// The argument count of a call (TypeError naming the function otherwise).
+bool arity(Py_ssize_t nargs, Py_ssize_t want, const char* name) {
+  if (nargs == want) return true;
+  PyErr_Format(PyExc_TypeError, "bitlinear: %s takes %d arguments, got %d", name, (int)want,
+               (int)nargs);
+  return false;
+}
+
+// A float32 / float16 / bfloat16 dtype code (ValueError otherwise: a bl_dtype cast stays in range).
+bool float_dtype_code(long long code) {
+  if (code >= BL_F32 && code <= BL_BF16) return true;
+  PyErr_SetString(PyExc_ValueError, "bitlinear: input dtype code out of range");
+  return false;
 }
 
 PyObject* status_error(bl_status s, const char* where) {
@@ -67,11 +83,7 @@ struct Call {
 };
 
 bool parse(PyObject* const* args, Py_ssize_t nargs, Py_ssize_t want, const char* name, Call* c) {
-  if (nargs != want) {
-    PyErr_Format(PyExc_TypeError, "bitlinear: %s takes %d arguments, got %d", name, (int)want,
-                 (int)nargs);
-    return false;
-  }
+  if (!arity(nargs, want, name)) return false;
   if (!ptr(args, kX, &c->x) || !ll(args, kXdt, &c->xdt) || !ll(args, kM, &c->M) ||
       !ll(args, kK, &c->K) || !ll(args, kLdx, &c->ldx) || !ptr(args, kPacked, &c->packed) ||
       !ll(args, kN, &c->N) || !ptr(args, kWscale, &c->wscale) || !ll(args, kPerCh, &c->per_ch) ||
@@ -79,11 +91,7 @@ bool parse(PyObject* const* args, Py_ssize_t nargs, Py_ssize_t want, const char*
     return false;
   c->eps = PyFloat_AsDouble(args[kEps]);
   if (c->eps == -1.0 && PyErr_Occurred()) return false;
-  if (c->xdt < BL_F32 || c->xdt > BL_BF16) {
-    PyErr_SetString(PyExc_ValueError, "bitlinear: input dtype code out of range");
-    return false;
-  }
-  return true;
+  return float_dtype_code(c->xdt);
 }
 
 extern "C" {
@@ -169,6 +177,37 @@ PyObject* py_linear_cpu_segments(PyObject*, PyObject* const* args, Py_ssize_t na
   if (ts) PyEval_RestoreThread(ts);
   if (owned) std::free(ws);
   if (s != BL_OK) return status_error(s, "linear_segments (CPU)");
+  Py_RETURN_NONE;
+}
+
+// q4_linear_cpu(x, xdt, M, K, ldx, w4, w_scale, N, G, bias, eps, y, nthreads): the int4 head
+// (bl_q4_linear on the current ISA), y [M, N] (row stride N) in x's dtype; bias 0 for none.
+PyObject* py_q4_linear_cpu(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  void *x, *w4, *wscale, *bias, *y;
+  long long xdt, M, K, ldx, N, G, nthreads;
+  if (!arity(nargs, 13, "q4_linear_cpu") || !ptr(args, 0, &x) || !ll(args, 1, &xdt) ||
+      !ll(args, 2, &M) || !ll(args, 3, &K) || !ll(args, 4, &ldx) || !ptr(args, 5, &w4) ||
+      !ptr(args, 6, &wscale) || !ll(args, 7, &N) || !ll(args, 8, &G) || !ptr(args, 9, &bias) ||
+      !ptr(args, 11, &y) || !ll(args, 12, &nthreads) || !float_dtype_code(xdt))
+    return nullptr;
+  const double eps = PyFloat_AsDouble(args[10]);
+  if (eps == -1.0 && PyErr_Occurred()) return nullptr;
+  if (M == 0) Py_RETURN_NONE;
+  // Bad sizes give no workspace size: the core refuses the call before it reads any workspace.
+  alignas(64) static char no_workspace[64];
+  const size_t ws_bytes = bl_q4_linear_workspace_bytes(M, K, G);
+  bool owned = false;
+  void* ws = ws_bytes ? scratch(ws_bytes, &owned) : no_workspace;
+  if (!ws) return PyErr_NoMemory();
+  const bool release = (double)M * (double)N * (double)K >= kReleaseGilMacs;
+  PyThreadState* ts = release ? PyEval_SaveThread() : nullptr;
+  const int nt = nthreads < 1 ? 1 : nthreads > 1 << 20 ? 1 << 20 : (int)nthreads;
+  const bl_status s = bl_q4_linear(x, (bl_dtype)xdt, M, K, ldx, (const uint8_t*)w4,
+                                   (const float*)wscale, N, G, (const float*)bias, (float)eps, y,
+                                   (bl_dtype)xdt, N, ws, nt);
+  if (ts) PyEval_RestoreThread(ts);
+  if (owned) std::free(ws);
+  if (s != BL_OK) return status_error(s, "q4_linear (CPU)");
   Py_RETURN_NONE;
 }
 
@@ -258,6 +297,8 @@ PyMethodDef bl_fastpath_methods[] = {
      "Builds the CPU decode layout from packed weights (raw pointers)."},
     {"linear_cpu_segments", (PyCFunction)(void (*)(void))py_linear_cpu_segments, METH_FASTCALL,
      "Projections sharing one input in one CPU call (raw pointers; bl_linear_segments)."},
+    {"q4_linear_cpu", (PyCFunction)(void (*)(void))py_q4_linear_cpu, METH_FASTCALL,
+     "The int4 grouped head on raw CPU pointers (bl_q4_linear)."},
     {"linear_cuda", (PyCFunction)(void (*)(void))py_linear_cuda, METH_FASTCALL,
      "Deployed forward on raw CUDA pointers, asynchronous on the given stream."},
     {"linear_cuda_workspace_bytes", (PyCFunction)(void (*)(void))py_linear_cuda_workspace_bytes,

@@ -146,4 +146,21 @@ int32_t bl_quantize_row_ref(const void *x, bl_dtype dt, int64_t K, float s, int8
 void bl_epilogue_row(const int32_t *acc, int64_t N, float sx, const float *wscale,
                      int w_per_channel, const float *bias, void *y, bl_dtype ydt, int64_t off);
 
+/* ---------------------------------------------------------------- int4 head (q4) */
+/* The argument checks of bl_q4_linear and bl_q4_linear_ref (q4.c): the status of the call. */
+bl_status bl_q4_check(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
+                      const uint8_t *w4, const float *wscale, int64_t N, int64_t G, float eps,
+                      const void *y, bl_dtype ydt, int64_t ldy, const void *workspace);
+/* The workspace of M tokens (bl_q4_linear_workspace_bytes): x_q [M, Kg * G], then M scales, then
+ * the lane corrections [M, Kg * 8] (int32), each piece 64-byte aligned. */
+static inline void bl_q4_carve(void *workspace, int64_t M, int64_t Kg, int64_t G, int8_t **xq,
+                               float **sx, int32_t **corr) {
+  char *p = (char *)workspace;
+  *xq = (int8_t *)p;
+  p += bl_align64((size_t)M * (size_t)(Kg * G));
+  *sx = (float *)p;
+  p += bl_align64((size_t)M * 4);
+  *corr = (int32_t *)p;
+}
+
 #endif

@@ -58,6 +58,16 @@ BL_INLINE void tile1_body(const int8_t *x, const uint8_t *w, int64_t rb, int64_t
   for (int j = 0; j < NR; j++) out[j] = bl_hsum8(acc[j]);
 }
 
+/* Int4 head (q4_x86.h): vpmaddubsw products of nibbles (0..15) and int8 lie in [-3840, 3810] per
+ * pair, the low and high nibbles' pairs add in int16 (|sum| <= 7680), then vpmaddwd by 1 widens
+ * them into the int32 lanes. */
+#define Q4_DOT2(p, ul, xl, uh, xh)                                                          \
+  _mm256_add_epi32(p, _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(ul, xl),       \
+                                                         _mm256_maddubs_epi16(uh, xh)),      \
+                                        _mm256_set1_epi16(1)))
+#define Q4_MT 1 /* 2 * 4 accumulators + 5 operands: the 16 ymm registers hold one token */
+#include "q4_x86.h"
+
 /* Tiles of one row (GEMV) take tile1_body, the others the shared 256-bit tile. */
 BL_INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t rb, int64_t nblk,
                          int32_t *out, int64_t ldo, const int MR, const int NR) {
@@ -218,5 +228,7 @@ void bl_kernels_avx2(bl_cpu_kernels *k) {
   k->quant_row = quant_row_avx2;
   k->epi_row = epi_row_avx2;
   k->pack_row = pack_row_avx2;
+  k->q4 = q4_kernel;
+  k->q4_mt = Q4_MT;
 }
 #endif

@@ -130,6 +130,14 @@ BL_INLINE void tile_any(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t 
 }
 BL_DEF_TILES(tile_any, 4)
 
+/* ---------------------------------------------------------------- int4 head (q4)
+ * The 256-bit kernel of q4_x86.h with EVEX vpdpbusd on ymm (Zen 4 splits zmm operations in two,
+ * and the GEMV streams its weights from memory); the 32 vector registers hold the accumulators of
+ * two tokens, so M >= 2 reads each loaded chunk of weights for two tokens. */
+#define Q4_DOT2(p, ul, xl, uh, xh) _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(p, ul, xl), uh, xh)
+#define Q4_MT 2
+#include "q4_x86.h"
+
 /* ---------------------------------------------------------------- decode layout (LUT)
  * vpermw looks up 32 int16 entries by the low 5 bits of each word: one table lookup gives the
  * sums of 3 weights x 3 activations for 32 rows, so a column of 9 weights costs 3 lookups, 2
@@ -258,5 +266,7 @@ void bl_kernels_avx512vnni(bl_cpu_kernels *k) {
   k->lut_tables = lut_tables_avx512;
   k->lut_gemv = lut_gemv_avx512;
   k->lut_auto = 1; /* Zen 5, M = 1: 1.1-1.7x faster hot, 1.1-1.2x cold (docs/benchmarks.md) */
+  k->q4 = q4_kernel;
+  k->q4_mt = Q4_MT;
 }
 #endif

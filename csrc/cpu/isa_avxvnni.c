@@ -13,10 +13,18 @@
 
 BL_DEF_TILES(tile256_body, 3)
 
+/* Int4 head (q4_x86.h): two vpdpbusd per chunk and row, no int16 step. */
+#define Q4_DOT2(p, ul, xl, uh, xh) \
+  _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(p, ul, xl), uh, xh)
+#define Q4_MT 1 /* the 16 ymm registers */
+#include "q4_x86.h"
+
 void bl_kernels_avxvnni(bl_cpu_kernels *k) {
   k->mr = 4;
   k->nr = 3; /* 12 accumulators + 1 code vector + constants: the 16 ymm registers */
   k->nr1 = 0;
   BL_SET_TILES(k, 3);
+  k->q4 = q4_kernel;
+  k->q4_mt = Q4_MT;
 }
 #endif

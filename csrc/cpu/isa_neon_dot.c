@@ -49,6 +49,83 @@ BL_INLINE void tile_body(const int8_t *x, int64_t ldq, const uint8_t *w, int64_t
 
 BL_DEF_TILES(tile_body, 4)
 
+/* ---------------------------------------------------------------- int4 head (q4)
+ * sdot on signed nibbles (kernels.h, bl_q4_fn; the lane corrections are not needed): byte ^ 0x88
+ * holds in each nibble u ^ 8, the 4-bit two's complement of q = u - 8; an arithmetic shift right
+ * by 4 gives the high nibble's q, a shift left by 4 first the low one's. A chunk's bytes 0..15
+ * times x[64c .. 64c + 15] (low nibbles) and x[64c + 32 .. 64c + 47] (high) give lanes 0-3,
+ * bytes 16..31 lanes 4-7: bitlinear.h's lanes. Per group one exact vcvtq_f32_s32 and one fused
+ * vfmaq_n_f32 per lane, then the lanes' fixed sum tree. Each activation load serves the tile's
+ * rows. The weights are prefetched as on x86 (a tile's rows are short streams: 4 x 1280 bytes at
+ * K = 2560, too short for the hardware prefetchers there; not timed on an aarch64 CPU). */
+#define Q4_PF_DIST 8192 /* bytes of the weight stream prefetched ahead (q4_x86.h; untimed here) */
+BL_INLINE void q4_body(const uint8_t *w, int64_t rb, const float *ws, int64_t Kg, int64_t G,
+                       const int8_t *x, float *out, const int NR, const int G64) {
+  const uint8x16_t m88 = vdupq_n_u8(0x88);
+  const int64_t cpg = G64 ? 1 : G / 64;
+  float32x4_t f0[BL_Q4_NR], f1[BL_Q4_NR];
+  for (int r = 0; r < NR; r++) f0[r] = f1[r] = vdupq_n_f32(0.0f);
+  for (int64_t g = 0; g < Kg; g++) {
+    { /* the sweep of q4_x86.h: the tile's contiguous rows and scales, Q4_PF_DIST ahead */
+      const uintptr_t a = (uintptr_t)w + Q4_PF_DIST + (uintptr_t)(g * NR * (G / 2));
+      for (int64_t i = 0; i < NR * (G / 2); i += 64) __builtin_prefetch((const void *)(a + i));
+      __builtin_prefetch(
+          (const void *)((uintptr_t)ws + Q4_PF_DIST / (G / 8) + (uintptr_t)(g * NR * 4)));
+    }
+    int32x4_t p0[BL_Q4_NR], p1[BL_Q4_NR];
+    for (int r = 0; r < NR; r++) p0[r] = p1[r] = vdupq_n_s32(0);
+    for (int64_t c = g * cpg; c < (g + 1) * cpg; c++) {
+      const int8_t *xc = x + 64 * c;
+      const int8x16_t x0 = vld1q_s8(xc), x1 = vld1q_s8(xc + 16), x2 = vld1q_s8(xc + 32),
+                      x3 = vld1q_s8(xc + 48);
+      for (int r = 0; r < NR; r++) {
+        const uint8_t *wc = w + r * rb + 32 * c;
+        const int8x16_t v0 = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(wc), m88));
+        const int8x16_t v1 = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(wc + 16), m88));
+        p0[r] = vdotq_s32(p0[r], vshrq_n_s8(vshlq_n_s8(v0, 4), 4), x0);
+        p1[r] = vdotq_s32(p1[r], vshrq_n_s8(vshlq_n_s8(v1, 4), 4), x1);
+        p0[r] = vdotq_s32(p0[r], vshrq_n_s8(v0, 4), x2);
+        p1[r] = vdotq_s32(p1[r], vshrq_n_s8(v1, 4), x3);
+      }
+    }
+    for (int r = 0; r < NR; r++) {
+      const float s = ws[r * Kg + g];
+      f0[r] = vfmaq_n_f32(f0[r], vcvtq_f32_s32(p0[r]), s);
+      f1[r] = vfmaq_n_f32(f1[r], vcvtq_f32_s32(p1[r]), s);
+    }
+  }
+  for (int r = 0; r < NR; r++) {
+    const float32x4_t s = vaddq_f32(f0[r], f1[r]); /* f_l + f_l+4 */
+    out[r] = (vgetq_lane_f32(s, 0) + vgetq_lane_f32(s, 2)) +
+             (vgetq_lane_f32(s, 1) + vgetq_lane_f32(s, 3));
+  }
+}
+
+#define Q4_DEF(NR)                                                                             \
+  static void q4_##NR(const uint8_t *w, int64_t rb, const float *ws, int64_t Kg, int64_t G,    \
+                      const int8_t *x, float *out) {                                           \
+    if (G == 64)                                                                               \
+      q4_body(w, rb, ws, Kg, G, x, out, NR, 1);                                                \
+    else                                                                                       \
+      q4_body(w, rb, ws, Kg, G, x, out, NR, 0);                                                \
+  }
+Q4_DEF(1)
+Q4_DEF(2)
+Q4_DEF(3)
+Q4_DEF(4)
+
+static void q4_neon(const uint8_t *w, int64_t rb, const float *ws, int64_t Kg, int64_t G,
+                    const int8_t *x, int64_t ldq, const int32_t *corr, int64_t ldc, int nr, int mt,
+                    float *out) {
+  (void)ldq;
+  (void)corr;
+  (void)ldc;
+  (void)mt; /* q4_mt = 1 */
+  static void (*const tab[BL_Q4_NR])(const uint8_t *, int64_t, const float *, int64_t, int64_t,
+                                     const int8_t *, float *) = {q4_1, q4_2, q4_3, q4_4};
+  tab[nr - 1](w, rb, ws, Kg, G, x, out);
+}
+
 /* ---------------------------------------------------------------- decode layout (LUT)
  * tbl looks up bytes, the table entries are int16 (|e| <= 3 * 128). Each entry is split as
  * e = 32 h + l, l = e & 31 in 0..31, h = e >> 5 in -12..12, and one token's tables keep, per group
@@ -215,5 +292,7 @@ void bl_kernels_neon_dot(bl_cpu_kernels *k) {
   k->lut_tables = lut_tables_neon;
   k->lut_gemv = lut_gemv_neon;
   k->lut_auto = 0; /* not measured on any aarch64 CPU yet: used only when forced */
+  k->q4 = q4_neon;
+  k->q4_mt = 1; /* 2 * 2 * NR accumulators: one token fills the registers */
 }
 #endif

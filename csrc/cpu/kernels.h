@@ -1,9 +1,9 @@
 /* kernels.h - the internal table of per-ISA microkernels, and what the ISA files share.
  *
  * Each isa_*.c file holds only innermost loops; blocking, threading and the overall pipeline live
- * once in the portable drivers (act_quant.c, gemm.c, weights.c, lut.c), argument checks in
- * dispatch.c, the choice of table in cpu_features.c. A NULL entry means "use the portable C
- * version" (the plain loops of ref.c / weights.c / lut.c). */
+ * once in the portable drivers (act_quant.c, gemm.c, weights.c, lut.c, q4.c), argument checks in
+ * dispatch.c (q4.c for the int4 head), the choice of table in cpu_features.c. A NULL entry means
+ * "use the portable C version" (the plain loops of ref.c / weights.c / lut.c / q4.c). */
 #ifndef BITLINEAR_CPU_KERNELS_H
 #define BITLINEAR_CPU_KERNELS_H
 
@@ -62,6 +62,23 @@ void bl_lut_tables_c(const int8_t *x, int64_t K, int64_t C, int16_t *T); /* lut.
 void bl_lut_gemv_c(const uint16_t *w, int64_t C, int64_t cstride, int nt, int mr,
                    const int16_t *T, int64_t tl, int32_t *out, int64_t ldo);
 
+/* Int4 head (q4, bitlinear.h): for r < nr (1..BL_Q4_NR) weight rows w + r * rb (rb = Kg * G / 2
+ * bytes) with their Kg scales ws + r * Kg, and t < mt (1..the table's q4_mt) tokens x + t * ldq
+ * (int8, Kg * G values, zeros past K) with their lane corrections corr + t * ldc (Kg x 8 int32:
+ * corr[8 g + l] = -8 * the sum of token t's x over the 8 k of lane l in each chunk of group g, the
+ * offset of the unsigned nibbles u = q + 8; kernels that multiply signed q ignore it):
+ * out[t * BL_Q4_NR + r] = r of bitlinear.h's q4 numerics (the eight lanes' fmaf over the groups,
+ * then their fixed sum tree; before the multiply by s_x). Kernels may read whole chunks. */
+#define BL_Q4_NR 4 /* weight rows per call: an activation load serves them all */
+#define BL_Q4_MT 2 /* most tokens per call */
+typedef void (*bl_q4_fn)(const uint8_t *w, int64_t rb, const float *ws, int64_t Kg, int64_t G,
+                         const int8_t *x, int64_t ldq, const int32_t *corr, int64_t ldc, int nr,
+                         int mt, float *out);
+/* The portable C kernel (q4.c): any nr, mt <= BL_Q4_MT; the fallback of a table without one. */
+void bl_q4_rows_c(const uint8_t *w, int64_t rb, const float *ws, int64_t Kg, int64_t G,
+                  const int8_t *x, int64_t ldq, const int32_t *corr, int64_t ldc, int nr, int mt,
+                  float *out);
+
 typedef struct {
   int mr, nr;                              /* tile size used for full tiles */
   int nr1;                                 /* nr when M = 1 (GEMV); 0 means nr */
@@ -73,6 +90,8 @@ typedef struct {
   bl_lut_tables_fn lut_tables;             /* optional */
   bl_lut_gemv_fn lut_gemv;                 /* optional: NULL = no LUT kernel (portable C) */
   int lut_auto; /* 1: measured faster than the packed GEMV at M = 1, AUTO may use lut_gemv */
+  bl_q4_fn q4;  /* optional: NULL = bl_q4_rows_c */
+  int q4_mt;    /* tokens per q4 call, 1..BL_Q4_MT (0 means 1) */
 } bl_cpu_kernels;
 
 /* Forces inlining of the kernels' building blocks (the tile sizes must be constants in them). */
@@ -105,8 +124,8 @@ typedef struct {
 /* Tables filled by each ISA file (only on the architecture that compiles it). */
 #if defined(__x86_64__)
 void bl_kernels_avx2(bl_cpu_kernels *k);
-void bl_kernels_avxvnni(bl_cpu_kernels *k);     /* sets tiles only */
-void bl_kernels_avx512vnni(bl_cpu_kernels *k);  /* sets tiles only */
+void bl_kernels_avxvnni(bl_cpu_kernels *k);     /* sets tiles and q4 only */
+void bl_kernels_avx512vnni(bl_cpu_kernels *k);  /* sets tiles, LUT and q4 kernels only */
 #endif
 #if defined(__aarch64__)
 void bl_kernels_neon_dot(bl_cpu_kernels *k);
@@ -156,6 +175,12 @@ void bl_lut_gemm_epi_k(const bl_cpu_kernels *kt, const int16_t *tabs, const uint
                        int64_t M, int64_t N, int64_t K, const float *xscale, const float *wscale,
                        int w_per_channel, const float *bias, void *y, bl_dtype ydt, int64_t ldy,
                        int nthreads);
+/* q4.c: bl_q4_linear on the table kt (arguments checked, M > 0; workspace as
+ * bl_q4_linear_workspace_bytes). */
+void bl_q4_linear_k(const bl_cpu_kernels *kt, const void *x, bl_dtype xdt, int64_t M, int64_t K,
+                    int64_t ldx, const uint8_t *w4, const float *wscale, int64_t N, int64_t G,
+                    const float *bias, float eps, void *y, bl_dtype ydt, int64_t ldy,
+                    void *workspace, int nthreads);
 /* weights.c: */
 bl_status bl_quantize_weights_k(const bl_cpu_kernels *kt, const void *w, bl_dtype wdt, int64_t N,
                                 int64_t K, int64_t ldw, float eps, int per_channel, float *scale,

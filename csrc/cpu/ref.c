@@ -186,3 +186,66 @@ void bl_epilogue_row(const int32_t *acc, int64_t N, float sx, const float *wscal
     bl_store_f(y, ydt, off + n, v);
   }
 }
+
+/* ---------------------------------------------------------------- int4 head (q4) */
+/* bitlinear.h, "CPU int4 head (q4)", written out: the activations as bl_quantize_acts_ref
+ * quantizes them per token (zeros up to Kp4), then per token and row the eight float32 lanes, one
+ * fmaf per group, the fixed sum tree, the multiply by s_x and the bias add. Threads split the
+ * rows; every output is computed by one thread in the same order. */
+bl_status bl_q4_linear_ref(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
+                           const uint8_t *w4, const float *wscale, int64_t N, int64_t G,
+                           const float *bias, float eps, void *y, bl_dtype ydt, int64_t ldy,
+                           void *workspace, int nthreads) {
+  bl_status st = bl_q4_check(x, xdt, M, K, ldx, w4, wscale, N, G, eps, y, ydt, ldy, workspace);
+  if (st != BL_OK || M == 0) return st;
+  const int64_t Kg = bl_q4_groups(K, G), Kp4 = Kg * G, rb = bl_q4_row_bytes(K, G);
+  const size_t es = xdt == BL_F32 ? 4 : 2;
+  int8_t *xq;
+  float *sx;
+  int32_t *corr;
+  bl_q4_carve(workspace, M, Kg, G, &xq, &sx, &corr);
+  bl_region r;
+  bl_region_begin(&r, bl_nthreads(nthreads));
+#pragma omp parallel num_threads(r.nt)
+  {
+    bl_region_thread th;
+    bl_region_enter(&r, &th);
+#pragma omp for schedule(static)
+    for (int64_t m = 0; m < M; m++) {
+      const void *row = (const char *)x + (size_t)(m * ldx) * es;
+      sx[m] = bl_act_scale(bl_row_amax_ref(row, xdt, K), eps);
+      bl_quantize_row_ref(row, xdt, K, sx[m], xq + m * Kp4, Kp4);
+    }
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N; n++) {
+        const int8_t *xm = xq + m * Kp4;
+        const uint8_t *wn = w4 + n * rb;
+        float f[8];
+        for (int l = 0; l < 8; l++) f[l] = 0.0f;
+        for (int64_t g = 0; g < Kg; g++) {
+          int32_t p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+          for (int64_t c = g * (G / 64); c < (g + 1) * (G / 64); c++)
+            for (int l = 0; l < 8; l++)
+              for (int i = 0; i < 4; i++) {
+                const int j = 4 * l + i;
+                const uint8_t b = wn[32 * c + j];
+                const int q_lo = (b & 15) - 8, q_hi = (b >> 4) - 8; /* k = 64c + j, 64c + 32 + j */
+                p[l] += q_lo * xm[64 * c + j] + q_hi * xm[64 * c + 32 + j];
+              }
+          const float s = wscale[n * Kg + g];
+          for (int l = 0; l < 8; l++) f[l] = fmaf((float)p[l], s, f[l]);
+        }
+        const float sum = ((f[0] + f[4]) + (f[2] + f[6])) + ((f[1] + f[5]) + (f[3] + f[7]));
+        float v = NAN;
+        if (isfinite(sx[m])) {
+          v = sum * sx[m];
+          if (bias) v = v + bias[n];
+        }
+        bl_store_f(y, ydt, m * ldy + n, v);
+      }
+    bl_region_leave(&r, &th);
+  }
+  bl_region_end(&r);
+  return BL_OK;
+}

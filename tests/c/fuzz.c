@@ -20,7 +20,10 @@
  *     bl_gemm_acc_ref; bl_linear_lut against bl_linear on the reference under a drawn option
  *     setting (FORCE, FORCE without a layout, AUTO with a drawn max M, OFF), a garbage layout
  *     wherever bl_lut_used says it is not read. Their parameter bytes are drawn after all the
- *     others, so the decoding of everything above is unchanged.
+ *     others, so the decoding of everything above is unchanged;
+ *   bl_q4_linear (the int4 head) on the same x, eps, bias, dtypes, strides and threads, with its
+ *     own group size, weight bytes, scales and bad argument (drawn last): the reference against
+ *     every path, statuses and outputs.
  * Buffers have their exact sizes (ASan sees one element too far). Any mismatch prints the inputs
  * and aborts (libFuzzer keeps the input as a crash file: rerun `fuzz <file>` to reproduce).
  *
@@ -627,6 +630,54 @@ static void run_one(void) {
                        p->name, lmode_name[lmode], (long long)lmax, used, (long long)(d / ldy),
                        (long long)(d % ldy), (double)load_v(y, ydt, d), (double)load_v(y_ref, ydt, d));
     }
+  }
+
+  /* ------------------------------------------------------------ bl_q4_linear (the int4 head)
+   * Its parameter bytes come last (the decoding of everything above is unchanged): the group size
+   * (now and then an invalid one), its own bad argument, random weight bytes (every nibble),
+   * scales (now and then specials: NaN / Inf propagate, compared as NaN-ness), on x, eps, bias,
+   * dtypes, strides and threads of this execution. */
+  {
+    static const int64_t g_tab[] = {64, 64, 64, 128, 192, 256, 1024, 0, 32, 96, 1088, -64};
+    const int64_t G = TAB(g_tab);
+    const int qbad = pick(12) == 0 ? 1 + (int)pick(9) : 0, qsmode = (int)pick(4);
+    const int64_t Kg = bl_q4_groups(K, G), rb4 = bl_q4_row_bytes(K, G);
+    const int64_t NQ = Kg ? N : 1, KgQ = Kg ? Kg : 1; /* buffers for an invalid G: any size */
+    uint8_t *W4 = xalloc((size_t)(NQ * (rb4 ? rb4 : 32)), 0);
+    for (int64_t i = 0; i < NQ * (rb4 ? rb4 : 32); i++) W4[i] = (uint8_t)vbits();
+    float *S4 = xalloc((size_t)(NQ * KgQ) * 4, 0);
+    for (int64_t i = 0; i < NQ * KgQ; i++)
+      S4[i] = qsmode == 0 ? ldexpf(1.0f, irand(30) - 20) * (irand(2) ? 1.0f : -1.0f)
+              : qsmode == 3 && irand(4) == 0 ? special() : frand() * 0.1f;
+    const size_t wsb = bl_q4_linear_workspace_bytes(M, K, G);
+    const void *a_x = qbad == 1 ? NULL : x;
+    const uint8_t *a_w = qbad == 2 ? NULL : W4;
+    const float *a_s = qbad == 3 ? NULL : S4;
+    int64_t a_M = qbad == 4 ? -1 - M : M, a_N = qbad == 5 ? 0 : N, a_ldx = qbad == 6 ? K - 1 : ldx;
+    int64_t a_ldy = qbad == 7 ? N - 1 : ldy;
+    bl_dtype a_xdt = qbad == 8 ? BL_I8 : xdt;
+    const int no_ws = qbad == 9;
+    void *ws_ref = xalloc(wsb, 0xcd), *y_ref = xalloc(yb, 0x66);
+    snprintf(desc + strlen(desc), sizeof(desc) - strlen(desc), " q4: G=%lld bad=%d scales=%d",
+             (long long)G, qbad, qsmode);
+    const bl_status st = bl_q4_linear_ref(a_x, a_xdt, a_M, K, a_ldx, a_w, a_s, a_N, G, B, eps,
+                                          y_ref, ydt, a_ldy, no_ws ? NULL : ws_ref, nt);
+    for (int i = 0; i < tp_count; i++) {
+      const tpath *p = &tp_list[i];
+      if (p->kt && (st != BL_OK || a_M == 0)) continue;
+      void *wsp = xalloc(wsb, 0x3c), *y = xalloc(yb, 0x66);
+      const bl_status st2 = tp_q4_linear(p, a_x, a_xdt, a_M, K, a_ldx, a_w, a_s, a_N, G, B, eps, y,
+                                         ydt, a_ldy, no_ws ? NULL : wsp, nt);
+      n_cmp++;
+      if (st2 != st) fail("%s q4_linear status %d, ref %d", p->name, st2, st);
+      const int64_t d = dt_ok(ydt) ? diff_vals(y, y_ref, ydt, (int64_t)(yb / esz(ydt))) : -1;
+      if (d >= 0) fail("%s q4_linear y[%lld][%lld] %a, ref %a", p->name, (long long)(d / ldy),
+                       (long long)(d % ldy), (double)load_v(y, ydt, d), (double)load_v(y_ref, ydt, d));
+    }
+    if (st != BL_OK && qbad == 0 && eps_ok && Kg && dt_ok(ydt))
+      fail("ref q4_linear refused a good call: %d", st);
+    if (st == BL_OK && (!Kg || (qbad && !(M == 0 && (qbad <= 3 || qbad == 9)))))
+      fail("ref q4_linear accepted a bad call"); /* NULL pointers are fine where M is 0 */
   }
 #undef BAD
 }

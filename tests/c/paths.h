@@ -169,6 +169,22 @@ TP_FN bl_status tp_linear_lut(const tpath *p, const void *x, bl_dtype xdt, int64
                        per_token, y, ydt, ldy, workspace, nthreads);
 }
 
+/* The int4 head (bl_q4_linear). Emulated: the table's q4 kernel (the portable C one where it has
+ * none) through the internal driver, as bl_q4_linear drives it (checked arguments only). */
+TP_FN bl_status tp_q4_linear(const tpath *p, const void *x, bl_dtype xdt, int64_t M, int64_t K,
+                             int64_t ldx, const uint8_t *w4, const float *wscale, int64_t N,
+                             int64_t G, const float *bias, float eps, void *y, bl_dtype ydt,
+                             int64_t ldy, void *workspace, int nthreads) {
+  if (p->kt) {
+    bl_q4_linear_k(p->kt, x, xdt, M, K, ldx, w4, wscale, N, G, bias, eps, y, ydt, ldy, workspace,
+                   nthreads);
+    return BL_OK;
+  }
+  bl_isa_set(p->isa);
+  return bl_q4_linear(x, xdt, M, K, ldx, w4, wscale, N, G, bias, eps, y, ydt, ldy, workspace,
+                      nthreads);
+}
+
 /* The value the reference GEMM gives the invalid code 3 (2 before the format made it read as code
  * 2, i.e. weight +1): one row of 0xFF bytes times ones. */
 TP_FN int tp_code3_weight(void) {

@@ -4,7 +4,7 @@
  * entry point gives the same bytes at 1 and 2 threads on every ISA of this CPU, and every thread
  * keeps its own mode after the call. Inputs: subnormal activations with eps = BL_MIN_EPS,
  * subnormal weights under a normal mean, scales whose product underflows, a subnormal weight
- * scale. Where the architecture has no known mode register the program says so and passes. */
+ * scale; the int4 head (q4) with subnormal group scales and outputs that underflow. Where the architecture has no known mode register the program says so and passes. */
 #include "cpu/internal.h" /* bl_fp_reg_get / bl_fp_reg_set / BL_FP_MODE_BITS: the code under test */
 #include "harness.h"
 
@@ -56,11 +56,15 @@ typedef struct {
   float y[M * N], y1[N], y2[M * N], y3[M * N];
   uint16_t y16[M * N];
   int32_t acc[M * N];
+  float y4[M * N];
+  uint16_t y4b[M * N];
   int status;
 } outputs;
 
 static float x_sub[M * K], x_tiny[M * K], x_big[M * K], w_sub[N * K], w_tiny[N * K];
 static uint16_t x_sub_bf16[M * K];
+static uint8_t w4[N * K / 2];                  /* the int4 head: random bytes */
+static float s4_sub[N * K / 64], s4_tiny[N * K / 64]; /* its scales (G = 64; G = 128 reads half) */
 static uint8_t *lut;
 static void *ws_buf;
 
@@ -96,6 +100,12 @@ static void run_all(outputs *o, int nt) {
   st |= bl_gemm_acc(o->xq2, KP, o->rs2, o->pc, M, N, K, acc, N, nt);
   st |= bl_epilogue_ref(acc, N, M, N, o->xs2, wsub, 1, NULL, o->y3, BL_F32, N, nt);
   free(acc);
+  /* the int4 head: subnormal activations and group scales (fmaf results subnormal), and tiny
+   * activations whose outputs underflow in the multiply by s_x (bfloat16 out) */
+  st |= bl_q4_linear(x_sub, BL_F32, M, K, K, w4, s4_sub, N, 64, NULL, BL_MIN_EPS, o->y4, BL_F32,
+                     N, ws_buf, nt);
+  st |= bl_q4_linear(x_tiny, BL_F32, M, K, K, w4, s4_tiny, N, 128, NULL, BL_MIN_EPS, o->y4b,
+                     BL_BF16, N, ws_buf, nt);
   o->status = st;
 }
 
@@ -131,8 +141,15 @@ int main(void) {
                            : f_bits(sign | (uint32_t)(rnd() >> 44) | (1u << 20));
     w_tiny[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-22f; /* s_w about 5e-20 */
   }
+  for (int i = 0; i < N * K / 2; i++) w4[i] = (uint8_t)(rnd() >> 56);
+  for (int i = 0; i < N * K / 64; i++) {
+    s4_sub[i] = f_bits((uint32_t)(rnd() >> 63) << 31 | (uint32_t)(rnd() >> 48)); /* < 2^-133 */
+    s4_tiny[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-24f;
+  }
   lut = (uint8_t *)aligned_alloc(64, (bl_lut_bytes(N, K) + 63) / 64 * 64);
-  ws_buf = aligned_alloc(64, (bl_linear_lut_workspace_bytes(M, K) + 63) / 64 * 64);
+  size_t wsb = bl_linear_lut_workspace_bytes(M, K);
+  if (wsb < bl_q4_linear_workspace_bytes(M, K, 64)) wsb = bl_q4_linear_workspace_bytes(M, K, 64);
+  ws_buf = aligned_alloc(64, (wsb + 63) / 64 * 64);
   static outputs ieee;
   for (int isa = 0; isa < BL_ISA_COUNT; isa++) {
     if (!bl_isa_supported(isa)) continue;
