@@ -111,14 +111,15 @@ def convert(model: nn.Module, config: Optional[ConvertConfig] = None, *,
     skip=, filter_fn=).
     head: None (default) keeps the output head (DEFAULT_SKIP) in float; "int8" makes it a
     bitlinear.head.Int8Head (int8 weights, one scale per output row, torch's fbgemm int8 GEMV);
-    a head tied to the input embedding makes that an Int8Embedding sharing the int8 table
+    "int4" a bitlinear.head.Int4Head (4-bit codes, one float32 scale per group of 64 weights of a
+    row, bitlinear's C kernel; "int4:<G>": groups of G, a multiple of 64 up to 1024). A head tied
+    to the input embedding makes that an Int8Embedding / Int4Embedding sharing the table
     (bitlinear/head.py, docs/models.md).
     Layers whose weight is shared with another module (tied weights) are left in float,
     since replacing one side would silently untie them.
     """
     cfg = _make_config(config, kw)
-    if head not in _head.HEAD_KINDS:
-        raise ValueError(f"convert: head must be one of {_head.HEAD_KINDS}, got {head!r}")
+    _head.parse_head(head, "convert")  # ValueError for an unknown head= before any change
     if _convertible(model, None):
         return _from_linear(model, cfg)
 
@@ -228,9 +229,12 @@ def size_report(model: nn.Module) -> dict:
     decode_layout, and "resident_bits_per_weight": RAM bits per ternary weight of the deployed
     layers (2.0 plus K padding on the default path; about 3.8 with a decode layout).
     "int8_head": an Int8Head's / Int8Embedding's int8 weights, scales and bias (in "total");
-    "head_packed": the in-memory fbgemm copy of an Int8Head (not saved; in "resident")."""
+    "int4_head": an Int4Head's / Int4Embedding's 4-bit codes, group scales and bias (in "total";
+    no second copy); "head_packed": the in-memory fbgemm copy of an Int8Head (not saved; in
+    "resident")."""
     cats = {"packed_weights": 0, "weight_scales": 0, "bitlinear_bias": 0,
-            "bitlinear_float_weights": 0, "int8_head": 0, "other_params": 0, "other_buffers": 0}
+            "bitlinear_float_weights": 0, "int8_head": 0, "int4_head": 0, "other_params": 0,
+            "other_buffers": 0}
     n_bl = n_dep = 0
     for _, m in bitlinear_modules(model):
         n_bl += 1
@@ -244,6 +248,8 @@ def size_report(model: nn.Module) -> dict:
                 cat = "other_params" if kind == "param" else "other_buffers"
         elif isinstance(mod, (_head.Int8Head, _head.Int8Embedding)):
             cat = "int8_head"  # int8 head / tied int8 embedding: weight, scales, bias
+        elif isinstance(mod, (_head.Int4Head, _head.Int4Embedding)):
+            cat = "int4_head"  # int4 head / tied int4 embedding: codes, group scales, bias
         else:
             cat = "other_params" if kind == "param" else "other_buffers"
         cats[cat] += nbytes

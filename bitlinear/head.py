@@ -1,7 +1,11 @@
-"""An int8 output head (and, where the head is tied to it, an int8 input embedding).
+"""Quantized output heads, opt-in: int8 per row, or int4 in groups (and, where the head is tied to
+it, the input embedding in the same format).
 
     convert(model, head="int8")          # or bitlinear.hf.convert_bitnet(model, head="int8")
-    quantize_head(model)                 # the same step alone, on any model
+    convert(model, head="int4")          # int4, a scale per group of 64; "int4:128": groups of 128
+    quantize_head(model)                 # the same step alone, on any model (head="int8")
+
+int8 (``Int8Head``, ``Int8Embedding``):
 
 The head's weight becomes int8 with one float32 scale per output row (symmetric absmax:
 ``scale = max|w_row| / 127``, ``q = round(w / scale)`` in [-127, 127]); the module's state_dict holds
@@ -29,6 +33,28 @@ tensors (one copy, saved once, under the embedding's name): the embedding's outp
 dequantized row ``q[i] * scale[i]`` (so the tie is kept, and the input embeddings change by the
 same int8 rounding as the head). Pass ``tied="untie"`` to keep the float embedding and a separate
 int8 head instead (both copies in memory).
+
+int4 (``Int4Head``, ``Int4Embedding``; the "q4" format, docs/packed_format.md): per row, groups of
+G weights (G a multiple of 64, at most 1024; default 64; K padded to Kg * G, Kg = ceil(K / G)).
+In each group the weight m of largest |w| (the first such) gives the scale ``d = m / -8``
+(float32) and the codes ``q = clamp(rint(w / d), -8, 7)``, so m itself is exact (-8 d), the other
+weights are within |d| / 2 (those of m's opposite sign beyond 7.5 |d|: within |d|); an all-zero
+group gets d = 0. The state_dict holds ``weight`` (uint8 [N, Kg * G / 2]: byte 32c + j of a row
+holds q[64c + j] + 8 in its low nibble and q[64c + 32 + j] + 8 in its high one), ``scale``
+(float32 [N, Kg]) and, if the head had one, ``bias`` (float32 [N]): 0.5 + 4 / G bytes per weight
+(0.5625 at G = 64), against 1 + 4 / K for int8. The logit error is larger than int8's (16
+levels instead of 255; docs/models.md gives the numbers).
+
+Compute (CPU): bitlinear's own C kernel (``bl_q4_linear`` through ``_bitlinear.q4_linear_cpu``),
+int8 activations per token (the smallest eps, as BitLinear's quantizer), exact integer partial
+sums per group, one float32 fma per group and lane: the same bits on every ISA and at any thread
+count, equal to ``reference.q4_head_linear_ref``. It reads the module's buffers on every call:
+there is no second copy, so any write (``.data``, NumPy, in-place) is seen by the next call.
+Eager calls run the kernel directly; ``torch.compile``, autograd (a gradient reaches the input,
+through the dequantized weight) and tensor subclasses go through the custom op
+``torch.ops.bitlinear.int4_head_linear`` (same kernel, same bits). Other devices, or a build
+without the kernel, dequantize the weight and call F.linear (correct, not fast; float activations,
+so not the kernel's bits). A tied embedding (``Int4Embedding``) dequantizes the rows it looks up.
 """
 from __future__ import annotations
 
@@ -42,10 +68,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["Int8Head", "Int8Embedding", "quantize_head", "quantize_rows", "head_names",
-           "HEAD_KINDS"]
+from . import _ext
+from . import reference as _ref
 
-HEAD_KINDS = (None, "int8")
+__all__ = ["Int8Head", "Int8Embedding", "Int4Head", "Int4Embedding", "quantize_head",
+           "quantize_rows", "quantize_groups_int4", "dequantize_groups_int4", "head_names",
+           "parse_head", "HEAD_KINDS", "INT4_DEFAULT_GROUP", "INT4_MAX_GROUP"]
+
+# What head= accepts: None, "int8", "int4" (groups of INT4_DEFAULT_GROUP) and "int4:<G>" (G a
+# positive multiple of 64, at most INT4_MAX_GROUP), e.g. "int4:128" (parse_head).
+HEAD_KINDS = (None, "int8", "int4")
+INT4_DEFAULT_GROUP = 64
+INT4_MAX_GROUP = 1024  # BL_Q4_MAX_GROUP
 
 _HEAD_PATTERNS = ("lm_head", "*.lm_head", "output", "*.output", "output_layer", "*.output_layer",
                   "classifier", "*.classifier", "score", "*.score", "head", "*.head")
@@ -382,6 +416,332 @@ class Int8Head(nn.Module):
                 f"bias={self.bias is not None}, int8 per-row" + (", tied" if self.tied else ""))
 
 
+# ---------------------------------------------------------------------------- int4 (q4) format
+def parse_head(head, who: str = "head") -> Tuple[Optional[str], int]:
+    """head= -> (kind, group size): None -> (None, 0), "int8" -> ("int8", 0), "int4" ->
+    ("int4", 64), "int4:<G>" -> ("int4", G); ValueError for anything else."""
+    if head is None or head == "int8":
+        return head, 0
+    if head == "int4":
+        return "int4", INT4_DEFAULT_GROUP
+    if isinstance(head, str) and head.startswith("int4:"):
+        g = head[5:]
+        if g.isdigit() and g == str(int(g)):
+            try:
+                return "int4", _check_group(int(g), who)
+            except ValueError:
+                pass
+    raise ValueError(f"{who}: head must be None, 'int8', 'int4' or 'int4:<G>' (G a positive "
+                     f"multiple of 64, at most {INT4_MAX_GROUP}), got {head!r}")
+
+
+def _check_group(group_size, who: str = "int4 head") -> int:
+    if (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0
+            or group_size % 64 or group_size > INT4_MAX_GROUP):
+        raise ValueError(f"{who}: group_size must be a positive multiple of 64, at most "
+                         f"{INT4_MAX_GROUP}, got {group_size!r}")
+    return group_size
+
+
+def _q4_shapes(rows: int, K: int, G: int) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """The int4 buffers' shapes: weight (rows, Kg * G / 2), scale (rows, Kg)."""
+    Kg = _ref.q4_groups(K, G)
+    return (rows, Kg * G // 2), (rows, Kg)
+
+
+def quantize_groups_int4(w: torch.Tensor, group_size: int = INT4_DEFAULT_GROUP
+                         ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """float [N, K] -> (uint8 [N, Kg * G / 2], float32 [N, Kg]), Kg = ceil(K / G): per row and
+    group of G weights, m = the weight of largest |w| (the first such), d = m / -8 (float32),
+    q = clamp(rint(w / d), -8, 7) (round half to even), packed as q + 8 in nibbles (q4_pack);
+    a group whose m is 0 gets d = 0 and codes 0, as do the padding positions k >= K."""
+    G = _check_group(group_size, "quantize_groups_int4")
+    if not isinstance(w, torch.Tensor) or not w.is_floating_point() or w.dim() != 2:
+        raise TypeError(f"quantize_groups_int4: need a 2-D float tensor, got "
+                        f"{getattr(w, 'dtype', type(w).__name__)} {tuple(getattr(w, 'shape', ()))}")
+    N, K = w.shape
+    if K < 1:
+        raise ValueError("quantize_groups_int4: the weight has no columns (in_features 0)")
+    wf = w.detach().to(torch.float32)
+    if not bool(torch.isfinite(wf).all()):
+        raise ValueError("quantize_groups_int4: the weight holds NaN or Inf")
+    Kg = _ref.q4_groups(K, G)
+    wg = F.pad(wf, (0, Kg * G - K)).reshape(N, Kg, G)
+    m = wg.gather(2, wg.abs().argmax(dim=2, keepdim=True))  # argmax: the first largest |w|
+    d = torch.where(m == 0, torch.zeros_like(m), m / -8.0)
+    ok = d != 0  # d == 0 also where m / -8 underflows: codes 0, as for an all-zero group
+    q = torch.where(ok, torch.round(wg / torch.where(ok, d, torch.ones_like(d))).clamp_(-8, 7),
+                    torch.zeros_like(wg))
+    return _ref.q4_pack(q.reshape(N, Kg * G)), d.reshape(N, Kg).contiguous()
+
+
+def dequantize_groups_int4(weight: torch.Tensor, scale: torch.Tensor, in_features: int,
+                           group_size: int = INT4_DEFAULT_GROUP) -> torch.Tensor:
+    """(uint8 [N, Kg * G / 2], float32 [N, Kg]) -> float32 [N, K]: q * d (one float32 multiply
+    per weight), the padding dropped."""
+    G = _check_group(group_size, "dequantize_groups_int4")
+    K = int(in_features)
+    N = weight.shape[0]
+    wshape, sshape = _q4_shapes(N, K, G)
+    if weight.dtype != torch.uint8 or tuple(weight.shape) != wshape or \
+            tuple(scale.shape) != sshape:
+        raise ValueError(f"dequantize_groups_int4: weight {weight.dtype} {tuple(weight.shape)} "
+                         f"and scale {tuple(scale.shape)} do not fit in_features={K}, "
+                         f"group_size={G} (need uint8 {wshape} and {sshape})")
+    return _dequant4_rows(weight, scale.to(torch.float32), G)[:, :K]
+
+
+def _dequant4_rows(w4: torch.Tensor, scale: torch.Tensor, G: int) -> torch.Tensor:
+    """uint8 [..., Kp4 / 2] and float32 [..., Kg] -> float32 [..., Kp4] (padding included)."""
+    q = _ref.q4_unpack(w4).to(torch.float32)
+    lead = q.shape[:-1]
+    return (q.reshape(*lead, -1, G) * scale[..., None]).reshape(*lead, -1)
+
+
+_Q4_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # bl_dtype
+_DEQUANT_ROWS = 8192  # rows dequantized at a time on the fallback path (bounds its float copy)
+
+
+def _q4_native():
+    return getattr(_ext._native, "q4_linear_cpu", None)
+
+
+def _check_q4_operands(weight, scale, bias, G: int, K: int) -> None:
+    """What the kernel reads through raw pointers: checked on every call (a buffer can be replaced
+    or reshaped from Python at any time)."""
+    N = weight.shape[0] if weight.dim() == 2 else -1
+    wshape, sshape = _q4_shapes(max(N, 0), K, G)
+    if weight.dtype != torch.uint8 or tuple(weight.shape) != wshape:
+        raise ValueError(f"int4 head: weight is {weight.dtype} {tuple(weight.shape)}, expected "
+                         f"torch.uint8 {wshape} (in_features={K}, group_size={G})")
+    if scale.dtype != torch.float32 or tuple(scale.shape) != sshape:
+        raise ValueError(f"int4 head: scale is {scale.dtype} {tuple(scale.shape)}, expected "
+                         f"torch.float32 {sshape}")
+    if bias is not None and (bias.dtype != torch.float32 or tuple(bias.shape) != (N,)):
+        raise ValueError(f"int4 head: bias is {bias.dtype} {tuple(bias.shape)}, expected "
+                         f"torch.float32 ({N},)")
+
+
+def _int4_dequant_linear(x, weight, scale, bias, G: int, K: int) -> torch.Tensor:
+    N = weight.shape[0]
+    xf = x.to(torch.float32)
+    parts = []
+    for n0 in range(0, max(N, 1), _DEQUANT_ROWS):
+        n1 = min(N, n0 + _DEQUANT_ROWS)
+        w = _dequant4_rows(weight[n0:n1], scale[n0:n1], G)[:, :K]
+        parts.append(F.linear(xf, w, None if bias is None else bias[n0:n1]))
+    y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+    return y.to(x.dtype)
+
+
+def _int4_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor,
+                 bias: Optional[torch.Tensor], G: int, K: int) -> torch.Tensor:
+    _check_q4_operands(weight, scale, bias, G, K)
+    if x.shape[-1] != K:
+        raise ValueError(f"int4 head: input has {x.shape[-1]} features, expected {K}")
+    native = _q4_native()
+    code = _Q4_DTYPES.get(x.dtype)
+    if (native is None or code is None or x.device.type != "cpu" or weight.device.type != "cpu"
+            or scale.device.type != "cpu" or (bias is not None and bias.device.type != "cpu")):
+        return _int4_dequant_linear(x, weight, scale, bias, G, K)
+    N = weight.shape[0]
+    x = x.resolve_neg().contiguous()
+    w, s = weight.contiguous(), scale.contiguous()
+    b = None if bias is None else bias.contiguous()
+    y = x.new_empty(*x.shape[:-1], N)
+    M = x.numel() // K
+    if M and N:
+        native(x.data_ptr(), code, M, K, K, w.data_ptr(), s.data_ptr(), N, G,
+               0 if b is None else b.data_ptr(), _ref.MIN_EPS, y.data_ptr(),
+               torch.get_num_threads())
+    return y
+
+
+@torch.library.custom_op("bitlinear::int4_head_linear", mutates_args=())
+def _int4_head_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor,
+                      bias: Optional[torch.Tensor], group_size: int,
+                      in_features: int) -> torch.Tensor:
+    return _int4_linear(x, weight, scale, bias, group_size, in_features)
+
+
+@_int4_head_linear.register_fake
+def _(x, weight, scale, bias, group_size, in_features):
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def _int4_head_backward(ctx, grad):
+    weight, scale = ctx.saved_tensors
+    w = dequantize_groups_int4(weight, scale, ctx.in_features, ctx.group_size)
+    return (grad.to(torch.float32) @ w).to(grad.dtype), None, None, None, None, None
+
+
+def _int4_head_setup(ctx, inputs, output):
+    x, weight, scale, bias, group_size, in_features = inputs
+    ctx.save_for_backward(weight, scale)
+    ctx.group_size, ctx.in_features = group_size, in_features
+
+
+_int4_head_linear.register_autograd(_int4_head_backward, setup_context=_int4_head_setup)
+
+
+def _check_loaded4(prefix: str, state_dict: dict, rows: int, K: int, G: int, names) -> None:
+    """A loaded int4 table must be uint8 [rows, Kg * G / 2], its scales float32 [rows, Kg] and
+    finite (0 is allowed: an all-zero group), a bias float32 [rows]."""
+    wshape, sshape = _q4_shapes(rows, K, G)
+    want = {"weight": (torch.uint8, wshape), "scale": (torch.float32, sshape),
+            "bias": (torch.float32, (rows,))}
+    for n in names:
+        t = state_dict.get(prefix + n)
+        if not isinstance(t, torch.Tensor):
+            continue  # missing: load_state_dict reports it
+        dtype, shape = want[n]
+        if t.dtype != dtype or tuple(t.shape) != shape:
+            raise ValueError(f"bitlinear: {prefix.rstrip('.') or 'head'}: '{n}' is {t.dtype} "
+                             f"{tuple(t.shape)}, expected {dtype} {shape} (an int4 head / "
+                             f"embedding, group_size={G}; load into a model converted with the "
+                             "same head=)")
+        if n == "scale" and t.device.type != "meta" and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"bitlinear: {prefix.rstrip('.') or 'head'}: scale must be finite "
+                             "(NaN or Inf found)")
+
+
+class Int4Embedding(nn.Module):
+    """An embedding table in the int4 head format: ``weight`` (uint8 [V, Kg * G / 2]), ``scale``
+    (float32 [V, Kg]); ``forward(ids)`` dequantizes the looked-up rows (``q * d`` in float32, then
+    ``dtype``, the float embedding's). ``group_size``: G."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: Optional[int] = None,
+                 group_size: int = INT4_DEFAULT_GROUP, device=None,
+                 dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        self.padding_idx = padding_idx
+        self.group_size = _check_group(group_size, "Int4Embedding")
+        self.dtype = dtype
+        wshape, sshape = _q4_shapes(self.num_embeddings, self.embedding_dim, self.group_size)
+        self.register_buffer("weight", torch.full(wshape, 0x88, dtype=torch.uint8, device=device))
+        self.register_buffer("scale", torch.zeros(sshape, dtype=torch.float32, device=device))
+
+    @classmethod
+    def from_embedding(cls, emb: nn.Embedding, group_size: int = INT4_DEFAULT_GROUP,
+                       weight: Optional[torch.Tensor] = None,
+                       scale: Optional[torch.Tensor] = None) -> "Int4Embedding":
+        """weight / scale: already quantized tensors to share (a tied head's); else quantized here."""
+        w = emb.weight
+        m = cls(emb.num_embeddings, emb.embedding_dim, emb.padding_idx, group_size, device="meta",
+                dtype=w.dtype)
+        if weight is None:
+            weight, scale = quantize_groups_int4(w, m.group_size)
+        m.weight, m.scale = weight, scale
+        return m
+
+    def _apply(self, fn, recurse=True):
+        probe = fn(torch.empty(0, dtype=self.dtype, device=self.scale.device))
+        _apply_keep_float32(self, fn, recurse, ("scale",))
+        if probe.is_floating_point():
+            self.dtype = probe.dtype
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _check_loaded4(prefix, state_dict, self.num_embeddings, self.embedding_dim,
+                       self.group_size, ("weight", "scale"))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = _dequant4_rows(F.embedding(ids, self.weight), F.embedding(ids, self.scale),
+                              self.group_size)
+        return rows[..., :self.embedding_dim].to(self.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_embeddings}, {self.embedding_dim}, int4 groups of {self.group_size}, "
+                f"out dtype={self.dtype}")
+
+
+class Int4Head(nn.Module):
+    """A linear output head with int4 weights, one float32 scale per group of ``group_size``
+    weights of a row (the q4 format: quantize_groups_int4).
+
+    Buffers: ``weight`` (uint8 [out, Kg * G / 2]), ``scale`` (float32 [out, Kg]), ``bias``
+    (float32 [out] or None). ``forward(x)`` has x's dtype, like nn.Linear; it reads the buffers on
+    every call (no cached copy). Inference first: a gradient reaches the input (through the
+    dequantized weight) but not the weights.
+
+    Tied: ``Int4Head.tied_to(embedding)`` reads an ``Int4Embedding``'s weight and scale (no own
+    copy; its state_dict then holds only its bias)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 group_size: int = INT4_DEFAULT_GROUP, device=None):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.group_size = _check_group(group_size, "Int4Head")
+        if self.in_features < 1:
+            raise ValueError("Int4Head: in_features must be >= 1")
+        wshape, sshape = _q4_shapes(self.out_features, self.in_features, self.group_size)
+        self.register_buffer("weight", torch.full(wshape, 0x88, dtype=torch.uint8, device=device))
+        self.register_buffer("scale", torch.zeros(sshape, dtype=torch.float32, device=device))
+        self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float32, device=device)
+                             if bias else None)
+        self.__dict__["_tied"] = None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, group_size: int = INT4_DEFAULT_GROUP) -> "Int4Head":
+        m = cls(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                group_size=group_size, device="meta")
+        m.weight, m.scale = quantize_groups_int4(linear.weight, m.group_size)
+        if linear.bias is not None:
+            m.bias = linear.bias.detach().to(torch.float32).clone()
+        return m
+
+    @classmethod
+    def tied_to(cls, embedding: Int4Embedding, bias: Optional[torch.Tensor] = None) -> "Int4Head":
+        m = cls(embedding.embedding_dim, embedding.num_embeddings, bias=bias is not None,
+                group_size=embedding.group_size, device="meta")
+        del m._buffers["weight"], m._buffers["scale"]
+        m.__dict__["_tied"] = embedding
+        if bias is not None:
+            m.bias = bias.detach().to(torch.float32).clone()
+        return m
+
+    def _apply(self, fn, recurse=True):
+        _apply_keep_float32(self, fn, recurse, ("scale", "bias"))
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _check_loaded4(prefix, state_dict, self.out_features, self.in_features, self.group_size,
+                       ("bias",) if self.tied else ("weight", "scale", "bias"))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def tied(self) -> bool:
+        return self.__dict__.get("_tied") is not None
+
+    def __getattr__(self, name):
+        tied = self.__dict__.get("_tied")
+        if tied is not None and name in ("weight", "scale"):
+            return getattr(tied, name)
+        return super().__getattr__(name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"Int4Head: input has {x.shape[-1]} features, expected "
+                             f"{self.in_features}")
+        w, s, b = self.weight, self.scale, self.bias
+        if (torch.compiler.is_compiling() or (x.requires_grad and torch.is_grad_enabled())
+                or type(x) is not torch.Tensor):
+            return torch.ops.bitlinear.int4_head_linear(x, w, s, b, self.group_size,
+                                                        self.in_features)
+        return _int4_linear(x, w, s, b, self.group_size, self.in_features)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """float32 [out, in]: the weights this head multiplies by (q * d)."""
+        return dequantize_groups_int4(self.weight, self.scale, self.in_features, self.group_size)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, int4 groups of {self.group_size}"
+                + (", tied" if self.tied else ""))
+
+
 # ---------------------------------------------------------------------------- model level
 def head_names(model: nn.Module) -> List[str]:
     """Names of the model's output heads: ``get_output_embeddings()`` where the model has it
@@ -393,10 +753,10 @@ def head_names(model: nn.Module) -> List[str]:
             out = get()
         except (NotImplementedError, AttributeError):
             out = None
-        if isinstance(out, (nn.Linear, Int8Head)) and id(out) in names:
+        if isinstance(out, (nn.Linear, Int8Head, Int4Head)) and id(out) in names:
             return [names[id(out)]]
     return [n for n, m in model.named_modules()
-            if isinstance(m, (nn.Linear, Int8Head)) and n
+            if isinstance(m, (nn.Linear, Int8Head, Int4Head)) and n
             and any(fnmatch.fnmatchcase(n, p) for p in _HEAD_PATTERNS)]
 
 
@@ -408,17 +768,18 @@ def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
 @torch.no_grad()
 def quantize_head(model: nn.Module, head: Optional[str] = "int8", tied: str = "share"
                   ) -> List[str]:
-    """Replace the model's output head(s) (``head_names``) by ``Int8Head``, in place. Returns the
-    names replaced. Already quantized heads, and layers that are not plain nn.Linear (e.g. a
-    BitLinear), are left alone.
+    """Replace the model's output head(s) (``head_names``) by ``Int8Head`` (head="int8") or
+    ``Int4Head`` (head="int4": groups of 64; "int4:<G>": groups of G, a positive multiple of 64 up
+    to 1024), in place. Returns the names replaced. Already quantized heads, and layers that are
+    not plain nn.Linear (e.g. a BitLinear), are left alone.
 
     tied: "share" (default): a head whose weight is an nn.Embedding's weight makes that embedding an
-    ``Int8Embedding`` and reads its int8 table (one copy); "untie": the embedding stays float and
-    the head gets its own int8 copy. A head tied to anything other than nn.Embedding(s) raises."""
-    if head is None:
+    ``Int8Embedding`` / ``Int4Embedding`` and reads its table (one copy); "untie": the embedding
+    stays float and the head gets its own quantized copy. A head tied to anything other than
+    nn.Embedding(s) raises."""
+    kind, group = parse_head(head, "quantize_head")
+    if kind is None:
         return []
-    if head != "int8":
-        raise ValueError(f"head must be None or 'int8', got {head!r}")
     if tied not in ("share", "untie"):
         raise ValueError(f"tied must be 'share' or 'untie', got {tied!r}")
     done = []
@@ -434,17 +795,22 @@ def quantize_head(model: nn.Module, head: Optional[str] = "int8", tied: str = "s
             if bad:
                 raise ValueError(f"quantize_head: the weight of {name!r} is shared with {bad}, "
                                  "which are not nn.Embedding; cannot quantize it without untying")
-            w, s = quantize_rows(lin.weight)
             emb = None
+            if kind == "int8":
+                w, s = quantize_rows(lin.weight)
+            else:
+                w, s = quantize_groups_int4(lin.weight, group)
             for n, m in users:
-                new_emb = Int8Embedding.from_embedding(m, w, s)
+                new_emb = (Int8Embedding.from_embedding(m, w, s) if kind == "int8"
+                           else Int4Embedding.from_embedding(m, group, w, s))
                 new_emb.train(m.training)
                 model.set_submodule(n, new_emb)
                 emb = emb or new_emb
-            new = Int8Head.tied_to(emb, lin.bias)
+            new = (Int8Head if kind == "int8" else Int4Head).tied_to(emb, lin.bias)
             _untie_hf_mapping(model, name)
         else:
-            new = Int8Head.from_linear(lin)
+            new = (Int8Head.from_linear(lin) if kind == "int8"
+                   else Int4Head.from_linear(lin, group))
             if users:
                 _untie_hf_mapping(model, name)
         new.train(lin.training)
@@ -464,65 +830,96 @@ def _untie_hf_mapping(model: nn.Module, head_name: str) -> None:
 
 # ---------------------------------------------------------------------------- transformers
 def hf_head_entries(model: nn.Module) -> Dict[str, dict]:
-    """{head name: {"kind": "int8", "tied": embedding name or None, "bias": bool}} for the
-    quantization_config (bitlinear.hf), so that from_pretrained rebuilds the heads."""
+    """{head name: entry} for the quantization_config (bitlinear.hf), so that from_pretrained
+    rebuilds the heads: {"kind": "int8", "tied": embedding name or None, "bias": bool}, or for an
+    int4 head {"kind": "int4", "group_size": G, "tied": ..., "bias": ...}."""
     names = {id(m): n for n, m in model.named_modules()}
     out = {}
     for name, m in model.named_modules():
-        if isinstance(m, Int8Head):
+        if isinstance(m, (Int8Head, Int4Head)):
             tied = m.__dict__.get("_tied")
             if tied is not None and id(tied) not in names:
                 raise ValueError(f"bitlinear: head {name!r} is tied to an embedding that is not "
                                  "part of the model")
-            out[name] = {"kind": "int8", "tied": None if tied is None else names[id(tied)],
-                         "bias": m.bias is not None}
+            e = {"kind": "int8"} if isinstance(m, Int8Head) else \
+                {"kind": "int4", "group_size": m.group_size}
+            e.update(tied=None if tied is None else names[id(tied)], bias=m.bias is not None)
+            out[name] = e
     return out
 
 
+def _entry_kind(name: str, e) -> Tuple[str, int]:
+    """(kind, group size) of a quantization_config heads entry; ValueError naming the head."""
+    if not isinstance(e, dict):
+        raise ValueError(f"bitlinear: head {name!r}: the heads entry must be a dict, got "
+                         f"{type(e).__name__}")
+    kind = e.get("kind", "int8")
+    if kind == "int8":
+        return "int8", 0
+    if kind == "int4":
+        return "int4", _check_group(e.get("group_size", INT4_DEFAULT_GROUP),
+                                    f"bitlinear: head {name!r}")
+    raise ValueError(f"bitlinear: head {name!r}: unknown kind {kind!r}")
+
+
 def hf_rebuild_heads(model: nn.Module, heads: Dict[str, dict]) -> None:
-    """Replace the (meta) float heads (and tied embeddings) named in ``heads`` by empty int8
+    """Replace the (meta) float heads (and tied embeddings) named in ``heads`` by empty int8 / int4
     modules that the checkpoint then fills; drop the heads from transformers' tie mapping."""
     for name, e in (heads or {}).items():
-        if e.get("kind", "int8") != "int8":
-            raise ValueError(f"bitlinear: head {name!r}: unknown kind {e.get('kind')!r}")
+        kind, group = _entry_kind(name, e)
+        Head, Emb = (Int8Head, Int8Embedding) if kind == "int8" else (Int4Head, Int4Embedding)
         try:
             old = model.get_submodule(name)
         except AttributeError:
             raise ValueError(f"bitlinear: the checkpoint's quantization_config names head {name!r}, "
                              "which this model does not have") from None
-        if isinstance(old, Int8Head):
+        if isinstance(old, Head):
             continue
         if not isinstance(old, nn.Linear):
             raise ValueError(f"bitlinear: head {name!r} is a {type(old).__name__}, not an nn.Linear")
         bias = old.bias is not None
         if e.get("tied"):
             emb = model.get_submodule(e["tied"])
-            if not isinstance(emb, Int8Embedding):
+            if not isinstance(emb, Emb) or (kind == "int4" and emb.group_size != group):
                 if not isinstance(emb, nn.Embedding):
                     raise ValueError(f"bitlinear: head {name!r} is tied to {e['tied']!r}, a "
                                      f"{type(emb).__name__}, not an nn.Embedding")
-                new_emb = Int8Embedding(emb.num_embeddings, emb.embedding_dim, emb.padding_idx,
-                                        device="meta", dtype=emb.weight.dtype)
+                if kind == "int8":
+                    new_emb = Int8Embedding(emb.num_embeddings, emb.embedding_dim, emb.padding_idx,
+                                            device="meta", dtype=emb.weight.dtype)
+                else:
+                    new_emb = Int4Embedding(emb.num_embeddings, emb.embedding_dim, emb.padding_idx,
+                                            group, device="meta", dtype=emb.weight.dtype)
                 model.set_submodule(e["tied"], new_emb)
                 emb = new_emb
-            head = Int8Head.tied_to(emb, torch.zeros(old.out_features, device="meta")
-                                    if bias else None)
-        else:
+            head = Head.tied_to(emb, torch.zeros(old.out_features, device="meta")
+                                if bias else None)
+        elif kind == "int8":
             head = Int8Head(old.in_features, old.out_features, bias=bias, device="meta")
+        else:
+            head = Int4Head(old.in_features, old.out_features, bias=bias, group_size=group,
+                            device="meta")
         model.set_submodule(name, head)
         _untie_hf_mapping(model, name)
 
 
 def hf_validate_heads(model: nn.Module, heads: Dict[str, dict]) -> None:
-    """After from_pretrained: every int8 head's tensors were in the checkpoint, with the right
-    dtypes and shapes, and the scales are finite and > 0."""
-    for name in (heads or {}):
+    """After from_pretrained: every quantized head's tensors were in the checkpoint, with the
+    right dtypes and shapes, and the scales are finite (and > 0 for int8; int4 allows 0)."""
+    for name, e in (heads or {}).items():
+        kind, group = _entry_kind(name, e)
         m = model.get_submodule(name)
-        if not isinstance(m, Int8Head):
-            raise ValueError(f"bitlinear: head {name!r} was not rebuilt as an Int8Head")
+        Head = Int8Head if kind == "int8" else Int4Head
+        if not isinstance(m, Head) or (kind == "int4" and m.group_size != group):
+            raise ValueError(f"bitlinear: head {name!r} was not rebuilt as an {Head.__name__}"
+                             + (f" with group_size {group}" if kind == "int4" else ""))
         N, K = m.out_features, m.in_features
-        for t, dtype, shape in (("weight", torch.int8, (N, K)), ("scale", torch.float32, (N,)),
-                                ("bias", torch.float32, (N,))):
+        if kind == "int8":
+            want = (("weight", torch.int8, (N, K)), ("scale", torch.float32, (N,)))
+        else:
+            wshape, sshape = _q4_shapes(N, K, group)
+            want = (("weight", torch.uint8, wshape), ("scale", torch.float32, sshape))
+        for t, dtype, shape in want + (("bias", torch.float32, (N,)),):
             v = getattr(m, t)
             if v is None:
                 continue
@@ -532,5 +929,8 @@ def hf_validate_heads(model: nn.Module, heads: Dict[str, dict]) -> None:
                 raise ValueError(f"bitlinear: head {name!r}: '{t}' is {v.dtype} "
                                  f"{tuple(v.shape)}, expected {dtype} {shape}")
         s = m.scale
-        if not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
+        if not bool(torch.isfinite(s).all()):
+            raise ValueError(f"bitlinear: head {name!r}: scale must be finite" +
+                             (" and > 0" if kind == "int8" else " (NaN or Inf found)"))
+        if kind == "int8" and not bool((s > 0).all()):
             raise ValueError(f"bitlinear: head {name!r}: scale must be finite and > 0")

@@ -203,7 +203,9 @@ def convert_bitnet(model: nn.Module, head: Optional[str] = None) -> nn.Module:
 
     head: None (default) keeps the float output head; "int8" makes it a bitlinear.head.Int8Head
     (int8 weights, a scale per output row; a tied input embedding becomes an Int8Embedding sharing
-    the table), as ``bitlinear.convert(..., head="int8")``.
+    the table), "int4" / "int4:<G>" a bitlinear.head.Int4Head (4-bit codes, a scale per group of
+    64 / G weights; a tied embedding becomes an Int4Embedding), as ``bitlinear.convert(...,
+    head=...)``.
 
     - offline-packed ``BitLinear`` and offline ``AutoBitLinear`` -> deployed ``BitLinear``
       (the same ternary values; the scale converted as in this module's docstring);
@@ -216,8 +218,7 @@ def convert_bitnet(model: nn.Module, head: Optional[str] = None) -> nn.Module:
     ``quantization_config`` becomes bitlinear's, so ``save_pretrained`` / ``from_pretrained`` work.
     """
     HFBitLinear, AutoBitLinear = _hf_bitnet_classes()
-    if head not in _head.HEAD_KINDS:
-        raise ValueError(f"convert_bitnet: head must be one of {_head.HEAD_KINDS}, got {head!r}")
+    _head.parse_head(head, "convert_bitnet")  # ValueError for an unknown head= before any change
     _check_quant_method(model)
     if isinstance(model, (HFBitLinear, AutoBitLinear)):
         raise TypeError("convert_bitnet converts the layers inside a model; wrap a single layer in "
@@ -452,6 +453,8 @@ if HAS_TRANSFORMERS:
 
         modules: {module name: {"quant_type", "eps", "deployed"[, "rms_norm_eps"]}}; the layers
         are rebuilt from it (in/out features and bias from the model's own nn.Linear).
+        heads: {head name: {"kind": "int8" | "int4", "group_size": G (int4 only), "tied":
+        embedding name or None, "bias": bool}}: the quantized output heads (bitlinear.head).
         format_version: the packed layout version (docs/packed_format.md)."""
 
         def __init__(self, modules: Dict[str, dict] | None = None,
@@ -464,7 +467,8 @@ if HAS_TRANSFORMERS:
             self.quant_method = QUANT_METHOD
             self.format_version = format_version
             self.modules = {str(k): dict(v) for k, v in (modules or {}).items()}
-            # int8 output heads (bitlinear.head): {name: {"kind", "tied", "bias"}}
+            # quantized output heads (bitlinear.head): {name: {"kind": "int8" | "int4",
+            # ["group_size": G (int4),] "tied", "bias"}}
             self.heads = {str(k): dict(v) for k, v in (heads or {}).items()}
             self.post_init()
 

@@ -280,3 +280,94 @@ def ste_linear(x, weight, bias, eps: float, spec: QuantSpec):
     b = bias.to(torch.float32) if bias is not None else None
     y = F.linear(x_ste, w_ste, b)
     return y.reshape(*xf.shape[:-1], weight.shape[0]).to(x.dtype)
+
+
+# ---------------------------------------------------------------------------- int4 output head
+Q4_CHUNK = 64  # weights per 32-byte chunk of the int4 head format ("q4", docs/packed_format.md)
+Q4_MAX_GROUP = 1024  # the largest group size (BL_Q4_MAX_GROUP)
+
+
+def q4_groups(K: int, G: int) -> int:
+    """Kg = ceil(K / G): the scales per row of an int4 head with in_features K, group size G."""
+    return -(-K // G)
+
+
+def q4_pack(q: torch.Tensor) -> torch.Tensor:
+    """int codes [..., Kp4] in [-8, 7] (Kp4 a multiple of 64) -> uint8 [..., Kp4 / 2]: chunk c
+    (k = 64c .. 64c + 63) is bytes 32c .. 32c + 31, byte 32c + j holding q[64c + j] + 8 in its low
+    nibble and q[64c + 32 + j] + 8 in its high nibble."""
+    u = (q.to(torch.int16) + 8).to(torch.uint8)
+    u = u.reshape(*q.shape[:-1], q.shape[-1] // Q4_CHUNK, 2, 32)
+    return (u[..., 0, :] | (u[..., 1, :] << 4)).reshape(*q.shape[:-1], -1).contiguous()
+
+
+def q4_unpack(w4: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., Kp4 / 2] -> int8 codes [..., Kp4] in [-8, 7] (every byte is valid: a nibble u
+    reads as u - 8). The inverse of q4_pack."""
+    b = w4.reshape(*w4.shape[:-1], w4.shape[-1] // 32, 1, 32)
+    u = torch.cat((b & 15, b >> 4), dim=-2)  # [..., chunk, half, j]: k = 64 chunk + 32 half + j
+    return (u.reshape(*w4.shape[:-1], -1).to(torch.int8) - 8)
+
+
+def _fma_f32(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """float32 fmaf(p, s, c) from a = p * s held exactly in float64 (|p| < 2^24 and a float32 s:
+    at most 49 significant bits) and c float32: the exact sum rounded once to float32. The float64
+    sum is rounded to odd (the two-sum error tells an inexact sum; an even result then moves one
+    float64 ulp towards the exact value), and round-to-odd at 53 bits followed by round-to-nearest
+    at 24 bits is the correctly rounded result (53 >= 24 + 2), so no double-rounding error."""
+    c = c.to(torch.float64)
+    s = a + c
+    bb = s - a
+    err = (a - (s - bb)) + (c - bb)  # a + c - s, exactly (Knuth's two-sum) where s is finite
+    even = (s.view(torch.int64) & 1) == 0
+    fix = (err != 0) & torch.isfinite(err) & even
+    if bool(fix.any()):
+        towards = torch.where(err > 0, torch.full_like(s, float("inf")),
+                              torch.full_like(s, float("-inf")))
+        s = torch.where(fix, torch.nextafter(s, towards), s)
+    return s.to(torch.float32)
+
+
+def q4_head_linear_ref(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias,
+                       group_size: int, in_features: int, eps: float) -> torch.Tensor:
+    """The int4 grouped head's forward (bl_q4_linear) in plain PyTorch: [..., K] -> [..., N] in
+    x's dtype. weight uint8 [N, Kg * G / 2] (q4_pack), scale float32 [N, Kg], bias float32 [N] or
+    None.
+
+    Activations: quantize_acts per token with eps (x_q in [-128, 127], s_x = max(amax, eps) / 127),
+    zeros up to Kg * G. For each row n and token m, eight float32 lane accumulators; per group g, in
+    order, lane l's exact integer partial sum p[l] over the bytes 4l..4l+3 of each 32-byte half of
+    the group's 64-weight chunks (int64 here), then f[l] = fmaf(p[l], scale[n, g], f[l]); then
+    r = ((f0 + f4) + (f2 + f6)) + ((f1 + f5) + (f3 + f7)), y = r * s_x, + bias, rounded to x's
+    dtype; a token whose s_x is not finite gives a NaN row.
+
+    The float32 fma is emulated in float64 with a round-to-odd correction (_fma_f32), which is
+    exact in every case the tests reach; it is an emulation, so it may differ from the C path in
+    the last bit in a case it misses (e.g. a product or sum near float32's overflow), and the tests
+    compare it with the C path with a tight tolerance (and count exact matches). Memory is
+    O(M * N * Kg * 8) int64: a test oracle, not a kernel."""
+    K, G = int(in_features), int(group_size)
+    N, Kg = scale.shape
+    Kp4 = Kg * G
+    x2 = x.reshape(-1, K)
+    M = x2.shape[0]
+    xq_full, sx, _ = quantize_acts(x2, eps, True)  # int8 [M, padded_k(K)], zeros past K
+    xq = torch.zeros(M, Kp4, dtype=torch.int64, device=x.device)
+    xq[:, :K] = xq_full[:, :K]
+    q = q4_unpack(weight).to(torch.int64)  # [N, Kp4]
+    C = G // Q4_CHUNK
+    # k = g G + 64 c + 32 h + 4 l + i  ->  [.., g, l, (c, h, i)]: lane l's terms of group g
+    xr = xq.reshape(M, Kg, C, 2, 8, 4).permute(0, 1, 4, 2, 3, 5).reshape(M, Kg, 8, G // 8)
+    wr = q.reshape(N, Kg, C, 2, 8, 4).permute(0, 1, 4, 2, 3, 5).reshape(N, Kg, 8, G // 8)
+    p = torch.einsum("mgls,ngls->mngl", xr, wr)  # [M, N, Kg, 8], exact int64
+    a = p.to(torch.float64) * scale.to(torch.float64)[None, :, :, None]  # exact products
+    f = torch.zeros(M, N, 8, dtype=torch.float32, device=x.device)
+    for g in range(Kg):
+        f = _fma_f32(a[:, :, g], f)
+    r = ((f[..., 0] + f[..., 4]) + (f[..., 2] + f[..., 6])) + \
+        ((f[..., 1] + f[..., 5]) + (f[..., 3] + f[..., 7]))
+    y = r * sx[:, None]
+    if bias is not None:
+        y = y + bias.to(torch.float32)
+    y = torch.where(torch.isfinite(sx)[:, None], y, torch.full_like(y, float("nan")))
+    return y.to(x.dtype).reshape(*x.shape[:-1], N)

@@ -145,7 +145,7 @@ def test_convert_head_option_and_size_report(gen):
     plain = convert(copy.deepcopy(model))
     assert type(plain.lm_head) is nn.Linear
     with pytest.raises(ValueError, match="head"):
-        convert(copy.deepcopy(model), head="int4")
+        convert(copy.deepcopy(model), head="int2")
     q = deploy(convert(model, head="int8"))
     assert isinstance(q.lm_head, Int8Head)
     x = torch.randn(2, 32, generator=gen)
