@@ -22,22 +22,25 @@ Per (arch, vocab, threads, head) row: greedy decode with the KV cache after an 8
     from the torch profiler instead (the ops' inclusive CPU times), as hooks would break the graph;
   - bytes streamed per token: the BitLinear weights one M = 1 call reads (the decode layout where
     bitlinear.cpu_lut_used(1), else the packed 2-bit weights; scales and biases included), the
-    head's weights (float, or int8 + scales), and the KV cache read; against the DRAM floor =
-    bytes / read bandwidth, measured in the same process right before the row (torch sum over a
-    1 GiB float32 tensor, best of 5, at the row's thread count).
+    head's weights (float, or int8 / int4 codes + scales), and the KV cache read; against the
+    DRAM floor = bytes / read bandwidth, measured in the same process right before the row (torch
+    sum over a 1 GiB float32 tensor, best of 5, at the row's thread count).
 Compiled rows: `torch.compile(model.forward, dynamic=False)` with a StaticCache, the recipe
 transformers documents for compiled decoding; the prompt runs eagerly, then every step replays the
 one decode graph (compile time not counted). `--compile tuned` adds two settings outside
 bitlinear (SDPA's GQA, no module guards; see compiled()).
-Heads: "float" (the model's own nn.Linear) and "int8" (`convert(model, head="int8")`, applied in
-place after the float rows). The int8 rows also report how long the greedy tokens stay the float
-head's (a differing token makes the sequences diverge from there), and, teacher-forced over one
-more decode run, the float head on the int8 run's hidden states: max |logit error| (absolute and
-relative to the largest |logit|) and top-1 agreement per step (not timed).
+Heads (`--heads`): "float" (the model's own nn.Linear), "int8" (`convert(model, head="int8")`) and
+"int4" / "int4:<G>" (`convert(model, head="int4")`: 4-bit codes, a scale per group of 64 or G),
+each made from the float head's weights, applied in place after the float rows. The quantized
+rows also report how long the greedy tokens stay the float head's (a differing token makes the
+sequences diverge from there), and, teacher-forced over one more decode run, the float head on
+the quantized run's hidden states: max |logit error| (absolute and relative to the largest
+|logit|) and top-1 agreement per step (not timed).
 
 --tiny: a 2-layer model (hidden 64) at vocab 512: asserts that the decode loop on the deployed
 model gives the greedy tokens of transformers' generate() on the training-mode (fake-quant) model
-with the same float head (bit-exact kernels), and that the int8 head runs; exits 1 otherwise.
+with the same float head (bit-exact kernels), and that the int8 and int4 heads run within a logit
+error bound; exits 1 otherwise.
 """
 from __future__ import annotations
 
@@ -57,6 +60,10 @@ from torch import nn
 import bitlinear
 from bitlinear import BitLinear, convert, deploy, size_report
 from bitlinear.head import Int8Head
+try:
+    from bitlinear.head import Int4Head
+except ImportError:  # an older bitlinear
+    Int4Head = None
 from bench.decode import greedy  # profile/bench (this script's folder is on sys.path)
 
 FULL = dict(hidden_size=2560, intermediate_size=6912, num_hidden_layers=30, num_attention_heads=20,
@@ -126,12 +133,13 @@ def decode(model, steps: int, warmup: int, vocab: int, on_step=None, step_fn=Non
 
 
 _HEAD_MATMULS = ("aten::mm", "aten::addmm", "mkldnn::_linear_pointwise")  # a compiled float head
+_HEAD_OPS = ("bitlinear::int8_head_linear", "bitlinear::int4_head_linear")
 
 
 def _profiled_split(model, step_fn, steps, vocab):
     """(mean step ms, BitLinear ms, head ms, BitLinear calls) per step of a compiled decode, from
     the torch profiler over the decode steps only (not the eager prompt): the BitLinear ops' and
-    the head's inclusive CPU times (the int8 head's op, or the matmul whose output has the
+    the head's inclusive CPU times (the quantized head's op, or the matmul whose output has the
     vocabulary's width)."""
     from torch.profiler import ProfilerActivity, profile
     prof = profile(activities=[ProfilerActivity.CPU], record_shapes=True)
@@ -152,7 +160,7 @@ def _profiled_split(model, step_fn, steps, vocab):
         if e.name in ("bitlinear::linear", "bitlinear::linear_fused"):
             bl += e.cpu_time_total
             calls += 1
-        elif e.name == "bitlinear::int8_head_linear" or (
+        elif e.name in _HEAD_OPS or (
                 e.name in _HEAD_MATMULS and any(s and s[-1] == vocab for s in e.input_shapes)):
             head += e.cpu_time_total
     n = len(times)
@@ -213,8 +221,9 @@ def streamed_bytes(model, ctx_len: int) -> dict:
     body = (rep["decode_layout"] if lut else rep["packed_weights"]) + rep["weight_scales"] \
         + rep["bitlinear_bias"]
     head = model.lm_head
-    if isinstance(head, Int8Head):
-        hb = head.weight.numel() + head.scale.numel() * 4
+    if not isinstance(head, nn.Linear):  # a quantized head: its codes, scales and bias
+        hb = sum(t.numel() * t.element_size() for t in (head.weight, head.scale, head.bias)
+                 if t is not None)
     else:
         hb = head.weight.numel() * head.weight.element_size()
     cfg = model.config
@@ -226,7 +235,7 @@ def streamed_bytes(model, ctx_len: int) -> dict:
 
 @torch.no_grad()
 def head_agreement(model, w_float: torch.Tensor, steps: int, vocab: int) -> dict:
-    """Teacher-forced: at each step of an int8-head decode, the float head on the same hidden
+    """Teacher-forced: at each step of a quantized-head decode, the float head on the same hidden
     state. Max |logit error|, relative to the largest |logit|, and top-1 agreement."""
     stats = {"max_abs": 0.0, "max_logit": 0.0, "top1": 0, "n": 0}
 
@@ -361,18 +370,23 @@ def tiny(archs) -> int:
               f"{cnt.frame_count} graph(s): {good}")
         with torch.no_grad():
             lf = model(ids).logits
-        convert(model, head="int8")
-        with torch.no_grad():
-            lq = model(ids).logits
-        _, toks8 = decode(model, steps, 0, vocab)
-        err = (lq - lf).abs().max().item()
-        top1 = (lq.argmax(-1) == lf.argmax(-1)).float().mean().item()
-        fine = isinstance(model.lm_head, Int8Head) and err < 0.05 * lf.abs().max().item()
-        ok &= fine
-        same = next((i for i, (x, y) in enumerate(zip(ref, toks8)) if x != y), len(ref))
-        print(f"tiny {arch}: int8 head: max |logit error| {err:.4f} (max |logit| "
-              f"{lf.abs().max().item():.2f}), prompt top-1 agreement {top1:.3f}, greedy tokens = "
-              f"float head's for {same}/{len(ref)}: {'ok' if fine else 'FAILED'}")
+        w_float = model.lm_head.weight.detach().float().clone()
+        # int8: per-row scales; int4: groups of 64 (4 bits), a larger but bounded error
+        for kind, cls, tol in (("int8", Int8Head, 0.05), ("int4", Int4Head, 0.15)):
+            if cls is None:
+                continue
+            set_head(model, kind, w_float)
+            with torch.no_grad():
+                lq = model(ids).logits
+            _, toksq = decode(model, steps, 0, vocab)
+            err = (lq - lf).abs().max().item()
+            top1 = (lq.argmax(-1) == lf.argmax(-1)).float().mean().item()
+            fine = isinstance(model.lm_head, cls) and err < tol * lf.abs().max().item()
+            ok &= fine
+            same = next((i for i, (x, y) in enumerate(zip(ref, toksq)) if x != y), len(ref))
+            print(f"tiny {arch}: {kind} head: max |logit error| {err:.4f} (max |logit| "
+                  f"{lf.abs().max().item():.2f}), prompt top-1 agreement {top1:.3f}, greedy "
+                  f"tokens = float head's for {same}/{len(ref)}: {'ok' if fine else 'FAILED'}")
     return 0 if ok else 1
 
 
@@ -409,13 +423,34 @@ def compiled(model, how: str):
         "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe})
 
 
+def _head_kind(s: str) -> str:
+    if s in ("float", "int8", "int4") or (s.startswith("int4:") and s[5:].isdigit()):
+        return s
+    raise argparse.ArgumentTypeError(f"unknown head {s!r}: float, int8, int4 or int4:<G>")
+
+
+def set_head(model, kind: str, w_float: torch.Tensor) -> None:
+    """Make the model's head `kind` ("int8", "int4", "int4:<G>") from the float head's weights
+    (an earlier quantized head is replaced: convert quantizes only a float nn.Linear head)."""
+    if not isinstance(model.lm_head, nn.Linear):
+        lin = nn.Linear(w_float.shape[1], w_float.shape[0], bias=False)
+        with torch.no_grad():
+            lin.weight.copy_(w_float)
+        model.lm_head = lin
+    convert(model, head=kind)
+    if hasattr(model.lm_head, "prepack"):
+        model.lm_head.prepack()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="2 small layers, correctness only")
     ap.add_argument("--arch", nargs="+", default=["llama"], choices=["llama", "bitnet"])
     ap.add_argument("--vocab", nargs="+", type=int, default=[32000, 128256])
     ap.add_argument("--threads", nargs="+", type=int, default=[2])
-    ap.add_argument("--heads", nargs="+", default=["float", "int8"], choices=["float", "int8"])
+    ap.add_argument("--heads", nargs="+", default=["float", "int8"], type=_head_kind,
+                    help="float, int8, int4 (groups of 64) or int4:<G> (groups of G); the "
+                         "quantized heads are made from the float head's weights, in this order")
     ap.add_argument("--cpu-lut", nargs="+", default=["off"], choices=["off", "auto"],
                     help="decode-layout modes to run each row in (\"auto\": the opt-in second "
                          "copy, the default before issue 18)")
@@ -443,10 +478,10 @@ def main(argv=None) -> int:
             print(f"built {arch} V={vocab} in {time.time() - t0:.0f} s", flush=True)
             ref, w_float = {}, None
             for head in a.heads:
-                if head == "int8":
-                    w_float = model.lm_head.weight.detach().float().clone()
-                    convert(model, head="int8")
-                    model.lm_head.prepack()
+                if head != "float":
+                    if w_float is None:
+                        w_float = model.lm_head.weight.detach().float().clone()
+                    set_head(model, head, w_float)
                 for fuse in a.fuse:
                     if fuse == "on":
                         bitlinear.fuse_projections(model)
@@ -458,8 +493,9 @@ def main(argv=None) -> int:
                                 and comp == a.compile[0]
                             for t in a.threads:
                                 row = run_row(model, arch, vocab, t, head, a.steps, a.warmup,
-                                              a.repeats, ref.get(t) if head == "int8" else None,
-                                              w_float if first else None, step_fn)
+                                              a.repeats, ref.get(t) if head != "float" else None,
+                                              w_float if first and head != "float" else None,
+                                              step_fn)
                                 row["cpu_lut"], row["fuse"], row["compile"] = lut, fuse, comp
                                 if head == "float" and first:
                                     ref[t] = row["tokens"]
