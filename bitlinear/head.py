@@ -387,6 +387,8 @@ class Int8Head(nn.Module):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Int8Head: input has {x.shape[-1]} features, expected "
                              f"{self.in_features}")
+        if not x.is_floating_point():
+            raise TypeError(f"Int8Head: the input must be a float tensor, got {x.dtype}")
         w, s, b = self.weight, self.scale, self.bias
         if (torch.compiler.is_compiling() or (x.requires_grad and torch.is_grad_enabled())
                 or type(x) is not torch.Tensor):
@@ -725,6 +727,8 @@ class Int4Head(nn.Module):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Int4Head: input has {x.shape[-1]} features, expected "
                              f"{self.in_features}")
+        if not x.is_floating_point():
+            raise TypeError(f"Int4Head: the input must be a float tensor, got {x.dtype}")
         w, s, b = self.weight, self.scale, self.bias
         if (torch.compiler.is_compiling() or (x.requires_grad and torch.is_grad_enabled())
                 or type(x) is not torch.Tensor):

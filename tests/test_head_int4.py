@@ -774,3 +774,12 @@ def test_llama_int4_head_torch_compile_fullgraph(gen, tie):
     with torch.no_grad():
         out = compiled(ids, use_cache=False).logits
     torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-5 * eager.abs().max().item())
+
+
+@pytest.mark.parametrize("cls", [Int8Head, Int4Head])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int8, torch.bool])
+def test_head_refuses_non_float_input(cls, dtype):
+    # an integer input would otherwise reach the dequantizing path and come back truncated
+    head = cls.from_linear(nn.Linear(70, 9))
+    with pytest.raises(TypeError, match="float tensor"):
+        head(torch.ones(2, 70, dtype=dtype))
