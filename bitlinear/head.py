@@ -907,6 +907,36 @@ def hf_rebuild_heads(model: nn.Module, heads: Dict[str, dict]) -> None:
         _untie_hf_mapping(model, name)
 
 
+def hf_head_tensors(model: nn.Module, heads: Dict[str, dict]
+                    ) -> List[Tuple[str, str, Tuple[str, ...], Tuple[int, ...]]]:
+    """(head name, checkpoint key, safetensors dtypes, shape) of every tensor that the heads
+    rebuilt by hf_rebuild_heads (and their tied embeddings) read from a checkpoint. bitlinear.hf
+    checks them in the safetensors headers before transformers loads anything: transformers
+    would cast a float ``weight`` into the int8 / uint8 table, convert a float16 scale, and
+    re-initialise a missing one, none of which the checks after loading can see."""
+    out = []
+    for name in (heads or {}):
+        m = model.get_submodule(name)
+        if not isinstance(m, (Int8Head, Int4Head)):
+            continue
+        if m.tied:
+            src = next((n for n, x in model.named_modules() if x is m.__dict__["_tied"]), None)
+            if src is None:
+                continue  # hf_rebuild_heads ties only to the model's own embeddings
+        else:
+            src = name
+        rows, cols = m.out_features, m.in_features
+        if isinstance(m, Int8Head):
+            want = ((("I8",), (rows, cols)), (("F32",), (rows,)))
+        else:
+            wshape, sshape = _q4_shapes(rows, cols, m.group_size)
+            want = ((("U8",), wshape), (("F32",), sshape))
+        out += [(name, f"{src}.weight", *want[0]), (name, f"{src}.scale", *want[1])]
+        if m.bias is not None:
+            out.append((name, f"{name}.bias", ("F32",), (rows,)))
+    return out
+
+
 def hf_validate_heads(model: nn.Module, heads: Dict[str, dict]) -> None:
     """After from_pretrained: every quantized head's tensors were in the checkpoint, with the
     right dtypes and shapes, and the scales are finite (and > 0 for int8; int4 allows 0)."""

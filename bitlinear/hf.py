@@ -357,10 +357,12 @@ def _rebuild(model: nn.Module, modules: Dict[str, dict]) -> None:
 _ST_FLOATS = ("F64", "F32", "F16", "BF16")
 
 
-def _precheck_files(model: nn.Module, modules: Dict[str, dict], checkpoint_files) -> None:
-    """Check every bitlinear layer's tensors in the safetensors headers (dtype, shape, presence)
-    before transformers loads anything, so a bad checkpoint fails with the layer's name, not a
-    cast (a float w_packed would be cast to uint8) or a re-initialised buffer."""
+def _precheck_files(model: nn.Module, modules: Dict[str, dict], checkpoint_files,
+                    heads: Dict[str, dict] | None = None) -> None:
+    """Check every bitlinear layer's and quantized head's tensors in the safetensors headers
+    (dtype, shape, presence) before transformers loads anything, so a bad checkpoint fails with
+    the layer's name, not a cast (a float w_packed or head weight would be cast to uint8 / int8)
+    or a re-initialised buffer."""
     files = [f for f in (checkpoint_files or []) if str(f).endswith(".safetensors")]
     if not files:
         return
@@ -386,6 +388,7 @@ def _precheck_files(model: nn.Module, modules: Dict[str, dict], checkpoint_files
         k = key_of(key)
         return None if k is None else header[k]
 
+    _check_head_headers(model, heads, find)
     for name, e in modules.items():
         m = model.get_submodule(name)
         layer = m.linear if isinstance(m, RMSNormBitLinear) else m
@@ -421,6 +424,19 @@ def _precheck_files(model: nn.Module, modules: Dict[str, dict], checkpoint_files
             except ValueError as err:
                 msg = str(err).removeprefix("BitLinear: ")
                 raise ValueError(f"bitlinear: layer {name!r}: {msg}") from None
+
+
+def _check_head_headers(model: nn.Module, heads, find) -> None:
+    for name, key, dtypes, shape in _head.hf_head_tensors(model, heads):
+        got = find(key)
+        if got is None:
+            raise ValueError(f"bitlinear: head {name!r}: the checkpoint has no '{key}'")
+        if got[0] not in dtypes:
+            raise TypeError(f"bitlinear: head {name!r}: '{key}' is {got[0]} in the checkpoint, "
+                            f"expected {' or '.join(dtypes)} (a quantized head's table)")
+        if got[1] != shape:
+            raise ValueError(f"bitlinear: head {name!r}: '{key}' has shape {got[1]} in the "
+                             f"checkpoint, expected {shape}")
 
 
 def _validate_loaded(model: nn.Module, modules: Dict[str, dict]) -> None:
@@ -498,7 +514,8 @@ if HAS_TRANSFORMERS:
         def _process_model_before_weight_loading(self, model, checkpoint_files=None, **kwargs):
             _rebuild(model, self.quantization_config.modules)
             _head.hf_rebuild_heads(model, getattr(self.quantization_config, "heads", None))
-            _precheck_files(model, self.quantization_config.modules, checkpoint_files)
+            _precheck_files(model, self.quantization_config.modules, checkpoint_files,
+                            getattr(self.quantization_config, "heads", None))
             return model
 
         def _process_model_after_weight_loading(self, model, **kwargs):

@@ -704,6 +704,44 @@ def test_hf_load_refuses_a_non_finite_scale(tmp_path, gen):
         AutoModelForCausalLM.from_pretrained(tmp_path)
 
 
+@needs_tf
+@pytest.mark.parametrize("head", ["int8", "int4"])
+@pytest.mark.parametrize("tie", [False, True])
+@pytest.mark.parametrize("fault", ["float weight", "wrong shape", "float16 scale",
+                                   "missing scale", "missing weight"])
+def test_hf_load_checks_head_tensors_before_loading(tmp_path, head, tie, fault):
+    """transformers would cast a float weight into the int table, convert a float16 scale and
+    re-initialise a missing one; the safetensors headers are checked first (bitlinear.hf)."""
+    import bitlinear.hf  # noqa: F401
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM
+    model = deploy(convert(_llama(tie, V=300), head=head))
+    model.save_pretrained(tmp_path)
+    f = next(tmp_path.glob("*.safetensors"))
+    sd = load_file(str(f))
+    src = "model.embed_tokens" if tie else "lm_head"
+    w, sc = f"{src}.weight", f"{src}.scale"
+    assert w in sd and sc in sd
+    if fault == "float weight":
+        sd[w] = sd[w].float()
+        err, match = TypeError, "weight' is F32 in the checkpoint"
+    elif fault == "wrong shape":
+        sd[w] = sd[w][:, :10].contiguous()
+        err, match = ValueError, "weight' has shape"
+    elif fault == "float16 scale":
+        sd[sc] = sd[sc].half()
+        err, match = TypeError, "scale' is F16 in the checkpoint"
+    elif fault == "missing scale":
+        del sd[sc]
+        err, match = ValueError, "has no '.*scale'"
+    else:
+        del sd[w]
+        err, match = ValueError, "has no '.*weight'"
+    save_file(sd, str(f), metadata={"format": "pt"})
+    with pytest.raises(err, match=f"head 'lm_head'.*{match}"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
 def test_hf_head_entries_and_rebuild_without_transformers():
     """The heads entries and the rebuild on plain modules (what the quantizer calls)."""
     torch.manual_seed(0)
