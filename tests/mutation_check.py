@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Mutation check of the C tests: plants small bugs in the AVX2 kernels and in the decode layout
-(LUT: lut.c and the AVX-512 LUT GEMV), one at a time, in a copy of csrc/ and tests/c/, and asserts
-that the plain C tests (`make -C tests/c test`: test_core and test_directed, fixed default seed;
-plus test_emu, the AVX-512 / AVX-VNNI tables on SIMDe, where libsimde-dev is installed) catch every
+"""Mutation check of the C tests: plants small bugs in the AVX2 kernels, in the decode layout
+(LUT: lut.c and the AVX-512 LUT GEMV) and in the x86 int4 head kernel (q4_x86.h), one at a time,
+in a copy of csrc/ and tests/c/, and asserts that the plain C tests (`make -C tests/c test`:
+test_core and test_directed, fixed default seed, and test_q4, fresh seed; plus test_emu and
+test_q4_emu, the AVX-512 / AVX-VNNI tables on SIMDe, where libsimde-dev is installed) catch every
 one of them.
 
     python3 tests/mutation_check.py [--keep] [--only NAME]
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 AVX2 = "csrc/cpu/isa_avx2.c"
 AVX512 = "csrc/cpu/isa_avx512vnni.c"
 LUT = "csrc/cpu/lut.c"
+Q4X86 = "csrc/cpu/q4_x86.h"  # the int4 head kernel of the AVX2 / AVX-VNNI / AVX-512 files
 
 # (name, file, regex that must match exactly once, replacement, what it breaks)
 MUTATIONS = [
@@ -77,6 +79,15 @@ MUTATIONS = [
      r"c\[32 \* s \+ j\] = v > 2 \? 2 : v;",
      "c[32 * s + j] = v;",
      "bl_lut_pack keeps the invalid code 3 as digit 3 instead of reading it as 2"),
+    # the int4 head (q4), caught by test_q4 (every path against the plain C path, bit for bit)
+    ("j-q4-high-nibble-shift", Q4X86,
+     r"_mm256_srli_epi16\(raw, 4\)",
+     "_mm256_srli_epi16(raw, 3)",
+     "the x86 q4 kernel reads the high nibbles shifted by 3 instead of 4"),
+    ("k-q4-lane-tree", Q4X86,
+     r"_mm_add_ps\(s, _mm_movehl_ps\(s, s\)\)",
+     "_mm_add_ps(s, _mm_movehdup_ps(s))",
+     "the x86 q4 kernel sums the 8 lanes in the wrong pairs (bitlinear.h fixes the tree)"),
 ]
 # mutations that only the AVX-512 path (native, or emulated by test_emu) can catch
 NEEDS_AVX512 = {"g-lut-flush-cols"}
@@ -98,7 +109,8 @@ def has_simde() -> bool:
 
 
 def programs() -> tuple[str, ...]:
-    return ("test_core", "test_directed") + (("test_emu",) if has_simde() else ())
+    return ("test_core", "test_directed", "test_q4") + (
+        ("test_emu", "test_q4_emu") if has_simde() else ())
 
 
 def run_tests(tdir: Path, env) -> tuple[int, dict]:
@@ -148,7 +160,7 @@ def main() -> int:
                         ignore=shutil.ignore_patterns("build", "*.o"))
         tdir = tmp / "tests" / "c"
         make = ["make", "-s", "-j2", "-C", str(tdir)]
-        targets = ["all"] + [f"build/{arch()}/{p}" for p in programs() if p == "test_emu"]
+        targets = ["all"] + [f"build/{arch()}/{p}" for p in programs() if p.endswith("_emu")]
         can_avx512 = has_avx512vnni() or has_simde()
         print(f"programs: {', '.join(programs())}; AVX-512 VNNI "
               f"{'native' if has_avx512vnni() else 'emulated (SIMDe)' if has_simde() else 'unavailable'}")
