@@ -273,6 +273,43 @@ bl_status bl_q4_linear(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_
                        const float *bias, float eps, void *y, bl_dtype ydt, int64_t ldy,
                        void *workspace, int nthreads);
 
+/* ------------------------------------------------------------------ CPU decode attention
+ * One query token per sequence attending over a key/value cache (csrc/cpu/attn.c), float32 only:
+ *   out[b, h, :] = sum_l p[l] v[b, h / (Hq / Hkv), l, :],  p = softmax over l of
+ *   s[l] = dot(q[b, h, :], k[b, h / (Hq / Hkv), l, :]) * scale (+ mask[b, h, l] when additive),
+ * the softmax taken with the running maximum subtracted (float32 throughout; dot products in 16
+ * lanes, so the result is within float rounding of the exact value, not torch's bits).
+ * Layout: every tensor is given by its base pointer and element strides; the head_dim axis D is
+ * contiguous (stride 1) everywhere. q [B, Hq, D] (strides q_sb, q_sh), k and v [B, Hkv, L, D]
+ * (strides *_sb, *_sh, *_sl: a strided view of a static cache works as is), out [B, Hq, D]
+ * (strides o_sb, o_sh; its rows may not overlap each other nor any input). GQA: Hq a multiple
+ * of Hkv; query head h reads kv head h / (Hq / Hkv).
+ * Mask (mask_type): BL_ATTN_MASK_NONE (mask may be NULL), BL_ATTN_MASK_ADD (float32, added to
+ * s), BL_ATTN_MASK_BOOL (one byte per entry, 0 = masked, as a torch.bool tensor); strides m_sb,
+ * m_sh (0 broadcasts one row to every head), m_sl, any of them may be 0. A position whose mask
+ * is -inf (additive) or 0 (bool) for a head gets weight 0 there; one masked for every query head
+ * of its kv head is skipped, its k and v rows not read. A query head with every position masked
+ * (or L = 0) gets zeros, as torch's CPU scaled_dot_product_attention.
+ * Strides are non-negative. Threads over (batch, kv head, group of query heads); the query heads
+ * of a kv head are computed together, so each k / v row is read once per group. The result does
+ * not depend on nthreads (bit for bit).
+ * Statuses: BL_ERR_NULL (q, k, v or out NULL, or mask NULL with a mask type, when B > 0),
+ * BL_ERR_SIZE (B, L < 0, Hq, Hkv, D < 1, Hq not a multiple of Hkv, an extent above 2^40 or
+ * overflowing), BL_ERR_ARG (unknown mask_type, scale not finite), BL_ERR_STRIDE (a negative
+ * stride, out rows that overlap). B = 0 does nothing. */
+typedef enum {
+  BL_ATTN_MASK_NONE = 0,
+  BL_ATTN_MASK_ADD = 1,   /* float32, additive; -inf skips the position */
+  BL_ATTN_MASK_BOOL = 2   /* uint8 / torch.bool, nonzero = attend */
+} bl_attn_mask_type;
+bl_status bl_attn_decode(int64_t B, int64_t Hq, int64_t Hkv, int64_t L, int64_t D,
+                         const float *q, int64_t q_sb, int64_t q_sh,
+                         const float *k, int64_t k_sb, int64_t k_sh, int64_t k_sl,
+                         const float *v, int64_t v_sb, int64_t v_sh, int64_t v_sl,
+                         const void *mask, int mask_type, int64_t m_sb, int64_t m_sh,
+                         int64_t m_sl, float scale, float *out, int64_t o_sb, int64_t o_sh,
+                         int nthreads);
+
 /* Plain-C ground truth of each entry point (same contracts, csrc/cpu/ref.c). */
 bl_status bl_q4_linear_ref(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
                            const uint8_t *w4, const float *wscale, int64_t N, int64_t G,

@@ -24,7 +24,8 @@ THIRD_PARTY = {
     "torch": "the dependency the package extends",
     "numpy": "a dependency (torch's NumPy interop)",
     "tqdm": "a dependency: progress bars (deploy of large models, the demo)",
-    "transformers": "optional: bitlinear.hf (Hugging Face loading and quantizer registration)",
+    "transformers": "optional: bitlinear.hf (Hugging Face loading and quantizer registration), "
+                    "bitlinear.attention (registration, SDPA fallback)",
     "safetensors": "optional: bitlinear.hf and save_deployed / load_deployed checkpoints",
     "accelerate": "optional: transformers' device-map loading",
     "sklearn": "optional: the demo's bundled digits data set",

@@ -211,6 +211,40 @@ PyObject* py_q4_linear_cpu(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   Py_RETURN_NONE;
 }
 
+// attn_decode_cpu(B, Hq, Hkv, L, D, q, q_sb, q_sh, k, k_sb, k_sh, k_sl, v, v_sb, v_sh, v_sl,
+//                 mask, mask_type, m_sb, m_sh, m_sl, scale, out, o_sb, o_sh, nthreads): decode
+// attention on raw float32 CPU pointers (bl_attn_decode; mask 0 with mask_type 0 for none).
+// Keeps the GIL while small (a decode call over a short cache runs for microseconds).
+PyObject* py_attn_decode_cpu(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (!arity(nargs, 26, "attn_decode_cpu")) return nullptr;
+  long long n[26];
+  void* p[26];
+  // pointer arguments: q, k, v, mask, out
+  static const bool is_ptr[26] = {0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 1, 0,
+                                  0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0};
+  for (Py_ssize_t i = 0; i < 26; i++) {
+    if (i == 21) continue;  // scale
+    if (is_ptr[i] ? !ptr(args, i, &p[i]) : !ll(args, i, &n[i])) return nullptr;
+  }
+  const double scale = PyFloat_AsDouble(args[21]);
+  if (scale == -1.0 && PyErr_Occurred()) return nullptr;
+  if (n[17] < 0 || n[17] > 2) {
+    PyErr_SetString(PyExc_ValueError, "bitlinear: attn_decode_cpu mask type out of range");
+    return nullptr;
+  }
+  const int nt = n[25] < 1 ? 1 : n[25] > 1 << 20 ? 1 << 20 : (int)n[25];
+  const bool release = (double)n[0] * (double)n[1] * (double)n[3] * (double)n[4] >=
+                       4 * kReleaseGilMacs;
+  PyThreadState* ts = release ? PyEval_SaveThread() : nullptr;
+  const bl_status s = bl_attn_decode(
+      n[0], n[1], n[2], n[3], n[4], (const float*)p[5], n[6], n[7], (const float*)p[8], n[9],
+      n[10], n[11], (const float*)p[12], n[13], n[14], n[15], p[16], (int)n[17], n[18], n[19],
+      n[20], (float)scale, (float*)p[22], n[23], n[24], nt);
+  if (ts) PyEval_RestoreThread(ts);
+  if (s != BL_OK) return status_error(s, "attn_decode (CPU)");
+  Py_RETURN_NONE;
+}
+
 // linear_cuda(x, xdt, M, K, ldx, w_packed, N, w_scale, per_channel, bias, eps, per_token, y,
 //             workspace, workspace_bytes, stream): asynchronous on `stream` (a cudaStream_t as an
 //             int, 0 the legacy default stream); workspace: device memory of at least
@@ -299,6 +333,8 @@ PyMethodDef bl_fastpath_methods[] = {
      "Projections sharing one input in one CPU call (raw pointers; bl_linear_segments)."},
     {"q4_linear_cpu", (PyCFunction)(void (*)(void))py_q4_linear_cpu, METH_FASTCALL,
      "The int4 grouped head on raw CPU pointers (bl_q4_linear)."},
+    {"attn_decode_cpu", (PyCFunction)(void (*)(void))py_attn_decode_cpu, METH_FASTCALL,
+     "Decode attention (one query token) on raw float32 CPU pointers (bl_attn_decode)."},
     {"linear_cuda", (PyCFunction)(void (*)(void))py_linear_cuda, METH_FASTCALL,
      "Deployed forward on raw CUDA pointers, asynchronous on the given stream."},
     {"linear_cuda_workspace_bytes", (PyCFunction)(void (*)(void))py_linear_cuda_workspace_bytes,
