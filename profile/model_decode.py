@@ -426,6 +426,15 @@ def compiled(model, how: str):
         "cpp_wrapper": True})
 
 
+def set_attn(model, attn: str) -> None:
+    """attn "sdpa" (transformers' default here: left as it is) or "bitlinear":
+    bitlinear.attention's decode kernel, registered with transformers (one query token on the
+    CPU; SDPA otherwise)."""
+    if attn == "bitlinear":
+        from bitlinear import attention
+        model.set_attn_implementation(attention.register())
+
+
 def _head_kind(s: str) -> str:
     if s in ("float", "int8", "int4") or (s.startswith("int4:") and s[5:].isdigit()):
         return s
@@ -464,6 +473,9 @@ def main(argv=None) -> int:
                     help="\"on\": torch.compile(model.forward) with a StaticCache (transformers' "
                          "compiled-decode recipe); \"tuned\": also SDPA's GQA and no module "
                          "guards (see compiled()); the split comes from the torch profiler")
+    ap.add_argument("--attn", default="sdpa", choices=["sdpa", "bitlinear"],
+                    help="attention: transformers' SDPA, or bitlinear's decode kernel "
+                         "(bitlinear.attention.register(); SDPA where it does not apply)")
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2, help="untimed-hook decode runs per row (min)")
@@ -478,6 +490,7 @@ def main(argv=None) -> int:
         for vocab in a.vocab:
             t0 = time.time()
             model = build(arch, vocab, FULL)
+            set_attn(model, a.attn)
             print(f"built {arch} V={vocab} in {time.time() - t0:.0f} s", flush=True)
             ref, w_float = {}, None
             for head in a.heads:
@@ -500,11 +513,12 @@ def main(argv=None) -> int:
                                               w_float if first and head != "float" else None,
                                               step_fn)
                                 row["cpu_lut"], row["fuse"], row["compile"] = lut, fuse, comp
+                                row["attn"] = a.attn
                                 if head == "float" and first:
                                     ref[t] = row["tokens"]
                                 rows.append(row)
                                 print(render(row) + f"  [cpu_lut {lut}, fuse {fuse}, compile "
-                                      f"{comp}]", flush=True)
+                                      f"{comp}, attn {a.attn}]", flush=True)
                             os.environ.pop("TRANSFORMERS_SDPA_FORCE_GQA", None)
                     set_lut(model, "off")
             del model
