@@ -326,7 +326,48 @@ class Int8Embedding(nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, int8 rows, out dtype={self.dtype}"
 
 
-class Int8Head(nn.Module):
+class _QuantHead(nn.Module):
+    """What Int8Head and Int4Head share: a tie to an embedding (``weight`` / ``scale`` read from
+    it, no own copy), float32 ``scale`` / ``bias`` under dtype casts, and forward's checks and
+    dispatch (the custom op under torch.compile, with autograd or for tensor subclasses; the
+    kernel directly otherwise). Subclasses define ``_op`` and ``_eager``."""
+
+    def _tie(self, embedding: nn.Module, bias: Optional[torch.Tensor]) -> "_QuantHead":
+        del self._buffers["weight"], self._buffers["scale"]
+        self.__dict__["_tied"] = embedding
+        if bias is not None:
+            self.bias = bias.detach().to(torch.float32).clone()
+        return self
+
+    @property
+    def tied(self) -> bool:
+        return self.__dict__.get("_tied") is not None
+
+    def __getattr__(self, name):
+        tied = self.__dict__.get("_tied")
+        if tied is not None and name in ("weight", "scale"):
+            return getattr(tied, name)
+        return super().__getattr__(name)
+
+    def _apply(self, fn, recurse=True):
+        _apply_keep_float32(self, fn, recurse, ("scale", "bias"))
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"{type(self).__name__}: input has {x.shape[-1]} features, expected "
+                             f"{self.in_features}")
+        if not x.is_floating_point():
+            raise TypeError(f"{type(self).__name__}: the input must be a float tensor, got "
+                            f"{x.dtype}")
+        w, s, b = self.weight, self.scale, self.bias
+        if (torch.compiler.is_compiling() or (x.requires_grad and torch.is_grad_enabled())
+                or type(x) is not torch.Tensor):
+            return self._op(x, w, s, b)
+        return self._eager(x, w, s, b)
+
+
+class Int8Head(_QuantHead):
     """A linear output head with int8 weights and one float32 scale per output row.
 
     Buffers: ``weight`` (int8 [out, in]), ``scale`` (float32 [out]), ``bias`` (float32 [out] or
@@ -356,43 +397,19 @@ class Int8Head(nn.Module):
 
     @classmethod
     def tied_to(cls, embedding: Int8Embedding, bias: Optional[torch.Tensor] = None) -> "Int8Head":
-        m = cls(embedding.embedding_dim, embedding.num_embeddings, bias=bias is not None,
-                device="meta")
-        del m._buffers["weight"], m._buffers["scale"]
-        m.__dict__["_tied"] = embedding
-        if bias is not None:
-            m.bias = bias.detach().to(torch.float32).clone()
-        return m
+        return cls(embedding.embedding_dim, embedding.num_embeddings, bias=bias is not None,
+                   device="meta")._tie(embedding, bias)
 
-    def _apply(self, fn, recurse=True):
-        _apply_keep_float32(self, fn, recurse, ("scale", "bias"))
-        return self
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         _check_loaded(prefix, state_dict, self.out_features, self.in_features,
                       ("bias",) if self.tied else ("weight", "scale", "bias"))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    @property
-    def tied(self) -> bool:
-        return self.__dict__.get("_tied") is not None
+    def _op(self, x, w, s, b):
+        return torch.ops.bitlinear.int8_head_linear(x, w, s, b)
 
-    def __getattr__(self, name):
-        tied = self.__dict__.get("_tied")
-        if tied is not None and name in ("weight", "scale"):
-            return getattr(tied, name)
-        return super().__getattr__(name)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"Int8Head: input has {x.shape[-1]} features, expected "
-                             f"{self.in_features}")
-        if not x.is_floating_point():
-            raise TypeError(f"Int8Head: the input must be a float tensor, got {x.dtype}")
-        w, s, b = self.weight, self.scale, self.bias
-        if (torch.compiler.is_compiling() or (x.requires_grad and torch.is_grad_enabled())
-                or type(x) is not torch.Tensor):
-            return torch.ops.bitlinear.int8_head_linear(x, w, s, b)
+    def _eager(self, x, w, s, b):
         return _int8_linear(x, w, s, b)
 
     def prepack(self) -> "Int8Head":
@@ -659,7 +676,7 @@ class Int4Embedding(nn.Module):
                 f"out dtype={self.dtype}")
 
 
-class Int4Head(nn.Module):
+class Int4Head(_QuantHead):
     """A linear output head with int4 weights, one float32 scale per group of ``group_size``
     weights of a row (the q4 format: quantize_groups_int4).
 
@@ -698,42 +715,19 @@ class Int4Head(nn.Module):
     def tied_to(cls, embedding: Int4Embedding, bias: Optional[torch.Tensor] = None) -> "Int4Head":
         m = cls(embedding.embedding_dim, embedding.num_embeddings, bias=bias is not None,
                 group_size=embedding.group_size, device="meta")
-        del m._buffers["weight"], m._buffers["scale"]
-        m.__dict__["_tied"] = embedding
-        if bias is not None:
-            m.bias = bias.detach().to(torch.float32).clone()
-        return m
+        return m._tie(embedding, bias)
 
-    def _apply(self, fn, recurse=True):
-        _apply_keep_float32(self, fn, recurse, ("scale", "bias"))
-        return self
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         _check_loaded4(prefix, state_dict, self.out_features, self.in_features, self.group_size,
                        ("bias",) if self.tied else ("weight", "scale", "bias"))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    @property
-    def tied(self) -> bool:
-        return self.__dict__.get("_tied") is not None
+    def _op(self, x, w, s, b):
+        return torch.ops.bitlinear.int4_head_linear(x, w, s, b, self.group_size,
+                                                    self.in_features)
 
-    def __getattr__(self, name):
-        tied = self.__dict__.get("_tied")
-        if tied is not None and name in ("weight", "scale"):
-            return getattr(tied, name)
-        return super().__getattr__(name)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"Int4Head: input has {x.shape[-1]} features, expected "
-                             f"{self.in_features}")
-        if not x.is_floating_point():
-            raise TypeError(f"Int4Head: the input must be a float tensor, got {x.dtype}")
-        w, s, b = self.weight, self.scale, self.bias
-        if (torch.compiler.is_compiling() or (x.requires_grad and torch.is_grad_enabled())
-                or type(x) is not torch.Tensor):
-            return torch.ops.bitlinear.int4_head_linear(x, w, s, b, self.group_size,
-                                                        self.in_features)
+    def _eager(self, x, w, s, b):
         return _int4_linear(x, w, s, b, self.group_size, self.in_features)
 
     def dequantized_weight(self) -> torch.Tensor:

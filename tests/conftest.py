@@ -53,3 +53,19 @@ def make_deployed(gen, K, N, quant_type="ai8pc_wpt", bias=True):
         if bias:
             lin.bias.copy_(rand(gen, N))
     return BitLinear.from_linear(lin, quant_type=quant_type).deploy()
+
+
+def head_llama(tie, V=2000, seed=0):
+    """A tiny random transformers Llama (hidden 128, 2 layers, vocab V, weights N(0, 0.2)) for the
+    quantized-head tests (test_head.py, test_head_int4.py)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(vocab_size=V, hidden_size=128, intermediate_size=352, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tie,
+                      pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.2)
+    return model

@@ -9,6 +9,7 @@ from torch import nn
 
 from bitlinear.convert import convert, deploy, load_deployed, save_deployed, size_report
 from bitlinear.head import Int8Embedding, Int8Head, quantize_head, quantize_rows
+from conftest import head_llama
 
 try:
     import transformers  # noqa: F401
@@ -225,27 +226,13 @@ def test_tied_untie_option_and_non_embedding_tie(gen):
         quantize_head(Odd())
 
 
-def _llama(tie, V=2000, seed=0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-    cfg = LlamaConfig(vocab_size=V, hidden_size=128, intermediate_size=352, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tie,
-                      pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.2)
-    return model
-
-
 @needs_tf
 @pytest.mark.parametrize("tie", [False, True])
 def test_logit_error_and_top1_against_float_head(gen, tie):
     """Random-weight Llama (vocab 2000), BitLinear body: the int8 head against the float head on the
     same final hidden states (the numbers docs/models.md quotes), and, tied, the whole model (the
     int8 input embedding changes the hidden states too)."""
-    model = deploy(convert(_llama(tie)))
+    model = deploy(convert(head_llama(tie)))
     w = model.lm_head.weight.detach().clone()
     ids = torch.randint(3, 2000, (4, 64), generator=gen)
     with torch.no_grad():
@@ -274,7 +261,7 @@ def test_logit_error_and_top1_against_float_head(gen, tie):
 def test_hf_save_pretrained_from_pretrained(tmp_path, gen, tie, dtype):
     import bitlinear.hf  # noqa: F401  (registers the quantizer)
     from transformers import AutoModelForCausalLM
-    model = deploy(convert(_llama(tie).to(dtype), head="int8"))
+    model = deploy(convert(head_llama(tie).to(dtype), head="int8"))
     ids = torch.randint(3, 2000, (1, 9), generator=gen)
     with torch.no_grad():
         ref = model(ids).logits
@@ -314,7 +301,7 @@ def test_convert_bitnet_head_option():
 @needs_tf
 @pytest.mark.parametrize("tie", [False, True])
 def test_llama_int8_head_torch_compile_fullgraph(gen, tie):
-    model = deploy(convert(_llama(tie, V=500), head="int8"))
+    model = deploy(convert(head_llama(tie, V=500), head="int8"))
     ids = torch.randint(3, 500, (1, 9), generator=gen)
     with torch.no_grad():
         eager = model(ids, use_cache=False).logits

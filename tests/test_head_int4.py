@@ -19,7 +19,7 @@ from bitlinear import reference as ref
 from bitlinear.convert import convert, deploy, load_deployed, save_deployed, size_report
 from bitlinear.head import (Int4Embedding, Int4Head, Int8Head, dequantize_groups_int4,
                             quantize_groups_int4, quantize_head)
-from conftest import rand
+from conftest import head_llama, rand
 
 try:
     import transformers  # noqa: F401
@@ -601,27 +601,13 @@ def test_convert_head_option_and_size_report(gen):
 
 
 # ---------------------------------------------------------------------------- transformers
-def _llama(tie, V=2000, seed=0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-    cfg = LlamaConfig(vocab_size=V, hidden_size=128, intermediate_size=352, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tie,
-                      pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.2)
-    return model
-
-
 @needs_tf
 @pytest.mark.parametrize("tie", [False, True])
 @pytest.mark.parametrize("head", ["int4", "int4:128"])
 def test_logit_error_and_top1_against_float_head(gen, tie, head):
     """Random-weight Llama (vocab 2000, hidden 128), BitLinear body: the int4 head against the
     float head on the same final hidden states, and, tied, the whole model."""
-    model = deploy(convert(_llama(tie)))
+    model = deploy(convert(head_llama(tie)))
     w = model.lm_head.weight.detach().clone()
     ids = torch.randint(3, 2000, (4, 64), generator=gen)
     with torch.no_grad():
@@ -664,7 +650,7 @@ def test_hf_save_pretrained_from_pretrained(tmp_path, gen, tie, dtype, head):
     import bitlinear.hf  # noqa: F401  (registers the quantizer)
     from transformers import AutoModelForCausalLM
     _, G = H.parse_head(head)
-    model = deploy(convert(_llama(tie, V=700).to(dtype), head=head))
+    model = deploy(convert(head_llama(tie, V=700).to(dtype), head=head))
     assert model.config.quantization_config.heads == {
         "lm_head": {"kind": "int4", "group_size": G, "tied": "model.embed_tokens" if tie else None,
                     "bias": False}}
@@ -694,7 +680,7 @@ def test_hf_load_refuses_a_non_finite_scale(tmp_path, gen):
     import bitlinear.hf  # noqa: F401
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM
-    model = deploy(convert(_llama(False, V=300), head="int4"))
+    model = deploy(convert(head_llama(False, V=300), head="int4"))
     model.save_pretrained(tmp_path)
     f = next(tmp_path.glob("*.safetensors"))
     sd = load_file(str(f))
@@ -715,7 +701,7 @@ def test_hf_load_checks_head_tensors_before_loading(tmp_path, head, tie, fault):
     import bitlinear.hf  # noqa: F401
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM
-    model = deploy(convert(_llama(tie, V=300), head=head))
+    model = deploy(convert(head_llama(tie, V=300), head=head))
     model.save_pretrained(tmp_path)
     f = next(tmp_path.glob("*.safetensors"))
     sd = load_file(str(f))
@@ -803,7 +789,7 @@ def test_convert_bitnet_head_int4(tmp_path, gen):
 @needs_tf
 @pytest.mark.parametrize("tie", [False, True])
 def test_llama_int4_head_torch_compile_fullgraph(gen, tie):
-    model = deploy(convert(_llama(tie, V=500), head="int4"))
+    model = deploy(convert(head_llama(tie, V=500), head="int4"))
     ids = torch.randint(3, 500, (1, 9), generator=gen)
     with torch.no_grad():
         eager = model(ids, use_cache=False).logits
