@@ -279,6 +279,16 @@ def _apply_keep_float32(module: nn.Module, fn, recurse: bool, names) -> None:
         module._buffers[k] = v.to(device=module._buffers[k].device, dtype=torch.float32)
 
 
+def _apply_embedding(module: nn.Module, fn, recurse: bool) -> nn.Module:
+    """nn.Module._apply for the quantized embeddings: a cast of the model (model.half()) sets the
+    output dtype; the table stays int8 / uint8 and the scales float32."""
+    probe = fn(torch.empty(0, dtype=module.dtype, device=module.scale.device))
+    _apply_keep_float32(module, fn, recurse, ("scale",))
+    if probe.is_floating_point():
+        module.dtype = probe.dtype
+    return module
+
+
 class Int8Embedding(nn.Module):
     """An embedding table stored as int8 rows with one float32 scale per row:
     ``forward(ids) = (weight[ids] * scale[ids]).to(dtype)``. Buffers: ``weight`` (int8 [V, D]),
@@ -306,12 +316,7 @@ class Int8Embedding(nn.Module):
         return m
 
     def _apply(self, fn, recurse=True):
-        # a cast of the model (model.half()) sets the output dtype; the table stays int8
-        probe = fn(torch.empty(0, dtype=self.dtype, device=self.scale.device))
-        _apply_keep_float32(self, fn, recurse, ("scale",))
-        if probe.is_floating_point():
-            self.dtype = probe.dtype
-        return self
+        return _apply_embedding(self, fn, recurse)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         _check_loaded(prefix, state_dict, self.num_embeddings, self.embedding_dim,
@@ -655,11 +660,7 @@ class Int4Embedding(nn.Module):
         return m
 
     def _apply(self, fn, recurse=True):
-        probe = fn(torch.empty(0, dtype=self.dtype, device=self.scale.device))
-        _apply_keep_float32(self, fn, recurse, ("scale",))
-        if probe.is_floating_point():
-            self.dtype = probe.dtype
-        return self
+        return _apply_embedding(self, fn, recurse)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         _check_loaded4(prefix, state_dict, self.num_embeddings, self.embedding_dim,
