@@ -250,24 +250,33 @@ _int8_head_linear.register_autograd(_int8_head_backward, setup_context=_int8_hea
 
 
 # ---------------------------------------------------------------------------- modules
-def _check_loaded(prefix: str, state_dict: dict, rows: int, cols: int, names) -> None:
-    """A loaded int8 table must be int8 [rows, cols] and its scales float32 [rows], finite and
-    > 0: load_state_dict would otherwise cast a float weight into the int8 buffer silently."""
-    want = {"weight": (torch.int8, (rows, cols)), "scale": (torch.float32, (rows,)),
-            "bias": (torch.float32, (rows,))}
+def _check_state(prefix: str, state_dict: dict, want: dict, names, what: str,
+                 scale_positive: bool) -> None:
+    """Each loaded tensor in ``names`` must have ``want[name]``'s dtype and shape (load_state_dict
+    would otherwise cast a float weight into the int table silently), and the scales must be
+    finite (and > 0 where ``scale_positive``). ``what`` names the format in the message."""
+    who = prefix.rstrip(".") or "head"
     for n in names:
         t = state_dict.get(prefix + n)
         if not isinstance(t, torch.Tensor):
             continue  # missing: load_state_dict reports it
         dtype, shape = want[n]
         if t.dtype != dtype or tuple(t.shape) != shape:
-            raise ValueError(f"bitlinear: {prefix.rstrip('.') or 'head'}: '{n}' is {t.dtype} "
-                             f"{tuple(t.shape)}, expected {dtype} {shape} (an int8 head / "
-                             "embedding; load into a model converted with the same head=)")
-        if n == "scale" and t.device.type != "meta" and not bool(
-                (torch.isfinite(t) & (t > 0)).all()):
-            raise ValueError(f"bitlinear: {prefix.rstrip('.') or 'head'}: scale must be finite "
-                             "and > 0")
+            raise ValueError(f"bitlinear: {who}: '{n}' is {t.dtype} {tuple(t.shape)}, expected "
+                             f"{dtype} {shape} ({what}; load into a model converted with the "
+                             "same head=)")
+        if n == "scale" and t.device.type != "meta":
+            ok = torch.isfinite(t) & (t > 0) if scale_positive else torch.isfinite(t)
+            if not bool(ok.all()):
+                raise ValueError(f"bitlinear: {who}: scale must be finite" +
+                                 (" and > 0" if scale_positive else " (NaN or Inf found)"))
+
+
+def _check_loaded(prefix: str, state_dict: dict, rows: int, cols: int, names) -> None:
+    """A loaded int8 table must be int8 [rows, cols], its scales float32 [rows], finite and > 0."""
+    want = {"weight": (torch.int8, (rows, cols)), "scale": (torch.float32, (rows,)),
+            "bias": (torch.float32, (rows,))}
+    _check_state(prefix, state_dict, want, names, "an int8 head / embedding", True)
 
 
 def _apply_keep_float32(module: nn.Module, fn, recurse: bool, names) -> None:
@@ -614,19 +623,8 @@ def _check_loaded4(prefix: str, state_dict: dict, rows: int, K: int, G: int, nam
     wshape, sshape = _q4_shapes(rows, K, G)
     want = {"weight": (torch.uint8, wshape), "scale": (torch.float32, sshape),
             "bias": (torch.float32, (rows,))}
-    for n in names:
-        t = state_dict.get(prefix + n)
-        if not isinstance(t, torch.Tensor):
-            continue  # missing: load_state_dict reports it
-        dtype, shape = want[n]
-        if t.dtype != dtype or tuple(t.shape) != shape:
-            raise ValueError(f"bitlinear: {prefix.rstrip('.') or 'head'}: '{n}' is {t.dtype} "
-                             f"{tuple(t.shape)}, expected {dtype} {shape} (an int4 head / "
-                             f"embedding, group_size={G}; load into a model converted with the "
-                             "same head=)")
-        if n == "scale" and t.device.type != "meta" and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"bitlinear: {prefix.rstrip('.') or 'head'}: scale must be finite "
-                             "(NaN or Inf found)")
+    _check_state(prefix, state_dict, want, names,
+                 f"an int4 head / embedding, group_size={G}", False)
 
 
 class Int4Embedding(nn.Module):
