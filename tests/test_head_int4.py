@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bitlinear import _ext
+from bitlinear import _head_kernels as HK
 from bitlinear import head as H
 from bitlinear import isa
 from bitlinear import reference as ref
@@ -293,7 +294,7 @@ def test_nan_row_and_rows_independent(gen, native, monkeypatch):
     if native and not HAS_Q4:
         pytest.skip("the native int4 kernel is not built")
     if not native:
-        monkeypatch.setattr(H, "_q4_native", lambda: None)
+        monkeypatch.setattr(HK, "_q4_native", lambda: None)
     h = _head(gen, 129, 50, 64, bias=True)
     x = rand(gen, 4, 129)
     # the kernel: a row's output does not depend on the rest of the batch (bit for bit);
@@ -320,8 +321,8 @@ def test_nan_row_and_rows_independent(gen, native, monkeypatch):
 def test_fallback_is_dequantized_linear(gen, monkeypatch):
     """Without the kernel (or off the CPU): F.linear with the dequantized weights, in chunks of
     rows (the chunking shown by a small chunk size)."""
-    monkeypatch.setattr(H, "_q4_native", lambda: None)
-    monkeypatch.setattr(H, "_DEQUANT_ROWS", 16)
+    monkeypatch.setattr(HK, "_q4_native", lambda: None)
+    monkeypatch.setattr(HK, "_DEQUANT_ROWS", 16)
     for dtype in DTYPES:
         h = _head(gen, 129, 50, 128, bias=True)
         x = rand(gen, 3, 129, dtype=dtype)
