@@ -9,10 +9,18 @@ Inside the parent module's forward (the attention block, the MLP), the first mem
 an input computes every member's output in one native call: the activations are quantized once and
 the weights streamed once, with each member's own scale and bias (``bl_linear_segments``). The
 output is bit for bit the separate layers'. Everywhere else (a member called on its own, another
-input, a changed buffer, compile, another device) each layer runs alone, as before.
+input, a changed buffer, another device) each layer runs alone, as before.
+
+Under torch.compile the same grouping happens in the graph: fuse_projections installs
+``group_pass()`` as inductor's ``post_grad_custom_post_pass`` (when that slot is empty), which
+replaces the ``bitlinear::linear`` calls of CPU layers that read one input with
+``bitlinear::linear_group2`` / ``linear_group3`` calls. These stream weights that are consecutive
+rows of one tensor (a fused group) in one native call, and run any others one by one; bit for bit
+the separate calls either way. A graph compiled before fuse_projections keeps its separate calls.
 """
 from __future__ import annotations
 
+import operator
 from typing import Sequence, Tuple
 
 import torch
@@ -21,7 +29,7 @@ from torch import nn
 from . import _fast
 from .nn import BitLinear
 
-__all__ = ["fuse_projections", "DEFAULT_FUSE_GROUPS"]
+__all__ = ["fuse_projections", "DEFAULT_FUSE_GROUPS", "group_pass"]
 
 # transformers' Llama / Mistral / Qwen / BitNet names: q/k/v read the attention input, gate/up the
 # MLP input
@@ -40,6 +48,80 @@ def _fusable(ms) -> bool:
                 or m.spec.act_per_token != per_tok):
             return False
     return True
+
+
+def _group_linear_calls(graph: torch.fx.Graph) -> int:
+    """Replace the bitlinear::linear calls on one CPU input (same eps, in_features and activation
+    scaling) by bitlinear::linear_group2 / linear_group3 calls (in threes, then a pair) placed
+    at the first of them; returns how many calls it grouped. A call whose weights are not yet
+    defined there stays alone."""
+    lin = torch.ops.bitlinear.linear.default
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    groups = {}
+    for n in graph.nodes:
+        if n.op != "call_function" or n.target is not lin or n.kwargs or len(n.args) != 7:
+            continue
+        x, _, _, _, eps, K, per_token = n.args
+        val = x.meta.get("val") if isinstance(x, torch.fx.Node) else None
+        if not isinstance(val, torch.Tensor) or val.device.type != "cpu":
+            continue
+        groups.setdefault((x, eps, K, per_token), []).append(n)
+    ops = {2: torch.ops.bitlinear.linear_group2.default,
+           3: torch.ops.bitlinear.linear_group3.default}
+    grouped = 0
+    for (x, eps, K, per_token), calls in groups.items():
+        first = order[calls[0]]
+        calls = [c for c in calls if all(not isinstance(a, torch.fx.Node) or order[a] < first
+                                         for a in c.args[1:4])]
+        while len(calls) >= 2:  # in threes, a last pair (4 = 2 + 2)
+            take = 3 if len(calls) in (3, 5) or len(calls) >= 6 else 2
+            part, calls = calls[:take], calls[take:]
+            layers = tuple(a for c in part for a in c.args[1:4])
+            with graph.inserting_before(part[0]):
+                g = graph.call_function(ops[take], (x, *layers, eps, K, per_token))
+                g.meta["val"] = tuple(c.meta.get("val") for c in part)
+                ys = [graph.call_function(operator.getitem, (g, i)) for i in range(take)]
+            for c, y in zip(part, ys):  # erased after the insertions: they go before part[0]
+                y.meta.update(c.meta)
+                c.replace_all_uses_with(y)
+                graph.erase_node(c)
+            grouped += take
+    return grouped
+
+
+_GROUP_PASS = []  # the pass, made on first use (importing inductor takes about a second)
+
+
+def group_pass():
+    """The post-grad inductor pass that groups bitlinear::linear calls sharing an input (one
+    instance, with a uuid for inductor's cache), or None with a torch that has no custom passes."""
+    if not _GROUP_PASS:
+        try:
+            from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
+        except ImportError:
+            _GROUP_PASS.append(None)
+            return None
+
+        class GroupPass(CustomGraphPass):
+            def __call__(self, graph: torch.fx.Graph) -> None:
+                _group_linear_calls(graph)
+
+            def uuid(self):
+                return get_hash_for_files((__file__,))
+
+        _GROUP_PASS.append(GroupPass())
+    return _GROUP_PASS[0]
+
+
+def _install_group_pass() -> None:
+    """group_pass() in inductor's post_grad_custom_post_pass slot, unless something else holds it
+    (a user's own pass can call group_pass()(graph) itself)."""
+    p = group_pass()
+    if p is None:
+        return
+    from torch._inductor import config
+    if getattr(config, "post_grad_custom_post_pass", p) is None:
+        config.post_grad_custom_post_pass = p
 
 
 def fuse_projections(model: nn.Module,
@@ -69,4 +151,6 @@ def fuse_projections(model: nn.Module,
             parent.register_forward_pre_hook(_fast.FusionWindow(group, True))
             parent.register_forward_hook(_fast.FusionWindow(group, False), always_call=True)
             fused += 1
+    if fused:
+        _install_group_pass()
     return fused

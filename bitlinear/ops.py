@@ -24,7 +24,9 @@ def _one_device(fake):
     with a meta tensor among its arguments, so without this a meta buffer next to a CPU input
     would return uninitialised memory instead of an error."""
     def checked(*args, **kwargs):
-        devices = {a.device for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)}
+        flat = [t for a in (*args, *kwargs.values())
+                for t in (a if isinstance(a, (list, tuple)) else (a,))]  # Tensor[] arguments too
+        devices = {t.device for t in flat if isinstance(t, torch.Tensor)}
         if len(devices) > 1:
             raise ValueError("bitlinear: every tensor argument must be on one device, got "
                              + ", ".join(sorted(map(str, devices))))
@@ -69,6 +71,37 @@ _define("linear(Tensor x, Tensor w_scale, Tensor w_packed, Tensor? bias, float e
         lambda x, w_scale, w_packed, bias, eps, in_features, per_token:
             x.new_empty((*x.shape[:-1], w_packed.shape[0])),
         ref.linear)
+
+
+def _group_schema(n: int) -> str:
+    """linear_group2 / linear_group3: n deployed layers on one input (bitlinear/fuse.py). Fixed
+    arity, not Tensor[]: torch.compile's C++ wrapper calls such an op through the dispatcher
+    directly, and a list-taking one back through Python (about 10 us a call)."""
+    layers = ", ".join(f"Tensor w_scale{i}, Tensor w_packed{i}, Tensor? bias{i}" for i in range(n))
+    outs = ", ".join(["Tensor"] * n)
+    return (f"linear_group{n}(Tensor x, {layers}, float eps, int in_features, bool per_token) -> "
+            f"({outs})")
+
+
+def _group_layers(args):
+    x, *rest = args
+    *layers, eps, K, per_token = rest
+    return x, [tuple(layers[i:i + 3]) for i in range(0, len(layers), 3)], eps, K, per_token
+
+
+def _fake_group(*args):
+    x, layers, *_ = _group_layers(args)
+    return tuple(x.new_empty((*x.shape[:-1], wp.shape[0])) for _, wp, _ in layers)
+
+
+def _default_group(*args):
+    x, layers, eps, K, per_token = _group_layers(args)
+    return tuple(ref.linear(x, ws, wp, b, eps, K, per_token) for ws, wp, b in layers)
+
+
+for _n in (2, 3):
+    _define(_group_schema(_n), _fake_group, _default_group)
+
 _define("linear_q(Tensor x_q, Tensor x_scale, Tensor x_rowsum, Tensor w_scale, Tensor w_packed, "
         "Tensor? bias, int in_features, ScalarType out_dtype) -> Tensor",
         lambda x_q, x_scale, x_rowsum, w_scale, w_packed, bias, in_features, out_dtype:

@@ -7,8 +7,8 @@ The machine's memory bandwidth drifts from minute to minute on a shared VM (25-6
 here), so two runs minutes apart do not compare. This alternates the two sides: each round runs
 `llama-bench -m GGUF -p 0 -n STEPS -t THREADS -r 1` (decode only, tg STEPS; its tokens/s), then
 our decode of the same number of steps on profile/model_decode.py's model (random weights of the
-BitNet-2B shape, `--arch`, `--vocab`, the head `--head`, `--compile`, `--attn`), and reports both per round,
-their medians and the median of the per-round ratios (ours / llama.cpp).
+BitNet-2B shape, `--arch`, `--vocab`, the head `--head`, `--compile`, `--attn`, `--fuse`), and
+reports both per round, their medians and the median of the per-round ratios (ours / llama.cpp).
 
 The GGUF must have the same shape and vocabulary (profile/peer_llamacpp_gguf.py writes one; build
 llama.cpp outside this repository). Our tokens/s is the median step time of the round (after
@@ -26,6 +26,7 @@ import time
 
 import torch
 
+import bitlinear
 import model_decode as md  # this folder is on sys.path
 
 
@@ -45,6 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--head", default="int4", type=md._head_kind)
     ap.add_argument("--compile", default="tuned", choices=["off", "on", "tuned"])
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "bitlinear"])
+    ap.add_argument("--fuse", default="on", choices=["on", "off"],
+                    help="bitlinear.fuse_projections before compiling (q/k/v, gate/up grouped)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=64)
@@ -53,12 +56,14 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     info = md.machine()
     info.update(arch=a.arch, vocab=a.vocab, head=a.head, compile=a.compile, attn=a.attn,
-                threads=a.threads, steps=a.steps, gguf=os.path.basename(a.gguf))
+                fuse=a.fuse, threads=a.threads, steps=a.steps, gguf=os.path.basename(a.gguf))
     print(json.dumps(info), flush=True)
     model = md.build(a.arch, a.vocab, md.FULL)
     md.set_attn(model, a.attn)
     if a.head != "float":
         md.set_head(model, a.head, model.lm_head.weight.detach().float().clone())
+    if a.fuse == "on":
+        bitlinear.fuse_projections(model)
     torch.set_num_threads(a.threads)
     step_fn = md.compiled(model, a.compile)
     md.decode(model, 2, 2, a.vocab, step_fn=step_fn)  # compiles

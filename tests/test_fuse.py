@@ -14,7 +14,7 @@ import bitlinear
 from bitlinear import _fast
 from bitlinear import reference as ref
 
-from conftest import make_deployed, rand
+from conftest import make_deployed, op_output, rand
 
 pytestmark = pytest.mark.skipif(_fast._linear_segments is None or not _fast.fast_path_enabled(),
                                 reason="no native fused entry point")
@@ -287,3 +287,158 @@ def test_compiled_fused_model_compiles_once(gen):
         for _ in range(3):
             assert torch.equal(compiled(x), want)
     assert cnt.frame_count == 1
+
+
+# ----------------------------------------------------------------- under torch.compile (issue 20)
+def group_call(layers, x, stacked=None):
+    """torch.ops.bitlinear.linear_group<n> on the layers' buffers (or on row views of `stacked`)."""
+    n = len(layers)
+    wps = stacked.split([m.w_packed.shape[0] for m in layers]) if stacked is not None else \
+        [m.w_packed for m in layers]
+    args = [a for m, wp in zip(layers, wps) for a in (m.w_scale, wp, m.bias)]
+    m0 = layers[0]
+    op = getattr(torch.ops.bitlinear, f"linear_group{n}")
+    return op(x, *args, m0.eps, m0.in_features, m0.spec.act_per_token)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("lead", [(1,), (7,), (2, 3), (0,)])
+@pytest.mark.parametrize("layout", ["consecutive", "apart"])
+def test_group_ops_equal_separate_calls(gen, n, dtype, lead, layout):
+    """linear_group2 / 3: each output bit for bit torch.ops.bitlinear.linear's and the
+    reference's, on consecutive rows of one tensor (one native call) or on separate tensors."""
+    K = int(torch.randint(1, 300, (1,), generator=gen))
+    ns = [int(v) for v in torch.randint(1, 140, (n,), generator=gen)]
+    quant = ["ai8pc_wpt", "ai8pc_wpc", "ai8pt_wpc"][:n]
+    quant = [quant[0]] + [q.replace("ai8pt", "ai8pc") if quant[0].startswith("ai8pc") else q
+                          for q in quant[1:]]  # one activation scaling per group
+    layers = [make_deployed(gen, K, N, q, bias=i != 1) for i, (N, q) in enumerate(zip(ns, quant))]
+    x = rand(gen, *lead, K, dtype=dtype, scale=3.0)
+    stacked = torch.cat([m.w_packed for m in layers]) if layout == "consecutive" else None
+    got = group_call(layers, x, stacked)
+    assert len(got) == n
+    for m, y in zip(layers, got):
+        want = op_output(m, x)
+        assert y.dtype == dtype and y.shape == want.shape
+        assert torch.equal(y, want)
+        assert torch.equal(y, ref.linear(x, m.w_scale, m.w_packed, m.bias, m.eps, K,
+                                         m.spec.act_per_token))
+
+
+@pytest.mark.parametrize("isa", bitlinear.available_cpu_isas())
+def test_group_ops_every_isa(gen, isa):
+    layers = [make_deployed(gen, 129, N) for N in (7, 1, 40)]
+    x = rand(gen, 3, 129)
+    with bitlinear.use_cpu_isa(isa):
+        got = group_call(layers, x, torch.cat([m.w_packed for m in layers]))
+        for m, y in zip(layers, got):
+            assert torch.equal(y, op_output(m, x))
+
+
+def test_group_ops_refuse_bad_input(gen):
+    a, b = make_deployed(gen, 64, 8), make_deployed(gen, 64, 8)
+    x = rand(gen, 2, 64)
+    with pytest.raises(Exception, match="in_features"):
+        group_call([a, b], rand(gen, 2, 65))
+    with pytest.raises(Exception, match="w_packed"):
+        torch.ops.bitlinear.linear_group2(x, a.w_scale, a.w_packed, None, b.w_scale,
+                                          b.w_packed[:, :-1], None, a.eps, 64, True)
+    with pytest.raises(Exception, match="w_scale"):
+        torch.ops.bitlinear.linear_group2(x, a.w_scale, a.w_packed, None,
+                                          torch.ones(3), b.w_packed, None, a.eps, 64, True)
+
+
+@pytest.fixture
+def inductor_pass_slot():
+    """Restore inductor's post-grad custom pass slot, which fuse_projections fills."""
+    from torch._inductor import config
+    old = config.post_grad_custom_post_pass
+    config.post_grad_custom_post_pass = None
+    torch._dynamo.reset()
+    yield config
+    config.post_grad_custom_post_pass = old
+    torch._dynamo.reset()
+
+
+def native_calls(fn, *args):
+    from torch.profiler import profile
+    with profile() as p:
+        fn(*args)
+    return {e.key: e.count for e in p.key_averages() if e.key.startswith("bitlinear::")}
+
+
+@pytest.mark.parametrize("cpp_wrapper", [False, True])
+def test_compiled_fused_model_groups_its_calls(gen, inductor_pass_slot, cpp_wrapper):
+    """After fuse_projections a compiled graph calls linear_group3 for q/k/v: same bits as the
+    separate layers, and the weights of the fused group stream in one native call."""
+    attn = make_attn(gen, K=129, ns=(7, 33, 3), bias=(True, False, False),
+                     quant=("ai8pc_wpc", "ai8pc_wpt", "ai8pc_wpc"))
+    x = rand(gen, 2, 129)
+    want, _ = separate(attn, x)
+    assert bitlinear.fuse_projections(attn) == 1
+    assert inductor_pass_slot.post_grad_custom_post_pass is bitlinear.fuse.group_pass()
+    compiled = torch.compile(attn, fullgraph=True, options={"cpp_wrapper": cpp_wrapper})
+    with torch.no_grad():
+        assert torch.equal(compiled(x), want)
+        calls = native_calls(compiled, x)
+    assert calls.get("bitlinear::linear_group3") == 1 and calls.get("bitlinear::linear") == 1
+    # a member's weights replaced after compiling (not consecutive any more): one by one, and
+    # still the right answer
+    with torch.no_grad():
+        attn.k_proj.w_packed = attn.k_proj.w_packed.clone()
+        attn.k_proj.w_packed[0] ^= 0x55
+        want2, _ = separate(attn, x)
+        assert not torch.equal(want2, want)
+        assert torch.equal(compiled(x), want2)
+
+
+def test_an_occupied_pass_slot_is_left_alone(gen, inductor_pass_slot):
+    def mine(graph):
+        pass
+    inductor_pass_slot.post_grad_custom_post_pass = mine
+    bitlinear.fuse_projections(make_attn(gen))
+    assert inductor_pass_slot.post_grad_custom_post_pass is mine
+
+
+def _graph_of(n_calls, late=()):
+    """An FX graph of n_calls bitlinear::linear calls on one CPU input; a call in `late` takes
+    weights made after the first call."""
+    g = torch.fx.Graph()
+    x = g.placeholder("x")
+    x.meta["val"] = torch.empty(1, 8)
+    ws = [g.placeholder(f"ws{i}") for i in range(n_calls)]
+    wps = [g.placeholder(f"wp{i}") for i in range(n_calls)]
+    outs = []
+    for i in range(n_calls):
+        wp = wps[i]
+        if i in late:
+            wp = g.call_function(torch.ops.aten.clone.default, (wp,))
+        outs.append(g.call_function(torch.ops.bitlinear.linear.default,
+                                    (x, ws[i], wp, None, 1e-5, 8, True)))
+    g.output(tuple(outs))
+    return g
+
+
+@pytest.mark.parametrize("n, sizes", [(1, []), (2, [2]), (3, [3]), (4, [2, 2]), (5, [3, 2]),
+                                      (7, [3, 2, 2])])
+def test_pass_groups_in_threes_and_pairs(n, sizes):
+    from bitlinear.fuse import _group_linear_calls
+    g = _graph_of(n)
+    assert _group_linear_calls(g) == sum(sizes)
+    g.lint()
+    got = [(len(node.args) - 4) // 3 for node in g.nodes if str(node.target).startswith(
+        "bitlinear.linear_group")]
+    assert sorted(got, reverse=True) == sizes
+    singles = [node for node in g.nodes if node.target is torch.ops.bitlinear.linear.default]
+    assert len(singles) == n - sum(sizes)
+
+
+def test_pass_leaves_late_weights_and_other_devices_alone():
+    from bitlinear.fuse import _group_linear_calls
+    g = _graph_of(3, late=(2,))  # the third call's weights come after the first call
+    assert _group_linear_calls(g) == 2
+    g.lint()
+    g = _graph_of(3)
+    next(iter(g.nodes)).meta["val"] = torch.empty(1, 8, device="meta")  # not a CPU input
+    assert _group_linear_calls(g) == 0

@@ -231,6 +231,15 @@ def test_thread_count_does_not_change_results(isa, gen, M, K, N):
                             ops.quantize_weights(rand(g, 5, 130), 1e-6, False)[1], 130)),
     ("linear", lambda g: (rand(g, 2, 3, 130), *ops.quantize_weights(rand(g, 5, 130), 1e-6, False),
                           rand(g, 5), 1e-6, 130, True)),
+    ("linear_group2", lambda g: (rand(g, 2, 3, 130),
+                                 *ops.quantize_weights(rand(g, 5, 130), 1e-6, False), rand(g, 5),
+                                 *ops.quantize_weights(rand(g, 9, 130), 1e-6, True), None,
+                                 1e-6, 130, True)),
+    ("linear_group3", lambda g: (rand(g, 3, 130),
+                                 *ops.quantize_weights(rand(g, 5, 130), 1e-6, False), None,
+                                 *ops.quantize_weights(rand(g, 1, 130), 1e-6, True), rand(g, 1),
+                                 *ops.quantize_weights(rand(g, 7, 130), 1e-6, True), None,
+                                 1e-6, 130, False)),
 ])
 def test_opcheck(gen, op, args):
     torch.library.opcheck(getattr(torch.ops.bitlinear, op).default, args(gen))

@@ -78,6 +78,73 @@ Tensor linear(Tensor x, Tensor w_scale, Tensor w_packed, std::optional<Tensor> b
   return f.y;
 }
 
+// Deployed layers that read one input (q/k/v, gate/up), as torch.compile'd graphs call them
+// (linear_group2 / linear_group3: bitlinear/fuse.py groups their linear calls). Each output is bit
+// for bit linear()'s. Weights that are consecutive rows of one tensor
+// (bitlinear.fuse_projections) are streamed in one call with the activations quantized once
+// (bl_linear_segments); any others run one by one.
+std::vector<Tensor> linear_group(const Tensor& x, const std::vector<Tensor>& w_scale,
+                                 const std::vector<Tensor>& w_packed,
+                                 const std::vector<std::optional<Tensor>>& bias, double eps,
+                                 int64_t K, bool per_token) {
+  const size_t n = w_packed.size();
+  std::vector<LinearFrame> frames;
+  frames.reserve(n);
+  for (size_t i = 0; i < n; i++) frames.push_back(linear_frame(x, w_scale[i], w_packed[i], bias[i],
+                                                               K, eps));
+  std::vector<Tensor> ys;
+  for (const LinearFrame& f : frames) ys.push_back(f.y);
+  const LinearFrame& f0 = frames[0];
+  if (f0.M == 0) return ys;
+  const int64_t rb = bl_packed_row_bytes(K);
+  bool consecutive = n <= BL_MAX_SEGMENTS;
+  const uint8_t* base = w_packed[0].const_data_ptr<uint8_t>();
+  int64_t rows = 0;
+  for (size_t i = 0; i < n && consecutive; i++) {
+    consecutive = w_packed[i].const_data_ptr<uint8_t>() == base + rows * rb;
+    rows += frames[i].N;
+  }
+  Tensor ws = workspace(bl_linear_workspace_bytes(f0.M, K), x);
+  if (consecutive) {
+    bl_segment segs[BL_MAX_SEGMENTS];
+    for (size_t i = 0; i < n; i++)
+      segs[i] = {frames[i].N, w_scale[i].const_data_ptr<float>(), frames[i].w_per_channel,
+                 frames[i].bias, frames[i].y.mutable_data_ptr(), frames[i].N};
+    check_status(bl_linear_segments(f0.x.const_data_ptr(), f0.dt, f0.M, K, f0.ldx, base, segs,
+                                    static_cast<int>(n), static_cast<float>(eps), per_token, f0.dt,
+                                    ws.mutable_data_ptr(), nthreads()),
+                 "linear_group");
+    return ys;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const LinearFrame& f = frames[i];
+    check_status(bl_linear(f.x.const_data_ptr(), f.dt, f.M, K, f.ldx,
+                           w_packed[i].const_data_ptr<uint8_t>(), f.N,
+                           w_scale[i].const_data_ptr<float>(), f.w_per_channel, f.bias,
+                           static_cast<float>(eps), per_token, ys[i].mutable_data_ptr(), f.dt, f.N,
+                           ws.mutable_data_ptr(), nthreads()),
+                 "linear_group");
+  }
+  return ys;
+}
+
+std::tuple<Tensor, Tensor> linear_group2(Tensor x, Tensor ws0, Tensor wp0, std::optional<Tensor> b0,
+                                         Tensor ws1, Tensor wp1, std::optional<Tensor> b1,
+                                         double eps, int64_t K, bool per_token) {
+  std::vector<Tensor> y = linear_group(x, {ws0, ws1}, {wp0, wp1}, {b0, b1}, eps, K, per_token);
+  return {y[0], y[1]};
+}
+
+std::tuple<Tensor, Tensor, Tensor> linear_group3(Tensor x, Tensor ws0, Tensor wp0,
+                                                 std::optional<Tensor> b0, Tensor ws1, Tensor wp1,
+                                                 std::optional<Tensor> b1, Tensor ws2, Tensor wp2,
+                                                 std::optional<Tensor> b2, double eps, int64_t K,
+                                                 bool per_token) {
+  std::vector<Tensor> y = linear_group(x, {ws0, ws1, ws2}, {wp0, wp1, wp2}, {b0, b1, b2}, eps, K,
+                                       per_token);
+  return {y[0], y[1], y[2]};
+}
+
 }  // namespace
 }  // namespace blb
 
@@ -87,6 +154,8 @@ STABLE_TORCH_LIBRARY_IMPL(bitlinear, CPU, m) {
   m.impl("quantize_acts", TORCH_BOX(&blb::quantize_acts_op<blb::Cpu>));
   m.impl("gemm_acc", TORCH_BOX(&blb::gemm_acc));
   m.impl("linear", TORCH_BOX(&blb::linear));
+  m.impl("linear_group2", TORCH_BOX(&blb::linear_group2));
+  m.impl("linear_group3", TORCH_BOX(&blb::linear_group3));
   m.impl("linear_q", TORCH_BOX(&blb::linear_q_op<blb::Cpu>));
   m.impl("linear_train", TORCH_BOX(&blb::linear_train_op<blb::Cpu>));
 }
