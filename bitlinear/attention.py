@@ -107,12 +107,15 @@ def _attn_decode_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return _run_kernel(native, q, k, v, mask, scale)
 
 
-# torch.ops.bitlinear.attn_decode: what torch.compile'd graphs call. Defined with a plain
-# torch.library.Library (schema, CPU kernel, fake) rather than torch.library.custom_op: a decode
-# step calls it once per layer, and custom_op's Python wrappers (its autograd kernel and the output
-# aliasing check) cost about 7 us more per call here (10.6 vs 3.5 us for an empty kernel), more
-# than a third of the kernel itself. No autograd: decode_attention never calls it with inputs that
-# require grad (it falls back to transformers' SDPA instead).
+# torch.ops.bitlinear.attn_decode: what torch.compile'd graphs call, where the kernel applies.
+# Defined with a plain torch.library.Library (schema, default kernel, fake) rather than
+# torch.library.custom_op: a decode step calls it once per layer, and custom_op's Python wrappers
+# (its autograd kernel and the output aliasing check) cost about 7 us more per call here (10.6 vs
+# 3.5 us for an empty kernel). The CPU kernel is C++ (csrc/binding/ops_cpu.cpp: a compiled graph's
+# C++ wrapper calls it without entering Python: 14.7 instead of 21.6 us a call for 20 query heads
+# over 40 of 128 cached positions on the 2-core Zen 4, profile/attn_decode.py) and refuses inputs the native kernel does not take; the Python kernel below
+# serves other devices and builds without the extension. No autograd: decode_attention never
+# calls it with inputs that require grad (it falls back to transformers' SDPA instead).
 _LIB = torch.library.Library("bitlinear", "FRAGMENT")
 _LIB.define("attn_decode(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale) -> Tensor")
 _LIB.impl("attn_decode", _attn_decode_impl, "CompositeExplicitAutograd")
@@ -132,7 +135,7 @@ def attn_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     applies (see the module doc), else torch's SDPA. No autograd."""
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() and _native() is not None and _kernel_applies(q, k, v, mask):
         return torch.ops.bitlinear.attn_decode(q, k, v, mask, float(scale))
     return _attn_decode_impl(q, k, v, mask, float(scale))
 

@@ -254,6 +254,54 @@ def test_error_statuses(gen):
 
 
 @needs_native
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "float", "per_head"])
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "head_dim_strided", "neg_view"])
+def test_custom_op_cpu_kernel_equals_the_python_path(gen, mask_kind, layout):
+    """torch.ops.bitlinear.attn_decode's C++ CPU kernel (what compiled graphs call): the same
+    bits as attn_decode's eager path on the same operands, for any strides."""
+    B, Hkv, G, L, D = (int(v) for v in torch.randint(1, 4, (1,), generator=gen).tolist() +
+                       [2, 3, 37, 24])
+    Hq = Hkv * G
+    q = torch.randn(B, Hq, 1, D, generator=gen)
+    k, v = torch.randn(B, Hkv, L, D, generator=gen), torch.randn(B, Hkv, L, D, generator=gen)
+    mask = {"none": None,
+            "bool": torch.rand(B, 1, 1, L, generator=gen) < 0.6,
+            "float": torch.randn(B, 1, 1, L, generator=gen),
+            "per_head": torch.rand(B, Hq, 1, L, generator=gen) < 0.6}[mask_kind]
+    if layout == "strided":  # views into larger caches
+        k = torch.randn(B, Hkv, L + 5, D, generator=gen)[:, :, 2:L + 2]
+        v = torch.randn(B, Hkv + 1, L, D, generator=gen)[:, 1:]
+    elif layout == "head_dim_strided":
+        k = k.transpose(2, 3).contiguous().transpose(2, 3)
+    want = A._run_kernel(NATIVE, q, k, v, mask, 0.3)
+    got = torch.ops.bitlinear.attn_decode(torch._neg_view(-q) if layout == "neg_view" else q,
+                                          k, v, mask, 0.3)
+    assert got.shape == (B, 1, Hq, D)
+    assert torch.equal(got, want)
+    torch.testing.assert_close(got.double(), reference(q, k, v, mask, 0.3), rtol=1e-5, atol=1e-5)
+
+
+@needs_native
+def test_custom_op_cpu_kernel_refuses_what_it_does_not_take():
+    q, k, v = torch.randn(1, 4, 1, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
+    op = torch.ops.bitlinear.attn_decode
+    cases = [((q.half(), k, v, None), "float32"),
+             ((q, k, v[:, :1], None), "shapes"),
+             ((torch.randn(1, 3, 1, 8), k, v, None), "multiple of Hkv"),
+             ((torch.randn(1, 4, 2, 8), k, v, None), "shapes"),
+             ((q, k, v, torch.ones(1, 1, 1, 5, dtype=torch.int32)), "bool or float32"),
+             ((q, k, v, torch.ones(1, 1, 1, 4, dtype=torch.bool)), "broadcast"),
+             ((q[0], k, v, None), "4-D")]
+    for args, msg in cases:
+        with pytest.raises(RuntimeError, match=msg):
+            op(*args, 0.5)
+    # attn_decode, compiled, falls back to SDPA where the kernel does not apply
+    fn = torch.compile(lambda q, k, v: A.attn_decode(q, k, v, None, 0.5), fullgraph=True)
+    torch.testing.assert_close(fn(q.double(), k.double(), v.double()),
+                               reference(q, k, v, None, 0.5), rtol=1e-6, atol=1e-6)
+
+
+@needs_native
 def test_custom_op_opcheck_and_compile(gen):
     q, k, v = torch.randn(2, 6, 1, 32), torch.randn(2, 2, 20, 32), torch.randn(2, 2, 20, 32)
     mask = torch.rand(2, 1, 1, 20, generator=gen) < 0.7
@@ -394,11 +442,15 @@ def test_tiny_llama_same_tokens_as_sdpa(gen, monkeypatch, compiled):
             torch._dynamo.reset()
             step_fn = torch.compile(model.forward, fullgraph=True, dynamic=False)
         n0 = len(calls)
-        results[impl] = _greedy(model, prompt, steps, step_fn)
+        from torch.profiler import profile
+        with profile() as prof:  # compiled, the op's C++ kernel runs: counted in the trace
+            results[impl] = _greedy(model, prompt, steps, step_fn)
+        ops = sum(e.count for e in prof.key_averages() if e.key == "bitlinear::attn_decode")
+        ran = len(calls) - n0 + (ops if compiled else 0)
         if impl == "bitlinear_sdpa":  # every decode step of every layer ran the kernel
-            assert len(calls) - n0 >= steps * model.config.num_hidden_layers
+            assert ran >= steps * model.config.num_hidden_layers
         else:
-            assert len(calls) == n0
+            assert ran == 0
     (ta, la), (tb, lb) = results["sdpa"], results["bitlinear_sdpa"]
     torch.testing.assert_close(lb, la, rtol=1e-4, atol=1e-4)
     assert ta == tb

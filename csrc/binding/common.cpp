@@ -29,12 +29,12 @@ bl_dtype float_dtype(const Tensor& t, const char* name) {
   return BL_F32;
 }
 
-namespace {
-
 void check_same_device(const Tensor& a, const Tensor& b, const char* an, const char* bn) {
   STD_TORCH_CHECK(a.device() == b.device(), "bitlinear: ", an, " and ", bn,
                   " must be on the same device");
 }
+
+namespace {
 
 // An eps whose scales are positive normal floats (bitlinear.h: BL_MIN_EPS).
 void check_eps(double eps) {

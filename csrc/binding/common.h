@@ -40,6 +40,9 @@ Tensor empty_like_device(const std::vector<int64_t>& sizes, ST dtype, const Tens
 // Scratch of at least `bytes` bytes (at least one) on the device of `like`.
 Tensor workspace(size_t bytes, const Tensor& like);
 
+// RuntimeError "bitlinear: <an> and <bn> must be on the same device" unless they are.
+void check_same_device(const Tensor& a, const Tensor& b, const char* an, const char* bn);
+
 // ------------------------------------------------------------------ per-op frames
 struct WeightsFrame {  // quantize_weights
   Tensor w;            // float32/float16/bfloat16 rows [N, K] with unit inner stride

@@ -145,6 +145,58 @@ std::tuple<Tensor, Tensor, Tensor> linear_group3(Tensor x, Tensor ws0, Tensor wp
   return {y[0], y[1], y[2]};
 }
 
+// attn_decode (schema: bitlinear/attention.py): one query token over a key / value cache,
+// q [B, Hq, 1, D], k / v [B, Hkv, L, D] float32 with head_dim read contiguous (copied if it is
+// not), mask None / bool / float32 broadcastable to [B, Hq, 1, L]; out [B, 1, Hq, D]. What the
+// Python fallback (torch's SDPA) covers beyond that is refused here: torch.compile'd graphs call
+// the op only where the kernel applies (bitlinear.attention._kernel_applies). In C++ so that a
+// compiled graph's wrapper calls it through the dispatcher without entering Python. A tensor
+// with the negative bit arrives resolved (the dispatcher's math-bit fallback runs first).
+Tensor attn_decode(Tensor q, Tensor k, Tensor v, std::optional<Tensor> mask, double scale) {
+  STD_TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
+                  "bitlinear: attn_decode takes 4-D q [B, Hq, 1, D] and k, v [B, Hkv, L, D]");
+  const int64_t B = q.size(0), Hq = q.size(1), D = q.size(3);
+  const int64_t Hkv = k.size(1), L = k.size(2);
+  STD_TORCH_CHECK(q.size(2) == 1 && k.size(0) == B && k.size(3) == D && Hkv >= 1 &&
+                      Hq % Hkv == 0 && v.size(0) == B && v.size(1) == Hkv && v.size(2) == L &&
+                      v.size(3) == D,
+                  "bitlinear: attn_decode shapes: q [B, Hq, 1, D], k and v [B, Hkv, L, D] with "
+                  "Hq a multiple of Hkv");
+  for (const Tensor* t : {&q, &k, &v})
+    STD_TORCH_CHECK(t->scalar_type() == ST::Float, "bitlinear: attn_decode takes float32 q, k, v");
+  check_same_device(q, k, "q", "k");
+  check_same_device(q, v, "q", "v");
+  Tensor qc = q.stride(3) == 1 ? q : torch::stable::contiguous(q);
+  Tensor kc = k.stride(3) == 1 ? k : torch::stable::contiguous(k);
+  Tensor vc = v.stride(3) == 1 ? v : torch::stable::contiguous(v);
+  const void* mptr = nullptr;
+  int mtype = 0;
+  int64_t msb = 0, msh = 0, msl = 0;
+  if (mask.has_value()) {
+    const Tensor& m = *mask;
+    STD_TORCH_CHECK(m.scalar_type() == ST::Float || m.scalar_type() == ST::Bool,
+                    "bitlinear: attn_decode mask must be bool or float32");
+    check_same_device(q, m, "q", "mask");
+    STD_TORCH_CHECK(m.dim() == 4 && (m.size(0) == 1 || m.size(0) == B) &&
+                        (m.size(1) == 1 || m.size(1) == Hq) && m.size(2) == 1 &&
+                        (m.size(3) == 1 || m.size(3) == L),
+                    "bitlinear: attn_decode mask must broadcast to [B, Hq, 1, L]");
+    mptr = m.const_data_ptr();
+    mtype = m.scalar_type() == ST::Float ? 1 : 2;  // bl_attn_mask_type
+    msb = m.size(0) != 1 ? m.stride(0) : 0;        // broadcast dimensions read with stride 0
+    msh = m.size(1) != 1 ? m.stride(1) : 0;
+    msl = m.size(3) != 1 ? m.stride(3) : 0;
+  }
+  Tensor out = empty_like_device({B, 1, Hq, D}, ST::Float, q);
+  check_status(bl_attn_decode(B, Hq, Hkv, L, D, qc.const_data_ptr<float>(), qc.stride(0),
+                              qc.stride(1), kc.const_data_ptr<float>(), kc.stride(0), kc.stride(1),
+                              kc.stride(2), vc.const_data_ptr<float>(), vc.stride(0), vc.stride(1),
+                              vc.stride(2), mptr, mtype, msb, msh, msl, static_cast<float>(scale),
+                              out.mutable_data_ptr<float>(), Hq * D, D, nthreads()),
+               "attn_decode");
+  return out;
+}
+
 }  // namespace
 }  // namespace blb
 
@@ -156,6 +208,7 @@ STABLE_TORCH_LIBRARY_IMPL(bitlinear, CPU, m) {
   m.impl("linear", TORCH_BOX(&blb::linear));
   m.impl("linear_group2", TORCH_BOX(&blb::linear_group2));
   m.impl("linear_group3", TORCH_BOX(&blb::linear_group3));
+  m.impl("attn_decode", TORCH_BOX(&blb::attn_decode));
   m.impl("linear_q", TORCH_BOX(&blb::linear_q_op<blb::Cpu>));
   m.impl("linear_train", TORCH_BOX(&blb::linear_train_op<blb::Cpu>));
 }
