@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Mutation check of the C tests: plants small bugs in the AVX2 kernels, in the decode layout
-(LUT: lut.c and the AVX-512 LUT GEMV) and in the x86 int4 head kernel (q4_x86.h), one at a time,
-in a copy of csrc/ and tests/c/, and asserts that the plain C tests (`make -C tests/c test`:
-test_core and test_directed, fixed default seed, and test_q4, fresh seed; plus test_emu and
-test_q4_emu, the AVX-512 / AVX-VNNI tables on SIMDe, where libsimde-dev is installed) catch every
-one of them.
+(LUT: lut.c and the AVX-512 LUT GEMV), in the x86 int4 head kernel (q4_x86.h) and in decode
+attention (attn.c), one at a time, in a copy of csrc/ and tests/c/, and asserts that the plain C
+tests (`make -C tests/c test`: test_core and test_directed, fixed default seed, test_q4 and
+test_attn, fresh seeds; plus test_emu and test_q4_emu, the AVX-512 / AVX-VNNI tables on SIMDe,
+where libsimde-dev is installed) catch every one of them.
 
     python3 tests/mutation_check.py [--keep] [--only NAME]
 
@@ -33,6 +33,7 @@ AVX2 = "csrc/cpu/isa_avx2.c"
 AVX512 = "csrc/cpu/isa_avx512vnni.c"
 LUT = "csrc/cpu/lut.c"
 Q4X86 = "csrc/cpu/q4_x86.h"  # the int4 head kernel of the AVX2 / AVX-VNNI / AVX-512 files
+ATTN = "csrc/cpu/attn.c"
 
 # (name, file, regex that must match exactly once, replacement, what it breaks)
 MUTATIONS = [
@@ -88,6 +89,15 @@ MUTATIONS = [
      r"_mm_add_ps\(s, _mm_movehl_ps\(s, s\)\)",
      "_mm_add_ps(s, _mm_movehdup_ps(s))",
      "the x86 q4 kernel sums the 8 lanes in the wrong pairs (bitlinear.h fixes the tree)"),
+    # decode attention, caught by test_attn (against a float64 softmax)
+    ("l-attn-live-heads", ATTN,
+     r"for \(int64_t h = hk; h < hk \+ a->G; h\+\+\) any \|=",
+     "for (int64_t h = hk; h < hk + a->G - 1; h++) any |=",
+     "a position is live only if a query head other than the kv head's last one attends it"),
+    ("m-attn-rescale-sum", ATTN,
+     r"run_sum\[i\] \*= f;",
+     "run_sum[i] *= 1.0f;",
+     "the running sum is not rescaled when a later chunk raises the running maximum"),
 ]
 # mutations that only the AVX-512 path (native, or emulated by test_emu) can catch
 NEEDS_AVX512 = {"g-lut-flush-cols"}
@@ -109,7 +119,7 @@ def has_simde() -> bool:
 
 
 def programs() -> tuple[str, ...]:
-    return ("test_core", "test_directed", "test_q4") + (
+    return ("test_core", "test_directed", "test_q4", "test_attn") + (
         ("test_emu", "test_q4_emu") if has_simde() else ())
 
 
