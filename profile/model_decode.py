@@ -134,6 +134,9 @@ def decode(model, steps: int, warmup: int, vocab: int, on_step=None, step_fn=Non
 
 _HEAD_MATMULS = ("aten::mm", "aten::addmm", "mkldnn::_linear_pointwise")  # a compiled float head
 _HEAD_OPS = ("bitlinear::int8_head_linear", "bitlinear::int4_head_linear")
+# a BitLinear call: alone, fused in eager (fuse_projections), grouped in a compiled graph
+_BITLINEAR_OPS = ("bitlinear::linear", "bitlinear::linear_fused", "bitlinear::linear_group2",
+                  "bitlinear::linear_group3")
 
 
 def _profiled_split(model, step_fn, steps, vocab):
@@ -157,7 +160,7 @@ def _profiled_split(model, step_fn, steps, vocab):
     bl = head = 0.0
     calls = 0
     for e in prof.events():
-        if e.name in ("bitlinear::linear", "bitlinear::linear_fused"):
+        if e.name in _BITLINEAR_OPS:
             bl += e.cpu_time_total
             calls += 1
         elif e.name in _HEAD_OPS or (
