@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from . import _checks
+from . import _head_hf
 from . import head as _head
 from . import reference as ref
 from .nn import BitLinear
@@ -302,7 +303,7 @@ def attach(model: nn.Module) -> nn.Module:
     if cls is None or not isinstance(model, cls) or not HAS_TRANSFORMERS:
         return model
     entries = _layer_entries(model)
-    heads = _head.hf_head_entries(model)
+    heads = _head_hf.hf_head_entries(model)
     if not entries and not heads:
         return model
     old = getattr(model, "hf_quantizer", None)
@@ -427,7 +428,7 @@ def _precheck_files(model: nn.Module, modules: Dict[str, dict], checkpoint_files
 
 
 def _check_head_headers(model: nn.Module, heads, find) -> None:
-    for name, key, dtypes, shape in _head.hf_head_tensors(model, heads):
+    for name, key, dtypes, shape in _head_hf.hf_head_tensors(model, heads):
         got = find(key)
         if got is None:
             raise ValueError(f"bitlinear: head {name!r}: the checkpoint has no '{key}'")
@@ -513,14 +514,14 @@ if HAS_TRANSFORMERS:
 
         def _process_model_before_weight_loading(self, model, checkpoint_files=None, **kwargs):
             _rebuild(model, self.quantization_config.modules)
-            _head.hf_rebuild_heads(model, getattr(self.quantization_config, "heads", None))
+            _head_hf.hf_rebuild_heads(model, getattr(self.quantization_config, "heads", None))
             _precheck_files(model, self.quantization_config.modules, checkpoint_files,
                             getattr(self.quantization_config, "heads", None))
             return model
 
         def _process_model_after_weight_loading(self, model, **kwargs):
             _validate_loaded(model, self.quantization_config.modules)
-            _head.hf_validate_heads(model, getattr(self.quantization_config, "heads", None))
+            _head_hf.hf_validate_heads(model, getattr(self.quantization_config, "heads", None))
             return model
 
         def is_serializable(self):

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bitlinear import _ext
+from bitlinear import _head_hf as HF
 from bitlinear import _head_kernels as HK
 from bitlinear import head as H
 from bitlinear import isa
@@ -744,31 +745,31 @@ def test_hf_head_entries_and_rebuild_without_transformers():
     """The heads entries and the rebuild on plain modules (what the quantizer calls)."""
     torch.manual_seed(0)
     model = convert(TiedLM(), head="int4:128")
-    entries = H.hf_head_entries(model)
+    entries = HF.hf_head_entries(model)
     assert entries == {"lm_head": {"kind": "int4", "group_size": 128, "tied": "embed",
                                    "bias": False}}
     sd = model.state_dict()
     with torch.device("meta"):
         fresh = TiedLM()
-    H.hf_rebuild_heads(fresh, entries)
+    HF.hf_rebuild_heads(fresh, entries)
     assert isinstance(fresh.embed, Int4Embedding) and fresh.lm_head.tied
     assert fresh.embed.group_size == 128 and fresh.lm_head.group_size == 128
     with pytest.raises(ValueError, match="was not in the checkpoint"):
-        H.hf_validate_heads(fresh, entries)
+        HF.hf_validate_heads(fresh, entries)
     fresh.load_state_dict(sd, strict=False, assign=True)
-    H.hf_validate_heads(fresh, entries)
+    HF.hf_validate_heads(fresh, entries)
     fresh.embed.scale[0, 0] = float("inf")
     with pytest.raises(ValueError, match="scale must be finite"):
-        H.hf_validate_heads(fresh, entries)
+        HF.hf_validate_heads(fresh, entries)
     with pytest.raises(ValueError, match="group_size"):
-        H.hf_rebuild_heads(fresh, {"lm_head": {"kind": "int4", "group_size": 100}})
+        HF.hf_rebuild_heads(fresh, {"lm_head": {"kind": "int4", "group_size": 100}})
     with pytest.raises(ValueError, match="unknown kind"):
-        H.hf_rebuild_heads(fresh, {"lm_head": {"kind": "int2"}})
+        HF.hf_rebuild_heads(fresh, {"lm_head": {"kind": "int2"}})
     with pytest.raises(ValueError, match="not rebuilt as an Int4Head with group_size 64"):
-        H.hf_validate_heads(fresh, {"lm_head": {"kind": "int4", "group_size": 64}})
+        HF.hf_validate_heads(fresh, {"lm_head": {"kind": "int4", "group_size": 64}})
     # an int8 entry without group_size keeps working
     m8 = convert(TiedLM(), head="int8")
-    assert H.hf_head_entries(m8) == {"lm_head": {"kind": "int8", "tied": "embed", "bias": False}}
+    assert HF.hf_head_entries(m8) == {"lm_head": {"kind": "int8", "tied": "embed", "bias": False}}
 
 
 @needs_tf
