@@ -182,7 +182,7 @@ Tensor attn_decode(Tensor q, Tensor k, Tensor v, std::optional<Tensor> mask, dou
                         (m.size(3) == 1 || m.size(3) == L),
                     "bitlinear: attn_decode mask must broadcast to [B, Hq, 1, L]");
     mptr = m.const_data_ptr();
-    mtype = m.scalar_type() == ST::Float ? 1 : 2;  // bl_attn_mask_type
+    mtype = m.scalar_type() == ST::Float ? BL_ATTN_MASK_ADD : BL_ATTN_MASK_BOOL;
     msb = m.size(0) != 1 ? m.stride(0) : 0;        // broadcast dimensions read with stride 0
     msh = m.size(1) != 1 ? m.stride(1) : 0;
     msl = m.size(3) != 1 ? m.stride(3) : 0;

@@ -14,8 +14,6 @@
 #include <time.h>
 
 static int small;
-static float frand(void) { return (float)((double)(rnd() >> 11) / 9007199254740992.0) * 2.0f - 1.0f; }
-static int irand(int n) { return (int)(rnd() % (uint64_t)n); }
 
 static void *xmalloc(size_t n) {
   void *p = aligned_alloc(64, (n + 63) / 64 * 64 + 64);

@@ -25,8 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int irand(int n) { return (int)(rnd() % (uint64_t)n); }
-
 static void *xmalloc(size_t n) {
   void *p = NULL;
   if (posix_memalign(&p, 64, n ? n : 1)) { printf("out of memory\n"); exit(2); }

@@ -30,8 +30,6 @@
 static int small;
 static bl_cpu_kernels portable; /* every entry NULL: bl_q4_rows_c and ref.c's row functions */
 
-static int irand(int n) { return (int)(rnd() % (uint64_t)n); }
-static float frand(void) { return (float)((double)(rnd() >> 11) / 9007199254740992.0) * 2.0f - 1.0f; }
 static void *xmalloc(size_t n) {
   void *p = NULL;
   if (posix_memalign(&p, 64, n ? n : 1)) { printf("out of memory\n"); exit(2); }
