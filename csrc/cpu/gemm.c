@@ -72,6 +72,23 @@ static void plan_tasks(plan *p, int nthreads) {
   p->mb = MB_ROWS / mr * mr;
   p->tasks_n = (p->N + nb - 1) / nb;
   p->tasks_m = (p->M + p->mb - 1) / p->mb;
+  /* Small M (schedule static, one contiguous range of tasks per thread): a task count that the
+   * threads share evenly, each task an equal share of the nr-column tiles (run_task). With whole
+   * nb panels, a 2560 x 6912 layer split 12 / 11 panels and its call waited on the bigger half. */
+  const int64_t tiles = (p->N + nr - 1) / nr;
+  if (p->M <= STREAM_MAX_M && nthreads > 1) {
+    const int64_t t = (p->tasks_n + nthreads - 1) / nthreads * nthreads;
+    if (t <= tiles) p->tasks_n = t;
+  }
+}
+
+/* Columns [*n0, *n1) of n-task tn: an even share of the nr-column tiles, at most nb columns
+ * (tasks_n >= ceil(N / nb) and nb is a multiple of nr). */
+static inline void task_cols(const plan *p, int64_t tn, int64_t *n0, int64_t *n1) {
+  const int64_t tiles = (p->N + p->nr - 1) / p->nr;
+  const int64_t a = tn * tiles / p->tasks_n * p->nr, b = (tn + 1) * tiles / p->tasks_n * p->nr;
+  *n0 = a;
+  *n1 = b < p->N ? b : p->N;
 }
 
 static void sink_row_one(const plan *p, const sink *o, int64_t row, int64_t n0, int64_t n1,
@@ -161,7 +178,8 @@ static void run_task(const plan *p, const sink *o, int64_t t) {
   }
   /* n-panel outer: a thread keeps its weight panel in L2 across its row chunks */
   const int64_t tn = t / p->tasks_m, tm = t % p->tasks_m;
-  const int64_t n0 = tn * p->nb, n1 = n0 + p->nb < p->N ? n0 + p->nb : p->N;
+  int64_t n0, n1;
+  task_cols(p, tn, &n0, &n1);
   const int64_t m0 = tm * p->mb, m1 = m0 + p->mb < p->M ? m0 + p->mb : p->M;
   const int mr = p->kt->mr, nr = p->nr;
   const int64_t Kp = p->nblk * BL_QK;
