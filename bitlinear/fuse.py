@@ -28,6 +28,7 @@ from torch import nn
 
 from . import _fast
 from .nn import BitLinear
+from .norm import fuse_norms
 
 __all__ = ["fuse_projections", "DEFAULT_FUSE_GROUPS", "group_pass"]
 
@@ -125,11 +126,18 @@ def _install_group_pass() -> None:
 
 
 def fuse_projections(model: nn.Module,
-                     groups: Sequence[Sequence[str]] = DEFAULT_FUSE_GROUPS) -> int:
+                     groups: Sequence[Sequence[str]] = DEFAULT_FUSE_GROUPS,
+                     norms: bool = True) -> int:
     """Fuse every set of deployed CPU BitLinear children named by one entry of ``groups`` (in one
     parent module, same in_features, eps and activation scaling). Returns how many groups were
     fused; layers already in a group, on another device, or not deployed are left alone. Call it
-    again after moving the model or loading it from a pickle (the fusion is not pickled)."""
+    again after moving the model or loading it from a pickle (the fusion is not pickled).
+
+    norms: also replace transformers' Llama-family RMSNorms (the BitNet sub-norms included) by
+    bitlinear.RMSNorm: one native call each in eager CPU inference, the same bits and state_dict
+    (bitlinear.norm.fuse_norms)."""
+    if norms:
+        fuse_norms(model)
     if _fast._linear_segments is None:
         return 0  # an extension without the fused entry point
     fused = 0

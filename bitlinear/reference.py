@@ -243,6 +243,17 @@ def linear(x, w_scale, w_packed, bias, eps: float, in_features: int, per_token: 
     return y.reshape(*x.shape[:-1], w_packed.shape[0])
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """transformers' Llama-family RMSNorm (LlamaRMSNorm, BitNetRMSNorm, ...), the definition
+    bitlinear.RMSNorm and bl_rms_norm_apply match bit for bit: the variance in float32 by torch,
+    the scale as a correctly rounded 1 / sqrt, the product rounded to x's dtype, then times the
+    weight (in the promoted dtype)."""
+    h = x.to(torch.float32)
+    var = h.pow(2).mean(-1, keepdim=True)
+    h = h * torch.rsqrt(var + eps)
+    return weight * h.to(x.dtype)
+
+
 # ---------------------------------------------------------------------------- training
 def train_forward(x, weight, bias, eps: float, spec: QuantSpec):
     """BitLinear's training forward: the deployed computation on weights quantized now, so a

@@ -310,6 +310,23 @@ bl_status bl_attn_decode(int64_t B, int64_t Hq, int64_t Hkv, int64_t L, int64_t 
                          int64_t m_sl, float scale, float *out, int64_t o_sb, int64_t o_sh,
                          int nthreads);
 
+/* ---------------------------------------------------------------- RMSNorm (CPU)
+ * transformers' Llama-family RMSNorm (LlamaRMSNorm, BitNetRMSNorm, ...) after its variance, bit for
+ * bit (bitlinear/reference.py, rms_norm): for each row m of x [M, K] (dtype xdt, row stride ldx)
+ *   r = 1.0f / sqrtf(var[m] + eps)                       (float32; var: the caller's mean of x^2)
+ *   h = (float)round_xdt(x[m, k] * r)                    (float32 product, rounded to xdt)
+ *   y[m, k] = round_ydt((float)w[k] * h)                 (one float32 product, rounded to ydt)
+ * w: K elements of dtype wdt; y: dtype ydt, row stride ldy. torch computes the variance itself
+ * (x.float().pow(2).mean(-1)): its reduction order is torch's, so the caller passes it in. The
+ * rows are split between threads; each row is computed by one thread (bits do not depend on
+ * nthreads). NaN / Inf propagate as in torch (a NaN's payload bits may differ).
+ * Statuses: BL_ERR_NULL (x, var, w or y NULL with M > 0), BL_ERR_SIZE (M < 0, K < 1,
+ * K > BL_MAX_K, M above 2^40), BL_ERR_ARG (a dtype other than float32 / float16 / bfloat16, eps
+ * negative or not finite), BL_ERR_STRIDE (ldx < K, ldy < K). M = 0 writes nothing. */
+bl_status bl_rms_norm_apply(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
+                            const float *var, float eps, const void *w, bl_dtype wdt, void *y,
+                            bl_dtype ydt, int64_t ldy, int nthreads);
+
 /* Plain-C ground truth of each entry point (same contracts, csrc/cpu/ref.c). */
 bl_status bl_q4_linear_ref(const void *x, bl_dtype xdt, int64_t M, int64_t K, int64_t ldx,
                            const uint8_t *w4, const float *wscale, int64_t N, int64_t G,

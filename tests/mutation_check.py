@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Mutation check of the C tests: plants small bugs in the AVX2 kernels, in the decode layout
-(LUT: lut.c and the AVX-512 LUT GEMV), in the x86 int4 head kernel (q4_x86.h) and in decode
-attention (attn.c), one at a time, in a copy of csrc/ and tests/c/, and asserts that the plain C
-tests (`make -C tests/c test`: test_core and test_directed, fixed default seed, test_q4 and
-test_attn, fresh seeds; plus test_emu and test_q4_emu, the AVX-512 / AVX-VNNI tables on SIMDe,
+(LUT: lut.c and the AVX-512 LUT GEMV), in the x86 int4 head kernel (q4_x86.h), in decode
+attention (attn.c) and in the RMSNorm (norm.c), one at a time, in a copy of csrc/ and tests/c/,
+and asserts that the plain C tests (`make -C tests/c test`: test_core and test_directed, fixed
+default seed, test_q4, test_attn and test_norm, fresh seeds; plus test_emu and test_q4_emu, the AVX-512 / AVX-VNNI tables on SIMDe,
 where libsimde-dev is installed) catch every one of them.
 
     python3 tests/mutation_check.py [--keep] [--only NAME]
@@ -34,6 +34,7 @@ AVX512 = "csrc/cpu/isa_avx512vnni.c"
 LUT = "csrc/cpu/lut.c"
 Q4X86 = "csrc/cpu/q4_x86.h"  # the int4 head kernel of the AVX2 / AVX-VNNI / AVX-512 files
 ATTN = "csrc/cpu/attn.c"
+NORM = "csrc/cpu/norm.c"
 
 # (name, file, regex that must match exactly once, replacement, what it breaks)
 MUTATIONS = [
@@ -98,6 +99,15 @@ MUTATIONS = [
      r"run_sum\[i\] \*= f;",
      "run_sum[i] *= 1.0f;",
      "the running sum is not rescaled when a later chunk raises the running maximum"),
+    # the RMSNorm, caught by test_norm (its formula written out)
+    ("n-norm-bf16-no-round", NORM,
+     r"const float h = bl_bf16_f32\(bl_bf16_rne\(bl_bf16_f32\(x\[k\]\) \* r\)\);",
+     "const float h = bl_bf16_f32(x[k]) * r;",
+     "the bfloat16 row skips the rounding of x * r to the input dtype (transformers' .to(dtype))"),
+    ("n-norm-no-eps", NORM,
+     r"1\.0f / sqrtf\(j->var\[m\] \+ j->eps\)",
+     "1.0f / sqrtf(j->var[m])",
+     "the variance's epsilon is not added"),
 ]
 # mutations that only the AVX-512 path (native, or emulated by test_emu) can catch
 NEEDS_AVX512 = {"g-lut-flush-cols"}
@@ -119,7 +129,7 @@ def has_simde() -> bool:
 
 
 def programs() -> tuple[str, ...]:
-    return ("test_core", "test_directed", "test_q4", "test_attn") + (
+    return ("test_core", "test_directed", "test_q4", "test_attn", "test_norm") + (
         ("test_emu", "test_q4_emu") if has_simde() else ())
 
 

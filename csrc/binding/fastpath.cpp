@@ -1,6 +1,7 @@
 // fastpath.cpp - `_bitlinear.linear_cpu` / `_bitlinear.linear_cuda`: the deployed forward on raw
 // pointers, for BitLinear's eager fast path (bitlinear/_fast.py); `q4_linear_cpu`, the int4 head
-// (bitlinear/head.py). No torch headers and no tensor
+// (bitlinear/head.py); `attn_decode_cpu` (bitlinear/attention.py); `rms_norm_cpu`
+// (bitlinear/norm.py). No torch headers and no tensor
 // objects: the caller (Python) has checked the tensors (dtype, device, shape, contiguity) and
 // keeps them alive for the call, so a call costs about one C function call instead of a
 // dispatcher round trip through the stable ABI. The C core still checks every size and pointer
@@ -211,6 +212,28 @@ PyObject* py_q4_linear_cpu(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   Py_RETURN_NONE;
 }
 
+// rms_norm_cpu(x, xdt, M, K, var, eps, w, wdt, y, ydt, nthreads): bl_rms_norm_apply on contiguous
+// CPU rows (bitlinear/norm.py); var: M float32 (torch's mean of x^2). Keeps the GIL while small.
+PyObject* py_rms_norm_cpu(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  void *x, *var, *w, *y;
+  long long xdt, M, K, wdt, ydt, nthreads;
+  if (!arity(nargs, 11, "rms_norm_cpu") || !ptr(args, 0, &x) || !ll(args, 1, &xdt) ||
+      !ll(args, 2, &M) || !ll(args, 3, &K) || !ptr(args, 4, &var) || !ptr(args, 6, &w) ||
+      !ll(args, 7, &wdt) || !ptr(args, 8, &y) || !ll(args, 9, &ydt) || !ll(args, 10, &nthreads) ||
+      !float_dtype_code(xdt) || !float_dtype_code(wdt) || !float_dtype_code(ydt))
+    return nullptr;
+  const double eps = PyFloat_AsDouble(args[5]);
+  if (eps == -1.0 && PyErr_Occurred()) return nullptr;
+  const bool release = (double)M * (double)K >= kReleaseGilMacs;
+  PyThreadState* ts = release ? PyEval_SaveThread() : nullptr;
+  const int nt = nthreads < 1 ? 1 : nthreads > 1 << 20 ? 1 << 20 : (int)nthreads;
+  const bl_status s = bl_rms_norm_apply(x, (bl_dtype)xdt, M, K, K, (const float*)var, (float)eps,
+                                        w, (bl_dtype)wdt, y, (bl_dtype)ydt, K, nt);
+  if (ts) PyEval_RestoreThread(ts);
+  if (s != BL_OK) return status_error(s, "rms_norm (CPU)");
+  Py_RETURN_NONE;
+}
+
 // attn_decode_cpu(B, Hq, Hkv, L, D, q, q_sb, q_sh, k, k_sb, k_sh, k_sl, v, v_sb, v_sh, v_sl,
 //                 mask, mask_type, m_sb, m_sh, m_sl, scale, out, o_sb, o_sh, nthreads): decode
 // attention on raw float32 CPU pointers (bl_attn_decode; mask 0 with mask_type 0 for none).
@@ -333,6 +356,8 @@ PyMethodDef bl_fastpath_methods[] = {
      "Projections sharing one input in one CPU call (raw pointers; bl_linear_segments)."},
     {"q4_linear_cpu", (PyCFunction)(void (*)(void))py_q4_linear_cpu, METH_FASTCALL,
      "The int4 grouped head on raw CPU pointers (bl_q4_linear)."},
+    {"rms_norm_cpu", (PyCFunction)(void (*)(void))py_rms_norm_cpu, METH_FASTCALL,
+     "transformers' RMSNorm after the variance on raw CPU pointers (bl_rms_norm_apply)."},
     {"attn_decode_cpu", (PyCFunction)(void (*)(void))py_attn_decode_cpu, METH_FASTCALL,
      "Decode attention (one query token) on raw float32 CPU pointers (bl_attn_decode)."},
     {"linear_cuda", (PyCFunction)(void (*)(void))py_linear_cuda, METH_FASTCALL,

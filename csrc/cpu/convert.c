@@ -65,12 +65,7 @@ uint16_t bl_f32_to_f16(float f) {
 
 float bl_bf16_to_f32(uint16_t h) { return f32_from_bits((uint32_t)h << 16); }
 
-uint16_t bl_f32_to_bf16(float f) {
-  uint32_t x = f32_bits(f);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
-  x += 0x7fffu + ((x >> 16) & 1u);
-  return (uint16_t)(x >> 16);
-}
+uint16_t bl_f32_to_bf16(float f) { return bl_bf16_rne(f); }
 
 float bl_load_f(const void *p, bl_dtype dt, int64_t i) {
   switch (dt) {

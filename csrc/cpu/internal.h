@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <string.h>
 
 /* The thread count of a parallel region: at least 1, at most the processors OpenMP sees (a huge
  * request, e.g. 100000, would exhaust libgomp; more threads than processors never help). */
@@ -120,6 +121,22 @@ static inline float bl_ternary(float w, float s) {
   q = q > 1.0f ? 1.0f : q;
   q = q < -1.0f ? -1.0f : q;
   return q;
+}
+
+/* float32 -> bfloat16, round to nearest even, NaN kept quiet (bl_f32_to_bf16; inline for loops) */
+static inline uint16_t bl_bf16_rne(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return (uint16_t)(x >> 16);
+}
+
+static inline float bl_bf16_f32(uint16_t h) {
+  const uint32_t x = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &x, 4);
+  return f;
 }
 
 /* convert.c: element i of a row of dtype dt, as float32 / rounded from float32 */

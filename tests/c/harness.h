@@ -1,5 +1,5 @@
 /* harness.h - what the plain C test programs share (test_core.c, test_directed.c, test_fp_mode.c,
- * test_q4.c, test_attn.c): PASS/FAIL lines with their counters, and the seeded xorshift64*
+ * test_q4.c, test_attn.c, test_norm.c): PASS/FAIL lines with their counters, and the seeded xorshift64*
  * generator with irand / frand on it (set rng_state from the seed the program prints).
  * Header-only; include once per test program. */
 #ifndef BL_TEST_HARNESS_H
