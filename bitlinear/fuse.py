@@ -17,6 +17,9 @@ replaces the ``bitlinear::linear`` calls of CPU layers that read one input with
 ``bitlinear::linear_group2`` / ``linear_group3`` calls. These stream weights that are consecutive
 rows of one tensor (a fused group) in one native call, and run any others one by one; bit for bit
 the separate calls either way. A graph compiled before fuse_projections keeps its separate calls.
+
+It also replaces transformers' Llama-family RMSNorms by bitlinear.RMSNorm (norms=True; the same
+bits, one native call each in eager CPU inference: bitlinear/norm.py).
 """
 from __future__ import annotations
 

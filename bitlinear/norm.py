@@ -125,6 +125,8 @@ def fuse_norms(model: nn.Module) -> int:
     bits. Returns how many were replaced. A norm whose output differs from ours on a random check
     (another formula) is left alone. Call it again after loading a model (from_pretrained builds
     transformers' modules)."""
+    if _native is None:
+        return 0  # an extension without the entry point: nothing to gain
     swapped = 0
     done = {}  # id(old) -> new: a norm shared by two parents stays shared
     for parent in list(model.modules()):
