@@ -24,13 +24,12 @@ from . import reference as ref
 
 __all__ = ["RMSNorm", "fuse_norms", "HF_RMSNORM_CLASSES"]
 
-_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # bl_dtype
+_DTYPE_CODES = _fast._DTYPE_CODES  # torch dtype -> bl_dtype
 _DTYPES = {c: d for d, c in _DTYPE_CODES.items()}
 # [x's code][weight's code] -> the code of torch.promote_types(weight, x): weight * x's dtype
 _PROMOTED = [[_DTYPE_CODES[torch.promote_types(_DTYPES[w], _DTYPES[x])] for w in range(3)]
              for x in range(3)]
 _native = getattr(_ext._native, "rms_norm_cpu", None) if _ext.HAS_BITLINEAR else None
-_C = torch._C
 _Tensor, _Parameter = torch.Tensor, nn.Parameter
 
 # transformers' norms whose forward is reference.rms_norm ("module:qualname"); fuse_norms also

@@ -296,13 +296,7 @@ static void statuses(void) {
 
 int main(int argc, char **argv) {
   small = argc > 1 && strcmp(argv[1], "--small") == 0;
-  const char *env = getenv("BL_TEST_SEED");
-  uint64_t seed = env ? strtoull(env, NULL, 10)
-                      : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
-  if (!seed) seed = 1;
-  rng_state = seed;
-  printf("test_attn seed %llu (BL_TEST_SEED=%llu repeats it)\n", (unsigned long long)seed,
-         (unsigned long long)seed);
+  fresh_seed("test_attn");
   const int n = small ? 40 : 200;
   for (int i = 0; i < n; i++) one_case(i, i % 3);
   statuses();

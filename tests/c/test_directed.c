@@ -33,19 +33,8 @@ static void *xmalloc(size_t n) {
 
 static float fbits(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
 static uint32_t bitsf(float f) { uint32_t b; memcpy(&b, &f, 4); return b; }
-static size_t esz(bl_dtype d) { return d == BL_F32 ? 4 : 2; }
 static const char *dtn(bl_dtype d) { return d == BL_F32 ? "f32" : d == BL_F16 ? "f16" : "bf16"; }
 
-static float load_v(const void *p, bl_dtype dt, int64_t i) {
-  if (dt == BL_F32) return ((const float *)p)[i];
-  uint16_t h = ((const uint16_t *)p)[i];
-  return dt == BL_F16 ? bl_f16_to_f32(h) : bl_bf16_to_f32(h);
-}
-/* Stores a value that is exactly representable in dt (the conversion does no rounding). */
-static void store_exact(void *p, bl_dtype dt, int64_t i, float v) {
-  if (dt == BL_F32) ((float *)p)[i] = v;
-  else ((uint16_t *)p)[i] = dt == BL_F16 ? bl_f32_to_f16(v) : bl_f32_to_bf16(v);
-}
 /* The next representable value of dt away from (dir > 0) or toward zero, from the bits. */
 static float step_ulp(float v, bl_dtype dt, int dir) {
   if (dt == BL_F32) {
@@ -109,7 +98,7 @@ static void weight_ties(const tpath *p, bl_dtype wdt, int pc, int64_t N, int64_t
   static const float lo[] = {1.0f, 1.0f, 0.0f, 1.0f + 0x1p-22f, 1.0f - 0x1p-22f};
   const int nlo = wdt == BL_F32 ? 5 : 3; /* the near-ties are not half-precision values */
   const int64_t ldw = K + K % 3, rb = bl_packed_row_bytes(K);
-  void *w = xmalloc((size_t)(N * ldw) * esz(wdt));
+  void *w = xmalloc((size_t)(N * ldw) * elem_bytes(wdt));
   int8_t *want = xmalloc((size_t)(N * K));
   int ties = 0;
   const float s = ldexpf(1.0f, e + 1);
@@ -123,12 +112,12 @@ static void weight_ties(const tpath *p, bl_dtype wdt, int pc, int64_t N, int64_t
       }
       v = ldexpf(v, e);
       if (irand(2)) v = -v;
-      store_exact(w, wdt, n * ldw + k, v);
-      const double q = (double)load_v(w, wdt, n * ldw + k) / (double)s; /* exact */
+      store_elem(w, wdt, n * ldw + k, v);
+      const double q = (double)load_elem(w, wdt, n * ldw + k) / (double)s; /* exact */
       ties += fabs(q) == 0.5 || fabs(q) == 1.5;
       want[n * K + k] = (int8_t)(fabs(q) > 0.5 ? (q > 0 ? 1 : -1) : 0);
     }
-    for (int64_t k = K; k < ldw; k++) store_exact(w, wdt, n * ldw + k, NAN); /* gap: poison */
+    for (int64_t k = K; k < ldw; k++) store_elem(w, wdt, n * ldw + k, NAN); /* gap: poison */
   }
   const size_t ns = pc ? (size_t)N : 1;
   float *sa = xmalloc(ns * 4), *sb = xmalloc(ns * 4);
@@ -154,16 +143,16 @@ static void weight_ties(const tpath *p, bl_dtype wdt, int pc, int64_t N, int64_t
 static void act_ties(const tpath *p, bl_dtype dt, int pt, int64_t M, int64_t K, int e, int near,
                      int nt) {
   const int64_t ldx = K + 3, Kp = bl_padded_k(K), ldq = Kp + 5;
-  void *x = xmalloc((size_t)(M * ldx) * esz(dt));
+  void *x = xmalloc((size_t)(M * ldx) * elem_bytes(dt));
   const float s = ldexpf(1.0f, e);
   for (int64_t m = 0; m < M; m++) {
     for (int64_t k = 0; k < K; k++) {
       float v = ldexpf((float)(irand(253) - 127) + 0.5f, e);
       if (near && irand(3)) v = step_ulp(v, dt, irand(2) ? 1 : -1);
-      store_exact(x, dt, m * ldx + k, v);
+      store_elem(x, dt, m * ldx + k, v);
     }
-    store_exact(x, dt, m * ldx + (m * 37 + 5) % K, ldexpf(m & 1 ? -127.0f : 127.0f, e));
-    for (int64_t k = K; k < ldx; k++) store_exact(x, dt, m * ldx + k, NAN);
+    store_elem(x, dt, m * ldx + (m * 37 + 5) % K, ldexpf(m & 1 ? -127.0f : 127.0f, e));
+    for (int64_t k = K; k < ldx; k++) store_elem(x, dt, m * ldx + k, NAN);
   }
   int8_t *want = xmalloc((size_t)(M * Kp));
   int32_t *want_rs = xmalloc((size_t)M * 4);
@@ -171,7 +160,7 @@ static void act_ties(const tpath *p, bl_dtype dt, int pt, int64_t M, int64_t K, 
   for (int64_t m = 0; m < M; m++) {
     want_rs[m] = 0;
     for (int64_t k = 0; k < Kp; k++) {
-      double q = k < K ? (double)load_v(x, dt, m * ldx + k) / (double)s : 0.0;
+      double q = k < K ? (double)load_elem(x, dt, m * ldx + k) / (double)s : 0.0;
       ties += q - floor(q) == 0.5;
       double r = rne(q);
       r = r > 127 ? 127 : r < -128 ? -128 : r;
@@ -242,9 +231,9 @@ static int same_y(const void *a, const void *b, bl_dtype dt, int64_t M, int64_t 
   for (int64_t m = 0; m < M; m++)
     for (int64_t n = 0; n < (m + 1 < M ? ld : N); n++) {
       const int64_t i = m * ld + n;
-      if (n < N && load_v(a, dt, i) != load_v(a, dt, i) && load_v(b, dt, i) != load_v(b, dt, i))
+      if (n < N && load_elem(a, dt, i) != load_elem(a, dt, i) && load_elem(b, dt, i) != load_elem(b, dt, i))
         continue;
-      if (memcmp((const char *)a + i * (int64_t)esz(dt), (const char *)b + i * (int64_t)esz(dt), esz(dt)))
+      if (memcmp((const char *)a + i * (int64_t)elem_bytes(dt), (const char *)b + i * (int64_t)elem_bytes(dt), elem_bytes(dt)))
         return 0;
     }
   return 1;
@@ -257,18 +246,18 @@ static int same_y(const void *a, const void *b, bl_dtype dt, int64_t M, int64_t 
 static void output_ties(const tpath *p, bl_dtype xdt, bl_dtype ydt, int64_t M, int64_t N,
                         int64_t K, int pc, int edge, int nt) {
   const int64_t ldx = K + 1, ldy = N + 2, Kp = bl_padded_k(K), rb = bl_packed_row_bytes(K);
-  void *x = xmalloc((size_t)(M * ldx) * esz(xdt));
+  void *x = xmalloc((size_t)(M * ldx) * elem_bytes(xdt));
   /* identical rows (so every row's y hits the targets), one 127 each */
   for (int64_t k = 0; k < K; k++) {
     float v = (float)(irand(255) - 127);
-    for (int64_t m = 0; m < M; m++) store_exact(x, xdt, m * ldx + k, v);
+    for (int64_t m = 0; m < M; m++) store_elem(x, xdt, m * ldx + k, v);
   }
   for (int64_t m = 0; m < M; m++) {
-    store_exact(x, xdt, m * ldx + (K > 1 ? 1 : 0), 127.0f);
-    if (m + 1 < M) store_exact(x, xdt, m * ldx + K, NAN);
+    store_elem(x, xdt, m * ldx + (K > 1 ? 1 : 0), 127.0f);
+    if (m + 1 < M) store_elem(x, xdt, m * ldx + K, NAN);
   }
   const int nan_row = edge && M > 1; /* the last row NaN: all its outputs NaN */
-  if (nan_row) store_exact(x, xdt, (M - 1) * ldx + K / 2, NAN);
+  if (nan_row) store_elem(x, xdt, (M - 1) * ldx + K / 2, NAN);
   uint8_t *pk = xmalloc((size_t)(N * rb));
   memset(pk, 0, (size_t)(N * rb));
   for (int64_t n = 0; n < N; n++)
@@ -304,7 +293,7 @@ static void output_ties(const tpath *p, bl_dtype xdt, bl_dtype ydt, int64_t M, i
     if (!is_edge[n]) targets++, realized += bitsf(exact[n]) == bitsf(T[n]);
     ties += is_tie(exact[n], ydt);
   }
-  const size_t yb = (size_t)((M - 1) * ldy + N) * esz(ydt);
+  const size_t yb = (size_t)((M - 1) * ldy + N) * elem_bytes(ydt);
   void *ya = xmalloc(yb), *yb_ = xmalloc(yb), *yc = xmalloc(yb), *yd = xmalloc(yb);
   void *w1 = xmalloc(bl_linear_workspace_bytes(M, K)), *w2 = xmalloc(bl_linear_workspace_bytes(M, K));
   memset(ya, 0x5a, yb); memset(yb_, 0x5a, yb); memset(yc, 0x5a, yb); memset(yd, 0x5a, yb);
@@ -371,7 +360,7 @@ static void natural_ties(const tpath *p, bl_dtype ydt, int64_t M, int64_t N, int
   float xs[8], ws[1] = {0x1p-6f};
   for (int64_t m = 0; m < M; m++) xs[m] = ldexpf(1.0f, (int)m - 2);
   st |= bl_gemm_acc_ref(xq, ldq, pk, M, N, K, acc, N, 1);
-  const size_t yb = (size_t)(M * N) * esz(ydt);
+  const size_t yb = (size_t)(M * N) * elem_bytes(ydt);
   void *ya = xmalloc(yb), *yb_ = xmalloc(yb);
   st |= tp_linear_q(&tp_ref, xq, ldq, xs, NULL, M, pk, N, K, ws, 0, NULL, ya, ydt, N, nt);
   st |= tp_linear_q(p, xq, ldq, xs, NULL, M, pk, N, K, ws, 0, NULL, yb_, ydt, N, nt);

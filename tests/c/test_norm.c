@@ -22,38 +22,25 @@
 
 static int small;
 
-static size_t esize(bl_dtype dt) { return dt == BL_F32 ? 4 : 2; }
-
-static float load(const void *p, bl_dtype dt, int64_t i) {
-  if (dt == BL_F32) return ((const float *)p)[i];
-  const uint16_t h = ((const uint16_t *)p)[i];
-  return dt == BL_BF16 ? bl_bf16_to_f32(h) : bl_f16_to_f32(h);
-}
-
 static float round_to(bl_dtype dt, float v) {
   if (dt == BL_F32) return v;
   return dt == BL_BF16 ? bl_bf16_to_f32(bl_f32_to_bf16(v)) : bl_f16_to_f32(bl_f32_to_f16(v));
-}
-
-static void store(void *p, bl_dtype dt, int64_t i, float v) {
-  if (dt == BL_F32) ((float *)p)[i] = v;
-  else ((uint16_t *)p)[i] = dt == BL_BF16 ? bl_f32_to_bf16(v) : bl_f32_to_f16(v);
 }
 
 /* the expected y[m, k], as the bits of ydt */
 static uint32_t expected_bits(const void *x, bl_dtype xdt, int64_t ldx, const float *var, float eps,
                               const void *w, bl_dtype wdt, bl_dtype ydt, int64_t m, int64_t k) {
   volatile float r = 1.0f / sqrtf(var[m] + eps); /* volatile: no contraction, no reassociation */
-  volatile float xr = load(x, xdt, m * ldx + k) * r;
+  volatile float xr = load_elem(x, xdt, m * ldx + k) * r;
   const float h = round_to(xdt, xr);
-  volatile float y = load(w, wdt, k) * h;
+  volatile float y = load_elem(w, wdt, k) * h;
   uint32_t out = 0;
   uint16_t h16;
   if (ydt == BL_F32) {
     const float f = y;
     memcpy(&out, &f, 4);
   } else {
-    store(&h16, ydt, 0, y);
+    store_elem(&h16, ydt, 0, y);
     out = h16;
   }
   return out;
@@ -88,27 +75,27 @@ static void one_case(int id) {
   const int64_t M = 1 + irand(id % 5 == 0 ? 40 : 4);
   const int64_t ldx = K + irand(3), ldy = K + irand(3);
   const float eps = irand(2) ? 1e-5f : (float)irand(4) * 0.25f;
-  void *x = malloc((size_t)(M * ldx) * esize(xdt));
-  void *w = malloc((size_t)K * esize(wdt));
-  void *y = malloc((size_t)(M * ldy) * esize(ydt));
+  void *x = malloc((size_t)(M * ldx) * elem_bytes(xdt));
+  void *w = malloc((size_t)K * elem_bytes(wdt));
+  void *y = malloc((size_t)(M * ldy) * elem_bytes(ydt));
   float *var = malloc((size_t)M * sizeof(float));
   const int kind = irand(4);
-  for (int64_t i = 0; i < M * ldx; i++) store(x, xdt, i, value(kind));
-  for (int64_t k = 0; k < K; k++) store(w, wdt, k, value(0));
+  for (int64_t i = 0; i < M * ldx; i++) store_elem(x, xdt, i, value(kind));
+  for (int64_t k = 0; k < K; k++) store_elem(w, wdt, k, value(0));
   for (int64_t m = 0; m < M; m++) { /* a variance of the row's scale, not necessarily its own */
     double s = 0;
-    for (int64_t k = 0; k < K; k++) s += (double)load(x, xdt, m * ldx + k) * load(x, xdt, m * ldx + k);
+    for (int64_t k = 0; k < K; k++) s += (double)load_elem(x, xdt, m * ldx + k) * load_elem(x, xdt, m * ldx + k);
     var[m] = (float)(s / (double)K) * (irand(4) ? 1.0f : frand() + 1.5f);
   }
   if (id % 7 == 3) { /* non-finite inputs and a zero row */
-    store(x, xdt, irand((int)K), NAN);
-    if (M > 1) store(x, xdt, ldx + irand((int)K), INFINITY);
+    store_elem(x, xdt, irand((int)K), NAN);
+    if (M > 1) store_elem(x, xdt, ldx + irand((int)K), INFINITY);
     if (M > 2) {
-      for (int64_t k = 0; k < K; k++) store(x, xdt, 2 * ldx + k, 0.0f);
+      for (int64_t k = 0; k < K; k++) store_elem(x, xdt, 2 * ldx + k, 0.0f);
       var[2] = 0.0f;
     }
   }
-  memset(y, 0x5a, (size_t)(M * ldy) * esize(ydt));
+  memset(y, 0x5a, (size_t)(M * ldy) * elem_bytes(ydt));
   const bl_status st = bl_rms_norm_apply(x, xdt, M, K, ldx, var, eps, w, wdt, y, ydt, ldy,
                                          1 + irand(3));
   int bad = 0, gaps = 0;
@@ -200,13 +187,7 @@ static void statuses(void) {
 
 int main(int argc, char **argv) {
   small = argc > 1 && strcmp(argv[1], "--small") == 0;
-  const char *env = getenv("BL_TEST_SEED");
-  uint64_t seed = env ? strtoull(env, NULL, 10)
-                      : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
-  if (!seed) seed = 1;
-  rng_state = seed;
-  printf("test_norm seed %llu (BL_TEST_SEED=%llu repeats it)\n", (unsigned long long)seed,
-         (unsigned long long)seed);
+  fresh_seed("test_norm");
   const int n = small ? 40 : 200;
   for (int i = 0; i < n; i++) one_case(i);
   threads();
